@@ -1,0 +1,56 @@
+"""A job's identity (job id, idempotency key, correlation id), carried in message headers.
+
+Every message of a job's canvas carries the same headers: `submit` sets them on the first
+stage, and `before_task_publish` copies them from the running task to anything it publishes
+(the next link of a chain, a retry, a chord's parts and its callback), so no stage has to
+pass them along by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from celery import current_task
+from celery.signals import before_task_publish
+
+JOB_ID = "vetro_job_id"
+IDEMPOTENCY_KEY = "vetro_idempotency_key"
+CORRELATION_ID = "vetro_correlation_id"
+PIPELINE = "vetro_pipeline"
+HEADER_NAMES = (JOB_ID, IDEMPOTENCY_KEY, CORRELATION_ID, PIPELINE)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    job_id: str
+    idempotency_key: str
+    correlation_id: str
+    pipeline: str
+
+    def headers(self) -> dict[str, str]:
+        return {JOB_ID: self.job_id, IDEMPOTENCY_KEY: self.idempotency_key,
+                CORRELATION_ID: self.correlation_id, PIPELINE: self.pipeline}
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_headers(cls, headers: Any) -> JobContext | None:
+        """Read the context from a task request or a headers dict; None outside a job."""
+        get = headers.get if isinstance(headers, dict) else lambda name: getattr(headers, name, None)
+        values = [get(name) for name in HEADER_NAMES]
+        if not values[0]:
+            return None
+        job_id, key, correlation_id, pipeline = values
+        return cls(job_id, key or job_id, correlation_id or job_id, pipeline or "")
+
+
+@before_task_publish.connect
+def _carry_job_headers(headers: dict | None = None, **_: Any) -> None:
+    if headers is None or headers.get(JOB_ID):
+        return
+    task = current_task
+    job = JobContext.from_headers(task.request) if task else None
+    if job is not None:
+        headers.update(job.headers())

@@ -1,0 +1,131 @@
+"""Failure classes: what went wrong decides whether a stage retries or hands the job off.
+
+transient  - the world was flaky (network, timeout, 408/429/5xx, open breaker): retry with backoff;
+permanent  - the input can never succeed (bad payload, schema, other 4xx): hand off at once;
+business   - a stage's own rule said no (raise BusinessRuleError): hand off at once;
+technical  - anything else, i.e. our bug: retry a few times, then hand off.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import httpx
+import pydantic
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+
+
+class FailureClass(StrEnum):
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    BUSINESS = "business"
+    TECHNICAL = "technical"
+
+
+class VetroError(Exception):
+    """An error that already knows its failure class."""
+
+    failure_class = FailureClass.TECHNICAL
+
+
+class TransientError(VetroError):
+    failure_class = FailureClass.TRANSIENT
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(VetroError):
+    failure_class = FailureClass.PERMANENT
+
+
+class BusinessRuleError(VetroError):
+    failure_class = FailureClass.BUSINESS
+
+
+@dataclass(frozen=True)
+class Failure:
+    failure_class: FailureClass
+    retry_after: float | None = None  # seconds the failing side asked us to wait
+
+    @property
+    def retryable(self) -> bool:
+        return self.failure_class in (FailureClass.TRANSIENT, FailureClass.TECHNICAL)
+
+
+Rule = Callable[[BaseException], Failure | None]
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Parse an HTTP Retry-After header: delay-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _vetro_error(exc: BaseException) -> Failure | None:
+    if isinstance(exc, VetroError):
+        return Failure(exc.failure_class, getattr(exc, "retry_after", None))
+    return None
+
+
+def _http_status(exc: BaseException) -> Failure | None:
+    if not isinstance(exc, httpx.HTTPStatusError):
+        return None
+    status = exc.response.status_code
+    if status in (408, 429) or status >= 500:
+        return Failure(FailureClass.TRANSIENT, retry_after_seconds(exc.response.headers.get("Retry-After")))
+    return Failure(FailureClass.PERMANENT)
+
+
+_TRANSIENT_TYPES = (httpx.TransportError, ConnectionError, TimeoutError, redis.ConnectionError,
+                    redis.TimeoutError, SoftTimeLimitExceeded)
+_PERMANENT_TYPES = (pydantic.ValidationError, UnicodeError)
+
+
+def _by_type(exc: BaseException) -> Failure | None:
+    if isinstance(exc, _TRANSIENT_TYPES):
+        return Failure(FailureClass.TRANSIENT)
+    if isinstance(exc, _PERMANENT_TYPES):
+        return Failure(FailureClass.PERMANENT)
+    return None
+
+
+class FailureClassifier:
+    """Maps an exception to a Failure by the first rule that answers; unknown means technical.
+
+    A pipeline extends it with `register(rule)` or `register_type(SomeError, FailureClass.X)`;
+    rules registered later are asked first.
+    """
+
+    def __init__(self, rules: list[Rule] | None = None) -> None:
+        self._rules: list[Rule] = list(rules if rules is not None else [_vetro_error, _http_status, _by_type])
+
+    def register(self, rule: Rule) -> None:
+        self._rules.insert(0, rule)
+
+    def register_type(self, exc_type: type[BaseException], failure_class: FailureClass) -> None:
+        self.register(lambda exc: Failure(failure_class) if isinstance(exc, exc_type) else None)
+
+    def classify(self, exc: BaseException) -> Failure:
+        for rule in self._rules:
+            failure = rule(exc)
+            if failure is not None:
+                return failure
+        return Failure(FailureClass.TECHNICAL)
+
+    def copy(self) -> FailureClassifier:
+        return FailureClassifier(self._rules)
+
+
+default_classifier = FailureClassifier()

@@ -1,0 +1,198 @@
+"""A stand-in for the partners a pipeline calls: a customer service and destination webhooks.
+
+It keeps what a test or the demo needs to see: every effect keyed by (idempotency key,
+destination), how many deliveries carried that key (an effect is recorded once however
+many times the key arrives), and the time of every call. Faults can be set at start or at
+run time with POST /faults: error rate and status, latency, down (connections dropped),
+429/503 with Retry-After, and ack loss (the effect is recorded but the answer never sent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+CALL_LOG_SIZE = 200_000
+
+
+@dataclass
+class Faults:
+    error_rate: float = 0.0  # share of calls answered with error_status
+    error_status: int = 503
+    retry_after: float | None = None  # seconds, sent with error answers when set
+    latency_ms: int = 0
+    down: bool = False  # drop every connection without an answer
+    ack_loss_rate: float = 0.0  # record the effect, then drop the connection
+    scope: str = "/"  # only paths starting with this are affected
+
+    def update(self, changes: dict[str, Any]) -> None:
+        for name, value in changes.items():
+            if name not in self.__dataclass_fields__:
+                raise ValueError(f"unknown fault {name!r}")
+            setattr(self, name, value)
+
+
+@dataclass
+class Effect:
+    effect_id: str
+    correlation_id: str | None
+    recorded_at: float
+    deliveries: int = 1
+
+
+@dataclass
+class PartnerState:
+    faults: Faults = field(default_factory=Faults)
+    effects: dict[tuple[str, str], Effect] = field(default_factory=dict)
+    calls: deque = field(default_factory=lambda: deque(maxlen=CALL_LOG_SIZE))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record_delivery(self, key: str, destination: str, correlation_id: str | None) -> tuple[Effect, bool]:
+        """The effect for (key, destination), and whether this delivery created it."""
+        with self.lock:
+            effect = self.effects.get((key, destination))
+            if effect is not None:
+                effect.deliveries += 1
+                return effect, False
+            effect_id = hashlib.sha256(f"{key}|{destination}".encode()).hexdigest()[:16]
+            effect = Effect(effect_id, correlation_id, time.time())
+            self.effects[(key, destination)] = effect
+            return effect, True
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            rows = [{"key": key, "destination": dest, "effects": 1, "deliveries": effect.deliveries,
+                     "correlation_id": effect.correlation_id} for (key, dest), effect in self.effects.items()]
+        return {
+            "effects": rows,
+            "total_effects": len(rows),
+            "total_deliveries": sum(row["deliveries"] for row in rows),
+            "repeated_deliveries": sum(row["deliveries"] - 1 for row in rows),
+        }
+
+    def reset(self) -> None:
+        with self.lock:
+            self.effects.clear()
+            self.calls.clear()
+            self.faults = Faults()
+
+
+def customer_record(customer_id: str) -> dict[str, str] | None:
+    if customer_id.startswith("unknown"):
+        return None
+    tier = ("gold", "silver", "bronze")[int(hashlib.md5(customer_id.encode()).hexdigest(), 16) % 3]  # noqa: S324
+    return {"id": customer_id, "name": f"Customer {customer_id}", "tier": tier, "email": f"{customer_id}@example.com"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: PartnerServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
+        return
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"null")
+
+    def _injected_fault(self) -> bool:
+        """Apply latency and faults for partner paths; True if the call was answered with one."""
+        faults = self.server.state.faults
+        if not self.path.startswith(faults.scope):
+            return False
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000)
+        if faults.down:
+            self._drop()
+            return True
+        if faults.error_rate and random.random() < faults.error_rate:
+            headers = {"Retry-After": str(faults.retry_after)} if faults.retry_after is not None else {}
+            self._send(faults.error_status, {"error": "injected fault"}, headers)
+            return True
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        state = self.server.state
+        if self.path == "/health":
+            return self._send(200, {"ok": True})
+        if self.path == "/effects":
+            return self._send(200, state.summary())
+        if self.path == "/faults":
+            return self._send(200, asdict(state.faults))
+        if self.path.startswith("/calls"):
+            with state.lock:
+                return self._send(200, {"calls": [{"t": t, "path": p} for t, p in state.calls]})
+        if self.path.startswith("/customers/"):
+            state.calls.append((time.time(), self.path))
+            if self._injected_fault():
+                return None
+            customer = customer_record(self.path.removeprefix("/customers/"))
+            return self._send(200, customer) if customer else self._send(404, {"error": "no such customer"})
+        return self._send(404, {"error": "not found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        state = self.server.state
+        if self.path == "/faults":
+            try:
+                state.faults.update(self._body() or {})
+            except (ValueError, TypeError) as error:
+                return self._send(400, {"error": str(error)})
+            return self._send(200, asdict(state.faults))
+        if self.path == "/reset":
+            state.reset()
+            return self._send(200, {"ok": True})
+        if not self.path.startswith("/webhooks/"):
+            return self._send(404, {"error": "not found"})
+        state.calls.append((time.time(), self.path))
+        body = self._body()
+        if self._injected_fault():
+            return None
+        key = self.headers.get("Idempotency-Key")
+        if not key:
+            return self._send(400, {"error": "Idempotency-Key header required"})
+        if not isinstance(body, dict):
+            return self._send(422, {"error": "body must be a JSON object"})
+        destination = self.path.removeprefix("/webhooks/")
+        effect, created = state.record_delivery(key, destination, self.headers.get("X-Correlation-Id"))
+        if state.faults.ack_loss_rate and random.random() < state.faults.ack_loss_rate:
+            return self._drop()
+        return self._send(201 if created else 200, {"effect_id": effect.effect_id, "duplicate": not created})
+
+
+class PartnerServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, faults: Faults | None = None) -> None:
+        super().__init__((host, port), _Handler)
+        self.state = PartnerState(faults=faults or Faults())
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="partner-stub", daemon=True)
+        thread.start()
+        return thread
