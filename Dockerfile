@@ -1,0 +1,10 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY settings settings
+COPY pipeline pipeline
+COPY tasks tasks
+COPY dlq dlq
+RUN pip install --no-cache-dir .
+USER nobody
+CMD ["celery", "-A", "pipeline", "worker", "--loglevel", "INFO"]

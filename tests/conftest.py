@@ -1,0 +1,76 @@
+"""Shared fixtures: a private Redis, the partner stub and real worker processes.
+
+The broker URL is fixed at import, before anything reads settings, so no test ever talks to
+the machine's shared Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from pipeline.local import RedisServer, WorkerProcess, free_port
+
+REDIS_PORT = free_port()
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+os.environ.update(
+    {
+        "VETRO_BROKER_URL": REDIS_URL,
+        "VETRO_RESULT_STORE_URL": REDIS_URL,
+        "VETRO_PARTNER_URL": "http://127.0.0.1:1",  # replaced by the partner fixture
+    }
+)
+os.environ.pop("VETRO_DATABASE_URL", None)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer(port=REDIS_PORT) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def partner_server():
+    from tasks.partner_stub import PartnerServer
+
+    server = PartnerServer()
+    server.start_in_thread()
+    os.environ["VETRO_PARTNER_URL"] = server.url
+    from settings import reset_settings
+
+    reset_settings()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def partner(partner_server):
+    """The partner stub, with no effects recorded and no faults set."""
+    httpx.post(f"{partner_server.url}/reset")
+    yield partner_server
+    httpx.post(f"{partner_server.url}/reset")
+
+
+def worker_env(**overrides: str) -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key.startswith("VETRO_")} | overrides
+
+
+@pytest.fixture(scope="session")
+def worker(redis_server, partner_server) -> Iterator[WorkerProcess]:
+    """One real prefork worker (2 processes) shared by the tests that need the normal pipeline."""
+    process = WorkerProcess(
+        worker_env(
+            VETRO_STAGES__OPERATE__BACKOFF_BASE="1",
+            VETRO_STAGES__OPERATE__BACKOFF_MAX="2",
+            VETRO_STAGES__ENRICH__BACKOFF_BASE="1",
+            VETRO_STAGES__ENRICH__BACKOFF_MAX="2",
+        ),
+        concurrency=2,
+        name="session-worker",
+    ).start()
+    yield process
+    process.stop()

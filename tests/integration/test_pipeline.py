@@ -1,0 +1,66 @@
+"""The full canvas on a real Redis with a real prefork worker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from pipeline import submit, submit_many
+from pipeline.jobs import get_job
+from tasks.samples import invalid_order, sample_order, unknown_customer_order
+from tests.helpers import effects_by_key, wait_for_jobs
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_hundred_jobs_finish_with_one_effect_per_destination(worker, partner):
+    run = uuid.uuid4().hex[:8]
+    job_ids = submit_many(sample_order(n, prefix=f"hundred-{run}") for n in range(100))
+    records = wait_for_jobs(job_ids)
+
+    assert [record["status"] for record in records] == ["completed"] * 100
+    effects = effects_by_key(partner.url)
+    expected = {(record["idempotency_key"], dest) for record in records for dest in json.loads(record["destinations"])}
+    assert set(effects) == expected
+    assert all(row["deliveries"] == 1 for row in effects.values())
+    # The correlation id that reached the partner from `operate` is the one `submit` created.
+    by_key = {record["idempotency_key"]: record["correlation_id"] for record in records}
+    assert all(row["correlation_id"] == by_key[key] for (key, _), row in effects.items())
+
+
+def test_a_callers_correlation_id_reaches_every_destination(worker, partner):
+    correlation_id = f"req-{uuid.uuid4()}"
+    job_id = submit(sample_order(1, prefix=f"corr-{uuid.uuid4().hex[:8]}"), correlation_id=correlation_id)
+    record = wait_for_jobs([job_id])[0]
+    deliveries = [row for (key, _), row in effects_by_key(partner.url).items() if key == record["idempotency_key"]]
+    assert deliveries and all(row["correlation_id"] == correlation_id for row in deliveries)
+
+
+def test_an_invalid_order_fails_permanently_at_validate_naming_the_field(worker, partner):
+    job_id = submit(invalid_order(1, prefix=f"bad-{uuid.uuid4().hex[:8]}"))
+    record = wait_for_jobs([job_id])[0]
+    assert record["status"] == "failed"
+    assert record["failed_stage"] == "validate"
+    assert record["failure_class"] == "permanent"
+    assert "lines.0.quantity" in record["error"]
+    assert "retries" not in record
+    assert effects_by_key(partner.url) == {}
+
+
+def test_an_unknown_customer_is_a_permanent_failure_at_enrich(worker, partner):
+    job_id = submit(unknown_customer_order(1, prefix=f"who-{uuid.uuid4().hex[:8]}"))
+    record = wait_for_jobs([job_id])[0]
+    assert (record["status"], record["failed_stage"], record["failure_class"]) == ("failed", "enrich", "permanent")
+    assert "404" in record["error"]
+
+
+def test_submitting_the_same_key_twice_returns_the_same_job(worker, partner):
+    order = sample_order(1, prefix=f"dup-{uuid.uuid4().hex[:8]}")
+    first = submit(order, idempotency_key=order["order_id"])
+    second = submit(order, idempotency_key=order["order_id"])
+    assert first == second
+    wait_for_jobs([first])
+    assert get_job(first)["status"] == "completed"
+    assert all(row["deliveries"] == 1 for row in effects_by_key(partner.url).values())
