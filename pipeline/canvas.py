@@ -23,6 +23,11 @@ def stage_task_id(job_id: str, stage: str, destination: str | None = None) -> st
     return f"{job_id}.{stage}" + (f".{destination}" if destination else "")
 
 
+def job_id_of(task_id: str) -> str:
+    """The job a stage's task id belongs to (job ids are UUIDs, which have no dots)."""
+    return task_id.split(".", 1)[0]
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """A named sequence of stages; the last one may fan out (see `fan_out`)."""

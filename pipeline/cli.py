@@ -95,10 +95,10 @@ def submit(
 
 @job_cli.command("show")
 def job_show(job_id: str) -> None:
-    """Print a job's record: status, where it failed and why, retries."""
-    from pipeline.jobs import get_job
+    """Print a job's record (status, where it failed and why, retries) and each step's guard."""
+    from pipeline.jobs import describe_job
 
-    record = get_job(job_id)
+    record = describe_job(job_id)
     if record is None:
         raise fail(f"no job {job_id!r}")
     print(json.dumps(record, indent=2, sort_keys=True))

@@ -19,6 +19,8 @@ IDEMPOTENCY_KEY = "vetro_idempotency_key"
 CORRELATION_ID = "vetro_correlation_id"
 PIPELINE = "vetro_pipeline"
 HEADER_NAMES = (JOB_ID, IDEMPOTENCY_KEY, CORRELATION_ID, PIPELINE)
+# Failed attempts of the current stage so far; retries that only waited (a busy lease) don't count.
+FAILED_ATTEMPTS = "vetro_failed_attempts"
 
 
 @dataclass(frozen=True)

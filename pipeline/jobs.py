@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import redis
 
 from pipeline.context import JobContext
+from pipeline.idempotency import guard_state
 from pipeline.store import key, redis_client
 from settings import get_settings
 
@@ -68,6 +70,22 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, str] | None:
 def get_job(job_id: str) -> dict[str, str] | None:
     """The job's record (status, stage and error if it failed, retries), or None if unknown."""
     return _decode(redis_client().hgetall(_job_key(job_id)))
+
+
+def describe_job(job_id: str) -> dict[str, Any] | None:
+    """The job's record plus the state of each guarded step (done with its result, or running)."""
+    record = get_job(job_id)
+    if record is None:
+        return None
+    return {**record, "steps": guard_state(record["idempotency_key"])}
+
+
+def context_of(job_id: str) -> JobContext | None:
+    """The job's identity from its record, for code that has only a task id."""
+    record = get_job(job_id)
+    if record is None:
+        return None
+    return JobContext(job_id, record["idempotency_key"], record["correlation_id"], record["pipeline"])
 
 
 def get_jobs(job_ids: list[str]) -> list[dict[str, str] | None]:

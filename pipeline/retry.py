@@ -11,24 +11,27 @@ from pipeline.failures import Failure, FailureClass
 
 
 def retry_budget(task: Task, failure: Failure) -> int:
-    """Retries allowed for this class of failure: transient ones get the stage's max_retries."""
+    """Retries allowed for this class of failure (the stage's policy in settings)."""
     if failure.failure_class is FailureClass.TRANSIENT:
-        return task.max_retries
+        return task.transient_retries
     if failure.failure_class is FailureClass.TECHNICAL:
         return task.technical_retries
     return 0
 
 
-def retry_delay(task: Task, failure: Failure, retries: int) -> int | None:
+def retry_delay(task: Task, failure: Failure, failed_attempts: int) -> int | None:
     """Seconds before the next attempt, or None when the job must be handed off instead.
 
     Exponential backoff with full jitter from the task's retry_backoff / retry_backoff_max /
     retry_jitter; a server's Retry-After is a floor, never ignored.
     """
-    if retries >= retry_budget(task, failure):
+    if failed_attempts >= retry_budget(task, failure):
         return None
     delay = get_exponential_backoff_interval(
-        factor=task.retry_backoff, retries=retries, maximum=task.retry_backoff_max, full_jitter=task.retry_jitter
+        factor=task.retry_backoff,
+        retries=failed_attempts,
+        maximum=task.retry_backoff_max,
+        full_jitter=task.retry_jitter,
     )
     if failure.retry_after:
         delay = max(delay, math.ceil(failure.retry_after))

@@ -1,58 +1,111 @@
-"""The base every stage shares: classify a failure, retry it with backoff, or hand the job off.
+"""The base every stage shares: the idempotency guard around the body, then failure handling.
 
-Stage code raises; this base decides. Task options (time limits, retry budget and backoff)
-come from the stage's policy in settings, as Celery's own task attributes.
+Stage code raises; this base decides: retry a transient or technical failure with backoff
+(each class has its own budget, counted in a header so waiting on a busy lease costs
+nothing), or hand the job off. Task options (time limits, budgets, backoff) come from the
+stage's policy in settings, as Celery's own task attributes.
 """
 
 from __future__ import annotations
 
+import inspect
+import uuid
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, Reject, Retry
+from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded
 
 from pipeline import jobs
 from pipeline.app import app
-from pipeline.context import JobContext
-from pipeline.failures import FailureClassifier, default_classifier
+from pipeline.canvas import job_id_of
+from pipeline.context import FAILED_ATTEMPTS, JobContext
+from pipeline.failures import FailureClass, FailureClassifier, default_classifier
 from pipeline.handoff import hand_off
+from pipeline.idempotency import BUSY, DONE, Guard
 from pipeline.retry import retry_delay
 from settings import get_settings
 
+LEASE_MARGIN = 5  # seconds a lease outlives the hard time limit, so a live attempt never loses it
+
 
 class Stage(Task):
-    """A pipeline stage: a Celery task with vetro's failure handling around its body."""
+    """A pipeline stage: a Celery task run at most once to success per job (and destination)."""
 
     abstract = True
     stage: str = ""
+    destination_arg: str | None = None  # the argument naming the destination, for fan-out stages
+    transient_retries: int = 8
     technical_retries: int = 2
+    lease_seconds: float = 35
     classifier: FailureClassifier = default_classifier
 
     @property
     def job(self) -> JobContext | None:
         return JobContext.from_headers(self.request)
 
+    @cached_property
+    def _signature(self) -> inspect.Signature:
+        return inspect.signature(self.run)
+
+    def scope(self, args: tuple, kwargs: dict) -> str:
+        """The guarded step: the stage, plus the destination for a fan-out stage."""
+        if not self.destination_arg:
+            return self.stage
+        bound = self._signature.bind_partial(*args, **kwargs).arguments
+        return f"{self.stage}.{bound[self.destination_arg]}"
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        job = self.job
+        if job is None:  # called directly, outside any job: nothing to guard
+            return self._run_body(None, args, kwargs)
+        guard = Guard(job.idempotency_key, self.scope(args, kwargs))
+        owner = uuid.uuid4().hex
+        claim = guard.claim(owner, self.lease_seconds)
+        if claim.status == DONE:
+            return claim.result
+        if claim.status == BUSY:
+            # Another attempt holds the lease: come back when it ends, without spending a retry.
+            raise self.retry(countdown=max(1, round(claim.retry_in)), max_retries=None, headers=self._headers(job))
+        try:
+            result = self._run_body(job, args, kwargs)
+        except BaseException:
+            guard.release(owner)
+            raise
+        guard.record(owner, result, get_settings().idempotency_ttl)
+        return result
+
+    def _run_body(self, job: JobContext | None, args: tuple, kwargs: dict) -> Any:
         try:
             return super().__call__(*args, **kwargs)
         except (Retry, Ignore, Reject):
             raise
         except Exception as exc:
-            self._handle_failure(exc)
+            self._retry_or_hand_off(job, exc)
             raise
 
-    def _handle_failure(self, exc: Exception) -> None:
+    def _failed_attempts(self) -> int:
+        return int(self.request.get(FAILED_ATTEMPTS) or 0)
+
+    def _headers(self, job: JobContext, failed_attempts: int | None = None) -> dict[str, Any]:
+        attempts = self._failed_attempts() if failed_attempts is None else failed_attempts
+        return {**job.headers(), FAILED_ATTEMPTS: attempts}
+
+    def _retry_or_hand_off(self, job: JobContext | None, exc: Exception) -> None:
         failure = self.classifier.classify(exc)
-        retries = self.request.retries or 0
-        delay = retry_delay(self, failure, retries) if failure.retryable else None
-        job = self.job
-        if delay is not None:
-            if job is not None:
-                jobs.record_retry(job, self.stage)
-            # Our budget is per failure class, so Celery's own max_retries check is off here.
-            raise self.retry(exc=exc, countdown=delay, max_retries=None)
-        hand_off(job, self.stage, failure.failure_class, exc, attempts=retries + 1)
+        failed = self._failed_attempts()
+        delay = retry_delay(self, failure, failed) if failure.retryable else None
+        if delay is not None and job is not None:
+            jobs.record_retry(job, self.stage)
+            raise self.retry(exc=exc, countdown=delay, max_retries=None, headers=self._headers(job, failed + 1))
+        hand_off(job, self.stage, failure.failure_class, exc, attempts=failed + 1)
+
+    def on_failure(self, exc: Exception, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        # A hard time limit kills the process before our handler runs; the worker's main
+        # process reports it here, without the request, so the job is found by its task id.
+        if isinstance(exc, TimeLimitExceeded):
+            hand_off(jobs.context_of(job_id_of(task_id)), self.stage, FailureClass.TECHNICAL, exc, attempts=1)
 
 
 def stage(name: str, pipeline: str, **options: Any) -> Callable[[Callable], Stage]:
@@ -65,7 +118,9 @@ def stage(name: str, pipeline: str, **options: Any) -> Callable[[Callable], Stag
         stage=name,
         time_limit=policy.time_limit,
         soft_time_limit=policy.soft_time_limit,
-        max_retries=policy.max_retries,
+        lease_seconds=policy.time_limit + LEASE_MARGIN,
+        max_retries=None,  # vetro's per-class budgets decide, not Celery's single counter
+        transient_retries=policy.max_retries,
         technical_retries=policy.technical_retries,
         retry_backoff=policy.backoff_base,
         retry_backoff_max=policy.backoff_max,

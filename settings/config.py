@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     # Producers.
     max_payload_bytes: int = Field(256 * 1024, ge=64)
     submit_dedup_ttl: int = Field(24 * 3600, ge=1, description="seconds an idempotency key maps to its job id")
+    idempotency_ttl: int = Field(7 * 24 * 3600, ge=60, description="seconds a stage's recorded result is kept")
     job_record_ttl: int = Field(7 * 24 * 3600, ge=60, description="seconds a job's outcome is kept")
     result_ttl: int = Field(24 * 3600, ge=60, description="seconds Celery keeps task results")
 

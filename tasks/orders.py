@@ -43,7 +43,7 @@ def route(self: Stage, order: dict[str, Any]) -> list[str]:
     return destinations
 
 
-@stage("operate", PIPELINE)
+@stage("operate", PIPELINE, destination_arg="destination")
 def operate(self: Stage, order: dict[str, Any], destination: str) -> dict[str, Any]:
     """Deliver the order to one destination, once: the idempotency key travels with the call."""
     CanonicalOrder.model_validate(order)

@@ -14,7 +14,7 @@ import json
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,6 +30,7 @@ class Faults:
     latency_ms: int = 0
     down: bool = False  # drop every connection without an answer
     ack_loss_rate: float = 0.0  # record the effect, then drop the connection
+    ack_delay_ms: int = 0  # record the effect, then wait this long before answering
     scope: str = "/"  # only paths starting with this are affected
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -43,6 +44,7 @@ class Faults:
 class Effect:
     effect_id: str
     correlation_id: str | None
+    order_id: str | None
     recorded_at: float
     deliveries: int = 1
 
@@ -54,7 +56,9 @@ class PartnerState:
     calls: deque = field(default_factory=lambda: deque(maxlen=CALL_LOG_SIZE))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record_delivery(self, key: str, destination: str, correlation_id: str | None) -> tuple[Effect, bool]:
+    def record_delivery(
+        self, key: str, destination: str, correlation_id: str | None, order_id: str | None
+    ) -> tuple[Effect, bool]:
         """The effect for (key, destination), and whether this delivery created it."""
         with self.lock:
             effect = self.effects.get((key, destination))
@@ -62,7 +66,7 @@ class PartnerState:
                 effect.deliveries += 1
                 return effect, False
             effect_id = hashlib.sha256(f"{key}|{destination}".encode()).hexdigest()[:16]
-            effect = Effect(effect_id, correlation_id, time.time())
+            effect = Effect(effect_id, correlation_id, order_id, time.time())
             self.effects[(key, destination)] = effect
             return effect, True
 
@@ -72,17 +76,21 @@ class PartnerState:
                 {
                     "key": key,
                     "destination": dest,
-                    "effects": 1,
+                    "order_id": effect.order_id,
                     "deliveries": effect.deliveries,
                     "correlation_id": effect.correlation_id,
+                    "recorded_at": effect.recorded_at,
                 }
                 for (key, dest), effect in self.effects.items()
             ]
+        per_order = Counter((row["order_id"], row["destination"]) for row in rows)
         return {
             "effects": rows,
             "total_effects": len(rows),
             "total_deliveries": sum(row["deliveries"] for row in rows),
             "repeated_deliveries": sum(row["deliveries"] - 1 for row in rows),
+            # The same order at the same destination under two keys: a real double effect.
+            "duplicate_effects": sum(count - 1 for count in per_order.values()),
         }
 
     def reset(self) -> None:
@@ -181,9 +189,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             return self._send(422, {"error": "body must be a JSON object"})
         destination = self.path.removeprefix("/webhooks/")
-        effect, created = state.record_delivery(key, destination, self.headers.get("X-Correlation-Id"))
+        effect, created = state.record_delivery(
+            key, destination, self.headers.get("X-Correlation-Id"), body.get("order_id")
+        )
         if state.faults.ack_loss_rate and random.random() < state.faults.ack_loss_rate:
             return self._drop()
+        if state.faults.ack_delay_ms:
+            time.sleep(state.faults.ack_delay_ms / 1000)
         return self._send(201 if created else 200, {"effect_id": effect.effect_id, "duplicate": not created})
 
 

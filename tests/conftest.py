@@ -59,9 +59,9 @@ def worker_env(**overrides: str) -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key.startswith("VETRO_")} | overrides
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(redis_server, partner_server) -> Iterator[WorkerProcess]:
-    """One real prefork worker (2 processes) shared by the tests that need the normal pipeline."""
+    """A real prefork worker (2 processes) for a module's tests; modules that start their own don't use it."""
     process = WorkerProcess(
         worker_env(
             VETRO_STAGES__OPERATE__BACKOFF_BASE="1",

@@ -25,3 +25,7 @@ def effects_by_key(partner_url: str) -> dict[tuple[str, str], dict]:
 
 def set_faults(partner_url: str, **faults: object) -> None:
     httpx.post(f"{partner_url}/faults", json=faults, timeout=10).raise_for_status()
+
+
+def effects_summary(partner_url: str) -> dict:
+    return httpx.get(f"{partner_url}/effects", timeout=10).json()

@@ -21,7 +21,8 @@ def test_a_hundred_jobs_finish_with_one_effect_per_destination(worker, partner):
     records = wait_for_jobs(job_ids)
 
     assert [record["status"] for record in records] == ["completed"] * 100
-    effects = effects_by_key(partner.url)
+    keys = {record["idempotency_key"] for record in records}
+    effects = {pair: row for pair, row in effects_by_key(partner.url).items() if pair[0] in keys}
     expected = {(record["idempotency_key"], dest) for record in records for dest in json.loads(record["destinations"])}
     assert set(effects) == expected
     assert all(row["deliveries"] == 1 for row in effects.values())

@@ -75,7 +75,9 @@ def test_a_pipeline_can_extend_the_mapping_without_touching_the_default():
     assert FailureClassifier().classify(TransientError("x")).failure_class is FailureClass.TRANSIENT
 
 
-TASK = SimpleNamespace(max_retries=3, technical_retries=1, retry_backoff=2, retry_backoff_max=30, retry_jitter=False)
+TASK = SimpleNamespace(
+    transient_retries=3, technical_retries=1, retry_backoff=2, retry_backoff_max=30, retry_jitter=False
+)
 
 
 def test_transient_failures_back_off_exponentially_until_the_budget_is_spent():
