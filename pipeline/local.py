@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -186,6 +187,15 @@ class WorkerProcess:
             self.process.wait(10)
         else:
             _signal([self.pid], sig)
+
+    def kill_pool_child(self, rng: random.Random) -> int | None:
+        """SIGKILL one pool process chosen by `rng`, as the OOM killer would; its pid, or None."""
+        children = self.child_pids()
+        if not children:
+            return None
+        pid = rng.choice(children)
+        _signal([pid], signal.SIGKILL)
+        return pid
 
     def stop(self, timeout: float = 20) -> None:
         if self.process is not None and self.process.poll() is None:

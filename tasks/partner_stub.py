@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -206,6 +207,11 @@ class PartnerServer(ThreadingHTTPServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, faults: Faults | None = None) -> None:
         super().__init__((host, port), _Handler)
         self.state = PartnerState(faults=faults or Faults())
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A caller that hung up (a killed worker, a timeout) is expected here, not an error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

@@ -1,0 +1,175 @@
+"""Crashes and redeliveries on real workers: effects stay exactly once, and no job is lost.
+
+Each test starts its own worker(s) with short time limits and visibility timeout, so a
+killed worker's message comes back within seconds. Figures are printed (run with -s) and
+recorded in RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from pipeline import submit, submit_many
+from pipeline.idempotency import guard_stats
+from pipeline.local import WorkerProcess, wait_until
+from settings.config import STAGE_NAMES
+from tasks.samples import sample_order
+from tests.conftest import worker_env
+from tests.helpers import effects_by_key, effects_summary, set_faults, wait_for_jobs
+
+pytestmark = pytest.mark.integration
+
+ALL_DESTINATIONS = ["billing", "notifications", "warehouse"]
+
+
+def fast_env(visibility: int, time_limit: int, **extra: str) -> dict[str, str]:
+    """Worker settings for crash tests: short limits so redelivery takes seconds."""
+    env = worker_env(VETRO_VISIBILITY_TIMEOUT=str(visibility), **extra)
+    for stage in STAGE_NAMES:
+        prefix = f"VETRO_STAGES__{stage.upper()}__"
+        env |= {
+            prefix + "TIME_LIMIT": str(time_limit),
+            prefix + "SOFT_TIME_LIMIT": str(time_limit - 1),
+            prefix + "BACKOFF_BASE": "1",
+            prefix + "BACKOFF_MAX": "2",
+        }
+    return env
+
+
+@contextmanager
+def workers(env: dict[str, str], count: int = 1, concurrency: int = 2, plugins: bool = False) -> Iterator[list]:
+    extra = ["--include", "tests.worker_plugins"] if plugins else []
+    started = [
+        WorkerProcess(env, concurrency=concurrency, name=f"w{n}-{uuid.uuid4().hex[:4]}", extra_args=extra)
+        for n in range(count)
+    ]
+    try:
+        yield [worker.start() for worker in started]
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def everywhere_order(number: int, prefix: str) -> dict:
+    """An order routed to all three destinations."""
+    return sample_order(number, prefix=prefix) | {"order_type": "purchase", "region": "eu"}
+
+
+def test_a_worker_killed_after_the_partner_accepted_the_call_produces_one_effect(redis_server, partner):
+    set_faults(partner.url, ack_delay_ms=30_000, scope="/webhooks/billing")
+    env = fast_env(visibility=6, time_limit=5)
+    job_id = submit(everywhere_order(1, f"kill-{uuid.uuid4().hex[:8]}"))
+    key = None
+    with workers(env) as (first,):
+
+        def billing_effect_recorded() -> bool:
+            return any(dest == "billing" for (_, dest) in effects_by_key(partner.url))
+
+        wait_until(billing_effect_recorded, 60, "the partner to record the billing effect")
+        first.kill(signal.SIGKILL)  # the call was accepted; its answer and the ack never happen
+        killed_at = time.monotonic()
+    set_faults(partner.url, ack_delay_ms=0)
+    with workers(env):
+        record = wait_for_jobs([job_id], timeout=60)[0]
+        redelivered_in = time.monotonic() - killed_at
+    key = record["idempotency_key"]
+    effects = effects_by_key(partner.url)
+    assert record["status"] == "completed"
+    assert sorted(json.loads(record["destinations"])) == ALL_DESTINATIONS
+    assert [dest for (k, dest) in effects if k == key] and effects_summary(partner.url)["duplicate_effects"] == 0
+    assert all(effects[(key, dest)]["order_id"] for dest in ALL_DESTINATIONS)
+    assert redelivered_in < 15
+    print(
+        f"\nFIGURES whole-worker SIGKILL: job finished {redelivered_in:.1f}s after the kill; "
+        f"billing deliveries {effects[(key, 'billing')]['deliveries']}, effects 1"
+    )
+
+
+def test_pool_children_killed_at_random_lose_no_job_and_repeat_no_effect(redis_server, partner):
+    set_faults(partner.url, latency_ms=20, scope="/webhooks/")
+    env = fast_env(visibility=10, time_limit=5)
+    run = uuid.uuid4().hex[:8]
+    rng = random.Random(7)
+    kills = 0
+    with workers(env, count=1, concurrency=2) as (worker,):
+        job_ids = submit_many(sample_order(n, prefix=f"chaos-{run}") for n in range(200))
+        started = time.monotonic()
+        while kills < 8 and time.monotonic() - started < 60:
+            time.sleep(rng.uniform(0.5, 1.5))  # spacing between crashes, not a wait for a result
+            if worker.kill_pool_child(rng):
+                kills += 1
+        records = wait_for_jobs(job_ids, timeout=240)
+        elapsed = time.monotonic() - started
+    assert kills >= 5
+    assert [record["status"] for record in records] == ["completed"] * 200
+    expected = {(record["idempotency_key"], dest) for record in records for dest in json.loads(record["destinations"])}
+    effects = effects_by_key(partner.url)
+    summary = effects_summary(partner.url)
+    assert expected <= set(effects)
+    assert summary["duplicate_effects"] == 0
+    print(
+        f"\nFIGURES pool-child SIGKILL: {kills} crashes, 200 jobs, {len(expected)} effects expected, "
+        f"{summary['total_effects']} recorded, {summary['duplicate_effects']} duplicate effects, "
+        f"{summary['repeated_deliveries']} repeated deliveries absorbed by keys, {elapsed:.1f}s"
+    )
+
+
+def test_a_message_outliving_the_visibility_timeout_is_not_run_twice(redis_server, partner):
+    # A 429 with Retry-After 10 s makes the retry wait longer than the 6 s visibility timeout, so
+    # Redis hands the same message out again while the first copy is still waiting.
+    set_faults(partner.url, error_rate=1.0, error_status=429, retry_after=10, scope="/webhooks/billing")
+    env = fast_env(visibility=6, time_limit=5)
+    before = guard_stats()
+    with workers(env, concurrency=3):
+        job_id = submit(everywhere_order(1, f"vis-{uuid.uuid4().hex[:8]}"))
+
+        def billing_called() -> bool:
+            calls = httpx.get(f"{partner.url}/calls", timeout=5).json()["calls"]
+            return any(call["path"] == "/webhooks/billing" for call in calls)
+
+        wait_until(billing_called, 30, "the first billing call")
+        set_faults(partner.url, error_rate=0)
+        record = wait_for_jobs([job_id], timeout=60)[0]
+        after = guard_stats()
+    effect = effects_by_key(partner.url)[(record["idempotency_key"], "billing")]
+    duplicates_caught = sum(
+        after.get(f"{kind}:operate.billing", 0) - before.get(f"{kind}:operate.billing", 0)
+        for kind in ("hits", "conflicts")
+    )
+    assert record["status"] == "completed"
+    assert effect["deliveries"] == 1
+    assert duplicates_caught >= 1, "the visibility timeout should have delivered the message twice"
+    print(f"\nFIGURES visibility timeout: duplicate deliveries caught by the guard {duplicates_caught}, effects 1")
+
+
+def test_a_duplicated_chord_part_never_fires_finish_early_or_twice(redis_server, partner):
+    # Billing's part is delivered a second time while the slow warehouse part still runs.
+    set_faults(partner.url, latency_ms=1500, scope="/webhooks/warehouse")
+    env = worker_env(VETRO_TEST_DUPLICATE_STEP="operate.billing")
+    before = guard_stats()
+    with workers(env, concurrency=3, plugins=True):
+        job_ids = submit_many(everywhere_order(n, f"chord-{uuid.uuid4().hex[:8]}") for n in range(5))
+        records = wait_for_jobs(job_ids, timeout=120)
+        wait_until(
+            lambda: guard_stats().get("hits:operate.billing", 0) - before.get("hits:operate.billing", 0) >= 5,
+            30,
+            "the duplicated billing parts to run",
+        )
+        after = guard_stats()
+    effects = effects_by_key(partner.url)
+    for record in records:
+        assert record["status"] == "completed"
+        assert sorted(json.loads(record["destinations"])) == ALL_DESTINATIONS
+        last_effect = max(effects[(record["idempotency_key"], dest)]["recorded_at"] for dest in ALL_DESTINATIONS)
+        assert float(record["finished_at"]) >= last_effect, "finish ran before every destination was delivered"
+    # A second `finish` would have been answered by its guard: there was none.
+    assert after.get("hits:finish", 0) == before.get("hits:finish", 0)
