@@ -68,6 +68,7 @@ def _summary(records: list[dict[str, str]], effects: dict, elapsed: float) -> Ta
     table.add_row("jobs retried", f"{retried} ({retries} retries in all)")
     for destination, count in sorted(per_destination.items()):
         table.add_row(f"delivered to {destination}", str(count))
+    table.add_row("duplicate effects", str(effects["duplicate_effects"]))
     table.add_row("repeated deliveries (absorbed by idempotency keys)", str(effects["repeated_deliveries"]))
     return table
 

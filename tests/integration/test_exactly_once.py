@@ -56,7 +56,7 @@ def test_transient_errors_are_retried_until_every_job_finishes_with_its_headers(
 
     assert [record["status"] for record in records] == ["completed"] * len(job_ids)
     retried = [record for record in records if int(record.get("retries", 0))]
-    assert retried, "30% errors should have caused retries"
+    assert any(int(record.get("retries_operate", 0)) for record in retried), "operate should have retried"
     summary = effects_summary(partner.url)
     assert summary["duplicate_effects"] == 0
     assert summary["repeated_deliveries"] == 0
