@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ cli = typer.Typer(
 )
 job_cli = typer.Typer(help="Look at one job.", no_args_is_help=True)
 cli.add_typer(job_cli, name="job")
+breakers_cli = typer.Typer(help="Show the circuit breakers, or force one open or closed.")
+cli.add_typer(breakers_cli, name="breakers")
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -102,6 +105,59 @@ def job_show(job_id: str) -> None:
     if record is None:
         raise fail(f"no job {job_id!r}")
     print(json.dumps(record, indent=2, sort_keys=True))
+
+
+def _known_dependency(name: str) -> str:
+    from settings import get_settings
+
+    known = get_settings().dependencies
+    if name not in known:
+        raise fail(f"no breaker {name!r}; known: {', '.join(known)}")
+    return name
+
+
+@breakers_cli.callback(invoke_without_command=True)
+def breakers_show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Each breaker: state, failures counted, when it opened, seconds until a trial call."""
+    if ctx.invoked_subcommand:
+        return
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from pipeline.breakers import status
+    from settings import get_settings
+
+    statuses = [status(name) for name in get_settings().dependencies]
+    if as_json:
+        print(json.dumps([asdict(s) for s in statuses], indent=2))
+        return
+    table = Table()
+    for column in ("breaker", "state", "failures", "opened at", "half-open in"):
+        table.add_column(column, no_wrap=True)
+    for s in statuses:
+        opened = datetime.fromtimestamp(s.opened_at, UTC).strftime("%H:%M:%S UTC") if s.opened_at else "-"
+        half_open = f"{s.seconds_to_half_open:.0f}s" if s.seconds_to_half_open is not None else "-"
+        table.add_row(s.name, s.state, f"{s.failures}/{s.fail_max}", opened, half_open)
+    Console().print(table)
+
+
+@breakers_cli.command("reset")
+def breakers_reset(name: str) -> None:
+    """Close a breaker and forget its failures: calls go through again at once."""
+    from pipeline.breakers import force
+
+    force(_known_dependency(name), "closed")
+    console.print(f"breaker {name} closed")
+
+
+@breakers_cli.command("open")
+def breakers_open(name: str) -> None:
+    """Open a breaker: calls wait (without failing jobs) until its reset_timeout passes."""
+    from pipeline.breakers import force
+
+    force(_known_dependency(name), "open")
+    console.print(f"breaker {name} opened")
 
 
 @cli.command("partner-stub")

@@ -21,6 +21,8 @@ PIPELINE = "vetro_pipeline"
 HEADER_NAMES = (JOB_ID, IDEMPOTENCY_KEY, CORRELATION_ID, PIPELINE)
 # Failed attempts of the current stage so far; retries that only waited (a busy lease) don't count.
 FAILED_ATTEMPTS = "vetro_failed_attempts"
+# Retries spent waiting for a dependency (open breaker, rate limit): a separate, larger budget.
+DEPENDENCY_WAITS = "vetro_dependency_waits"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Failure classes: what went wrong decides whether a stage retries or hands the job off.
 
-transient  - the world was flaky (network, timeout, 408/429/5xx, open breaker): retry with backoff;
+transient  - the world was flaky (network, timeout, 408/429/5xx): retry with backoff; an open
+             breaker or a spent rate limit is a wait, retried without spending the budget;
 permanent  - the input can never succeed (bad payload, schema, other 4xx): hand off at once;
 business   - a stage's own rule said no (raise BusinessRuleError): hand off at once;
 technical  - anything else, i.e. our bug: retry a few times, then hand off.
@@ -41,6 +42,13 @@ class TransientError(VetroError):
         self.retry_after = retry_after
 
 
+class DependencyWaitError(TransientError):
+    """The call was not made: its dependency's breaker is open or its rate limit is spent.
+
+    The stage comes back after `retry_after` without spending its retry budget.
+    """
+
+
 class PermanentError(VetroError):
     failure_class = FailureClass.PERMANENT
 
@@ -53,6 +61,7 @@ class BusinessRuleError(VetroError):
 class Failure:
     failure_class: FailureClass
     retry_after: float | None = None  # seconds the failing side asked us to wait
+    waiting: bool = False  # a wait for a dependency, not a failed attempt
 
     @property
     def retryable(self) -> bool:
@@ -75,7 +84,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 def _vetro_error(exc: BaseException) -> Failure | None:
     if isinstance(exc, VetroError):
-        return Failure(exc.failure_class, getattr(exc, "retry_after", None))
+        return Failure(exc.failure_class, getattr(exc, "retry_after", None), isinstance(exc, DependencyWaitError))
     return None
 
 

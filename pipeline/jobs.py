@@ -63,6 +63,13 @@ def record_retry(job: JobContext, stage: str) -> None:
     pipe.execute()
 
 
+def record_wait(job: JobContext, stage: str) -> None:
+    pipe = redis_client().pipeline()
+    pipe.hincrby(_job_key(job.job_id), "waits", 1)
+    pipe.hincrby(STATS_KEY, f"waits_{stage}", 1)
+    pipe.execute()
+
+
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str] | None:
     return {k.decode(): v.decode() for k, v in raw.items()} or None
 

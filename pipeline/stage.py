@@ -1,14 +1,15 @@
 """The base every stage shares: the idempotency guard around the body, then failure handling.
 
 Stage code raises; this base decides: retry a transient or technical failure with backoff
-(each class has its own budget, counted in a header so waiting on a busy lease costs
-nothing), or hand the job off. Task options (time limits, budgets, backoff) come from the
+(each class has its own budget, counted in a header, so waiting on a busy lease, an open
+breaker or a rate limit costs nothing), or hand the job off. Task options (time limits, budgets, backoff) come from the
 stage's policy in settings, as Celery's own task attributes.
 """
 
 from __future__ import annotations
 
 import inspect
+import random
 import uuid
 from collections.abc import Callable
 from functools import cached_property
@@ -20,7 +21,7 @@ from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded
 from pipeline import jobs
 from pipeline.app import app
 from pipeline.canvas import job_id_of
-from pipeline.context import FAILED_ATTEMPTS, JobContext
+from pipeline.context import DEPENDENCY_WAITS, FAILED_ATTEMPTS, JobContext
 from pipeline.failures import FailureClass, FailureClassifier, default_classifier
 from pipeline.handoff import hand_off
 from pipeline.idempotency import BUSY, DONE, Guard
@@ -85,20 +86,33 @@ class Stage(Task):
             self._retry_or_hand_off(job, exc)
             raise
 
-    def _failed_attempts(self) -> int:
-        return int(self.request.get(FAILED_ATTEMPTS) or 0)
+    def _count(self, header: str) -> int:
+        return int(self.request.get(header) or 0)
 
-    def _headers(self, job: JobContext, failed_attempts: int | None = None) -> dict[str, Any]:
-        attempts = self._failed_attempts() if failed_attempts is None else failed_attempts
-        return {**job.headers(), FAILED_ATTEMPTS: attempts}
+    def _headers(self, job: JobContext, **counts: int) -> dict[str, Any]:
+        """The job's headers plus this stage's counters, carried into the retry's message."""
+        current = {FAILED_ATTEMPTS: self._count(FAILED_ATTEMPTS), DEPENDENCY_WAITS: self._count(DEPENDENCY_WAITS)}
+        return {**job.headers(), **current, **counts}
 
     def _retry_or_hand_off(self, job: JobContext | None, exc: Exception) -> None:
         failure = self.classifier.classify(exc)
-        failed = self._failed_attempts()
-        delay = retry_delay(self, failure, failed) if failure.retryable else None
-        if delay is not None and job is not None:
+        failed, waits = self._count(FAILED_ATTEMPTS), self._count(DEPENDENCY_WAITS)
+        if job is not None and failure.waiting and waits < get_settings().max_dependency_waits:
+            # An open breaker or a spent rate limit: come back when it clears, without spending a retry.
+            jobs.record_wait(job, self.stage)
+            countdown = (failure.retry_after or 1) + random.uniform(0, 1)  # spread the fleet's return
+            raise self.retry(
+                exc=exc,
+                countdown=countdown,
+                max_retries=None,
+                headers=self._headers(job, **{DEPENDENCY_WAITS: waits + 1}),
+            )
+        delay = retry_delay(self, failure, failed) if failure.retryable and not failure.waiting else None
+        if job is not None and delay is not None:
             jobs.record_retry(job, self.stage)
-            raise self.retry(exc=exc, countdown=delay, max_retries=None, headers=self._headers(job, failed + 1))
+            raise self.retry(
+                exc=exc, countdown=delay, max_retries=None, headers=self._headers(job, **{FAILED_ATTEMPTS: failed + 1})
+            )
         hand_off(job, self.stage, failure.failure_class, exc, attempts=failed + 1)
 
     def on_failure(self, exc: Exception, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "VETRO_"
+CUSTOMER_SERVICE = "customer-service"
 STAGE_NAMES = ("validate", "enrich", "transform", "route", "operate", "finish")
 
 
@@ -60,6 +61,20 @@ class RouteRule(BaseModel):
     regions: list[str] = Field(default_factory=list)
 
 
+class BreakerPolicy(BaseModel):
+    """When a dependency's circuit breaker opens (consecutive failures) and when it tries again (seconds)."""
+
+    fail_max: int = Field(5, ge=1)
+    reset_timeout: int = Field(30, ge=1)
+
+
+class RateLimit(BaseModel):
+    """Calls per second to one dependency, shared by every worker; `burst` calls may go at once."""
+
+    rate: float = Field(gt=0)
+    burst: int = Field(1, ge=1)
+
+
 DEFAULT_ROUTES = [
     RouteRule(destination="warehouse", order_types=["purchase", "exchange"]),
     RouteRule(destination="billing", order_types=["purchase", "refund", "subscription"]),
@@ -102,6 +117,17 @@ class Settings(BaseSettings):
     http_read_timeout: float = Field(5.0, gt=0)
     routes: list[RouteRule] = Field(default_factory=lambda: list(DEFAULT_ROUTES))
 
+    # Circuit breakers and rate limits, per dependency ("customer-service", "webhook-<destination>").
+    breakers_enabled: bool = True
+    breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
+    breaker_overrides: dict[str, BreakerPolicy] = Field(default_factory=dict)
+    breaker_store_url: str | None = Field(None, description="Redis for breaker state; defaults to the result store")
+    rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
+    rate_limit_max_inline_wait: float = Field(1.0, ge=0, description="wait this long in the task, else retry later")
+    max_dependency_waits: int = Field(
+        500, ge=1, description="retries a stage may spend waiting on open breakers and rate limits"
+    )
+
     sentry_dsn: str | None = None
 
     @model_validator(mode="after")
@@ -116,6 +142,33 @@ class Settings(BaseSettings):
                     f"time_limit and backoff_max ({longest}), or a running task is delivered twice"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _breakers_reset_within_visibility(self) -> Settings:
+        # A stage waits for an open breaker with a countdown; it must come back before Redis redelivers it.
+        overrides = {
+            f"{ENV_PREFIX}BREAKER_OVERRIDES[{name!r}].reset_timeout": policy
+            for name, policy in self.breaker_overrides.items()
+        }
+        for variable, policy in {f"{ENV_PREFIX}BREAKER__RESET_TIMEOUT": self.breaker, **overrides}.items():
+            if policy.reset_timeout >= self.visibility_timeout:
+                raise ValueError(
+                    f"{variable} ({policy.reset_timeout}) must be below "
+                    f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout})"
+                )
+        return self
+
+    def breaker_policy(self, dependency: str) -> BreakerPolicy:
+        return self.breaker_overrides.get(dependency, self.breaker)
+
+    @property
+    def breaker_url(self) -> str:
+        return self.breaker_store_url or self.results_url
+
+    @property
+    def dependencies(self) -> list[str]:
+        """Every external dependency the pipeline calls, by the name breakers and limits use."""
+        return [CUSTOMER_SERVICE, *(webhook_dependency(name) for name in self.destinations)]
 
     @property
     def results_url(self) -> str:
@@ -135,6 +188,10 @@ class Settings(BaseSettings):
     @property
     def destinations(self) -> list[str]:
         return sorted({rule.destination for rule in self.routes})
+
+
+def webhook_dependency(destination: str) -> str:
+    return f"webhook-{destination}"
 
 
 def _one_line(error: ValidationError) -> str:

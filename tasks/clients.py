@@ -1,7 +1,8 @@
 """HTTP clients of the external services: the customer service and destination webhooks.
 
-Every call has a timeout. Errors surface as httpx exceptions, which the failure classifier
-maps (timeouts and 5xx are transient, other 4xx permanent).
+Every call has a timeout and goes through its dependency's shared rate limit and circuit
+breaker. Errors surface as httpx exceptions, which the failure classifier maps (timeouts and
+5xx are transient, other 4xx permanent).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from settings import get_settings
+from pipeline import dependencies
+from settings import CUSTOMER_SERVICE, get_settings, webhook_dependency
 
 _client: tuple[int, httpx.Client] | None = None
 
@@ -26,19 +28,24 @@ def http() -> httpx.Client:
     return _client[1]
 
 
-def fetch_customer(customer_id: str, correlation_id: str) -> dict[str, Any]:
-    url = f"{get_settings().customer_url}/customers/{customer_id}"
-    response = http().get(url, headers={"X-Correlation-Id": correlation_id})
+def _request(method: str, url: str, **options: Any) -> dict[str, Any]:
+    response = http().request(method, url, **options)
     response.raise_for_status()
     return response.json()
+
+
+def fetch_customer(customer_id: str, correlation_id: str) -> dict[str, Any]:
+    url = f"{get_settings().customer_url}/customers/{customer_id}"
+    return dependencies.call(CUSTOMER_SERVICE, _request, "GET", url, headers={"X-Correlation-Id": correlation_id})
 
 
 def deliver(destination: str, body: dict[str, Any], idempotency_key: str, correlation_id: str) -> dict[str, Any]:
     """POST the order to the destination's webhook; the key makes a repeated call a no-op there."""
-    response = http().post(
+    return dependencies.call(
+        webhook_dependency(destination),
+        _request,
+        "POST",
         get_settings().destination_url(destination),
         json=body,
         headers={"Idempotency-Key": idempotency_key, "X-Correlation-Id": correlation_id},
     )
-    response.raise_for_status()
-    return response.json()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import httpx
 
 from pipeline.jobs import QUEUED, get_jobs
-from pipeline.local import wait_until
+from pipeline.local import WorkerProcess, wait_until
+from settings.config import STAGE_NAMES
+from tests.conftest import worker_env
 
 
 def wait_for_jobs(job_ids: list[str], timeout: float = 120) -> list[dict[str, str]]:
@@ -29,3 +35,37 @@ def set_faults(partner_url: str, **faults: object) -> None:
 
 def effects_summary(partner_url: str) -> dict:
     return httpx.get(f"{partner_url}/effects", timeout=10).json()
+
+
+def call_times(partner_url: str, path_prefix: str) -> list[float]:
+    """When the partner received each call whose path starts with `path_prefix`."""
+    calls = httpx.get(f"{partner_url}/calls", timeout=10).json()["calls"]
+    return sorted(call["t"] for call in calls if call["path"].startswith(path_prefix))
+
+
+def fast_env(visibility: int, time_limit: int, **extra: str) -> dict[str, str]:
+    """Worker settings for crash tests: short limits so redelivery takes seconds."""
+    env = worker_env(**{"VETRO_VISIBILITY_TIMEOUT": str(visibility), "VETRO_BREAKER__RESET_TIMEOUT": "3", **extra})
+    for stage in STAGE_NAMES:
+        prefix = f"VETRO_STAGES__{stage.upper()}__"
+        env |= {
+            prefix + "TIME_LIMIT": str(time_limit),
+            prefix + "SOFT_TIME_LIMIT": str(time_limit - 1),
+            prefix + "BACKOFF_BASE": "1",
+            prefix + "BACKOFF_MAX": "2",
+        }
+    return env
+
+
+@contextmanager
+def workers(env: dict[str, str], count: int = 1, concurrency: int = 2, plugins: bool = False) -> Iterator[list]:
+    extra = ["--include", "tests.worker_plugins"] if plugins else []
+    started = [
+        WorkerProcess(env, concurrency=concurrency, name=f"w{n}-{uuid.uuid4().hex[:4]}", extra_args=extra)
+        for n in range(count)
+    ]
+    try:
+        yield [worker.start() for worker in started]
+    finally:
+        for worker in started:
+            worker.stop()

@@ -12,51 +12,20 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
 
 from pipeline import submit, submit_many
 from pipeline.idempotency import guard_stats
-from pipeline.local import WorkerProcess, wait_until
-from settings.config import STAGE_NAMES
+from pipeline.local import wait_until
 from tasks.samples import sample_order
 from tests.conftest import worker_env
-from tests.helpers import effects_by_key, effects_summary, set_faults, wait_for_jobs
+from tests.helpers import effects_by_key, effects_summary, fast_env, set_faults, wait_for_jobs, workers
 
 pytestmark = pytest.mark.integration
 
 ALL_DESTINATIONS = ["billing", "notifications", "warehouse"]
-
-
-def fast_env(visibility: int, time_limit: int, **extra: str) -> dict[str, str]:
-    """Worker settings for crash tests: short limits so redelivery takes seconds."""
-    env = worker_env(VETRO_VISIBILITY_TIMEOUT=str(visibility), **extra)
-    for stage in STAGE_NAMES:
-        prefix = f"VETRO_STAGES__{stage.upper()}__"
-        env |= {
-            prefix + "TIME_LIMIT": str(time_limit),
-            prefix + "SOFT_TIME_LIMIT": str(time_limit - 1),
-            prefix + "BACKOFF_BASE": "1",
-            prefix + "BACKOFF_MAX": "2",
-        }
-    return env
-
-
-@contextmanager
-def workers(env: dict[str, str], count: int = 1, concurrency: int = 2, plugins: bool = False) -> Iterator[list]:
-    extra = ["--include", "tests.worker_plugins"] if plugins else []
-    started = [
-        WorkerProcess(env, concurrency=concurrency, name=f"w{n}-{uuid.uuid4().hex[:4]}", extra_args=extra)
-        for n in range(count)
-    ]
-    try:
-        yield [worker.start() for worker in started]
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 def everywhere_order(number: int, prefix: str) -> dict:

@@ -52,3 +52,9 @@ def test_destination_urls_default_to_the_partner(monkeypatch):
     settings = get_settings()
     assert settings.destination_url("warehouse") == "http://127.0.0.1:9000/webhooks/warehouse"
     assert settings.destination_url("billing") == "http://127.0.0.1:9100/hook"
+
+
+def test_a_breaker_must_reset_before_the_visibility_timeout(monkeypatch):
+    monkeypatch.setenv("VETRO_BREAKER__RESET_TIMEOUT", "90")
+    with pytest.raises(ConfigError, match=r"^VETRO_BREAKER__RESET_TIMEOUT \(90\) must be below"):
+        get_settings()
