@@ -9,7 +9,7 @@ from celery import Celery
 from settings import ConfigError, Settings, get_settings
 
 # Modules whose tasks every worker registers (the reference pipeline's stages).
-TASK_MODULES = ["tasks.orders"]
+TASK_MODULES = ["tasks.orders", "dlq.tasks"]
 
 # redis-py 8 deprecates SETEX, which Celery's result backend calls for every result.
 warnings.filterwarnings("ignore", message="Call to deprecated setex", category=DeprecationWarning)
@@ -55,6 +55,11 @@ def celery_config(settings: Settings) -> dict:
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "worker_hijack_root_logger": False,
+        # Housekeeping of the dead-letter store, run by `celery -A pipeline beat`.
+        "beat_schedule": {
+            "flush-dead-letter-spool": {"task": "vetro.dlq.flush_spool", "schedule": settings.spool_flush_interval},
+            "purge-dead-letters": {"task": "vetro.dlq.purge", "schedule": 3600.0},
+        },
         "enable_utc": True,
     }
     if _is_redis(settings.broker_url):

@@ -15,6 +15,7 @@ from celery import Signature, chain, chord, group
 
 from pipeline.app import TASK_MODULES
 from pipeline.context import JobContext
+from pipeline.idempotency import Guard
 
 _PIPELINES: dict[str, Pipeline] = {}
 
@@ -29,11 +30,36 @@ def job_id_of(task_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class FanOut:
+    """One `part` per destination in parallel, then `join` once with all their results (a chord).
+
+    `planner` is the stage whose recorded result lists the destinations, so a replay of one
+    part can rebuild the whole fan-out: the parts that already succeeded answer from their
+    guards, and the join gets every destination's result.
+    """
+
+    part: Any  # a Stage task taking (payload, destination)
+    join: Any  # a Stage task taking the list of the parts' results
+    planner: str
+
+    def publish(self, job: JobContext, payload: Any, destinations: Sequence[str]) -> None:
+        group_id = stage_task_id(job.job_id, "fanout") + (f".replay{job.replay}" if job.replay else "")
+        header = group(
+            self.part.si(payload, destination).set(
+                task_id=stage_task_id(job.job_id, self.part.stage, destination), headers=job.headers()
+            )
+            for destination in destinations
+        ).set(task_id=group_id)
+        chord(header, self.join.s()).apply_async(task_id=stage_task_id(job.job_id, self.join.stage))
+
+
+@dataclass(frozen=True)
 class Pipeline:
-    """A named sequence of stages; the last one may fan out (see `fan_out`)."""
+    """A named sequence of stages, the last of which may start a fan-out."""
 
     name: str
     stages: Sequence[Any]  # Stage tasks, in order
+    fan_out: FanOut | None = None
 
     def stage_names(self) -> list[str]:
         return [task.stage for task in self.stages]
@@ -47,17 +73,22 @@ class Pipeline:
         steps += [task.s().set(task_id=stage_task_id(job.job_id, task.stage)) for task in rest]
         return chain(*steps) if len(steps) > 1 else steps[0]
 
-
-def fan_out(job: JobContext, parts: dict[str, Signature], then: Signature) -> None:
-    """Run one signature per destination in parallel, then `then` once with all their results."""
-    header = group(
-        sig.set(task_id=stage_task_id(job.job_id, _stage_of(sig), destination)) for destination, sig in parts.items()
-    ).set(task_id=stage_task_id(job.job_id, "fanout"))
-    chord(header, then).apply_async(task_id=stage_task_id(job.job_id, _stage_of(then)))
-
-
-def _stage_of(sig: Signature) -> str:
-    return sig.task.rsplit(".", 1)[-1]
+    def replay(self, stage: str, destination: str | None, step_input: dict[str, Any], job: JobContext) -> str:
+        """Re-enter the pipeline at `stage` with the failed step's input; returns the first task id."""
+        args, kwargs = step_input.get("args", []), step_input.get("kwargs", {})
+        if stage in self.stage_names():
+            self.signature(args[0], job, start_stage=stage).apply_async()
+            return stage_task_id(job.job_id, stage)
+        fan_out = self.fan_out
+        if fan_out and stage == fan_out.part.stage:
+            planned = Guard(job.idempotency_key, fan_out.planner).result()
+            fan_out.publish(job, args[0], planned or [destination])
+            return stage_task_id(job.job_id, stage, destination)
+        if fan_out and stage == fan_out.join.stage:
+            task_id = stage_task_id(job.job_id, stage)
+            fan_out.join.si(*args, **kwargs).set(task_id=task_id, headers=job.headers()).apply_async()
+            return task_id
+        raise ValueError(f"pipeline {self.name!r} has no stage {stage!r}")
 
 
 def register(pipeline: Pipeline) -> Pipeline:

@@ -14,6 +14,7 @@ from redis import RedisError
 from rich.console import Console
 from rich.progress import Progress
 
+from dlq.cli import db_cli, dlq_cli
 from settings import ConfigError
 
 cli = typer.Typer(
@@ -25,6 +26,8 @@ job_cli = typer.Typer(help="Look at one job.", no_args_is_help=True)
 cli.add_typer(job_cli, name="job")
 breakers_cli = typer.Typer(help="Show the circuit breakers, or force one open or closed.")
 cli.add_typer(breakers_cli, name="breakers")
+cli.add_typer(dlq_cli, name="dlq")
+cli.add_typer(db_cli, name="db")
 console = Console(stderr=True, soft_wrap=True)
 
 

@@ -18,7 +18,8 @@ JOB_ID = "vetro_job_id"
 IDEMPOTENCY_KEY = "vetro_idempotency_key"
 CORRELATION_ID = "vetro_correlation_id"
 PIPELINE = "vetro_pipeline"
-HEADER_NAMES = (JOB_ID, IDEMPOTENCY_KEY, CORRELATION_ID, PIPELINE)
+REPLAY = "vetro_replay"  # 0 for the first run, n for the n-th replay from the dead-letter store
+HEADER_NAMES = (JOB_ID, IDEMPOTENCY_KEY, CORRELATION_ID, PIPELINE, REPLAY)
 # Failed attempts of the current stage so far; retries that only waited (a busy lease) don't count.
 FAILED_ATTEMPTS = "vetro_failed_attempts"
 # Retries spent waiting for a dependency (open breaker, rate limit): a separate, larger budget.
@@ -31,16 +32,18 @@ class JobContext:
     idempotency_key: str
     correlation_id: str
     pipeline: str
+    replay: int = 0
 
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> dict[str, Any]:
         return {
             JOB_ID: self.job_id,
             IDEMPOTENCY_KEY: self.idempotency_key,
             CORRELATION_ID: self.correlation_id,
             PIPELINE: self.pipeline,
+            REPLAY: self.replay,
         }
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
@@ -50,8 +53,8 @@ class JobContext:
         values = [get(name) for name in HEADER_NAMES]
         if not values[0]:
             return None
-        job_id, key, correlation_id, pipeline = values
-        return cls(job_id, key or job_id, correlation_id or job_id, pipeline or "")
+        job_id, key, correlation_id, pipeline, replay = values
+        return cls(job_id, key or job_id, correlation_id or job_id, pipeline or "", int(replay or 0))
 
 
 @before_task_publish.connect

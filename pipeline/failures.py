@@ -53,6 +53,12 @@ class PermanentError(VetroError):
     failure_class = FailureClass.PERMANENT
 
 
+class TechnicalError(VetroError):
+    """Our own bug or an impossible state, said explicitly."""
+
+    failure_class = FailureClass.TECHNICAL
+
+
 class BusinessRuleError(VetroError):
     failure_class = FailureClass.BUSINESS
 

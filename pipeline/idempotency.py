@@ -18,7 +18,8 @@ from pipeline.store import key, redis_client
 CLAIMED, DONE, BUSY = "claimed", "done", "busy"
 STATS_KEY = key("guard-stats")
 
-# KEYS: result, lease, stats. ARGV: owner, lease ms, stage scope.
+# KEYS: result, lease, stats, starts. ARGV: owner, lease ms, stage scope, ttl seconds.
+# `starts` counts runs that began and never ended (released or recorded): crashed runs.
 _CLAIM = """
 local stored = redis.call('GET', KEYS[1])
 if stored then
@@ -28,21 +29,27 @@ if stored then
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
     redis.call('HINCRBY', KEYS[3], 'claims', 1)
-    return {'claimed', ''}
+    local starts = redis.call('INCR', KEYS[4])
+    redis.call('EXPIRE', KEYS[4], ARGV[4])
+    return {'claimed', tostring(starts - 1)}
 end
 redis.call('HINCRBY', KEYS[3], 'conflicts', 1)
 redis.call('HINCRBY', KEYS[3], 'conflicts:' .. ARGV[3], 1)
 return {'busy', tostring(redis.call('PTTL', KEYS[2]))}
 """
-# KEYS: result, lease. ARGV: owner, encoded result, ttl seconds.
+# KEYS: result, lease, starts. ARGV: owner, encoded result, ttl seconds.
 _RECORD = """
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('DEL', KEYS[3])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
-# KEYS: lease. ARGV: owner.
+# KEYS: lease, starts. ARGV: owner.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('DEL', KEYS[2])
+    return redis.call('DEL', KEYS[1])
+end
 return 0
 """
 
@@ -52,6 +59,7 @@ class Claim:
     status: str
     result: Any = None
     retry_in: float = 0.0  # seconds until a held lease ends (BUSY only)
+    crashed_runs: int = 0  # earlier runs of this step that started and never ended (CLAIMED only)
 
 
 class Guard:
@@ -61,23 +69,40 @@ class Guard:
         self.scope = scope
         self.result_key = key("guard", idempotency_key, scope, "result")
         self.lease_key = key("guard", idempotency_key, scope, "lease")
+        self.starts_key = key("guard", idempotency_key, scope, "starts")
 
-    def claim(self, owner: str, lease_seconds: float) -> Claim:
+    def claim(self, owner: str, lease_seconds: float, ttl_seconds: int) -> Claim:
         status, value = redis_client().eval(
-            _CLAIM, 3, self.result_key, self.lease_key, STATS_KEY, owner, int(lease_seconds * 1000), self.scope
+            _CLAIM,
+            4,
+            self.result_key,
+            self.lease_key,
+            STATS_KEY,
+            self.starts_key,
+            owner,
+            int(lease_seconds * 1000),
+            self.scope,
+            ttl_seconds,
         )
         status = status.decode()
         if status == DONE:
             return Claim(DONE, result=json.loads(value))
         if status == BUSY:
             return Claim(BUSY, retry_in=max(int(value), 0) / 1000)
-        return Claim(CLAIMED)
+        return Claim(CLAIMED, crashed_runs=int(value))
 
     def record(self, owner: str, result: Any, ttl_seconds: int) -> None:
-        redis_client().eval(_RECORD, 2, self.result_key, self.lease_key, owner, json.dumps(result), ttl_seconds)
+        redis_client().eval(
+            _RECORD, 3, self.result_key, self.lease_key, self.starts_key, owner, json.dumps(result), ttl_seconds
+        )
+
+    def result(self) -> Any:
+        """The step's recorded result, or None if it has not succeeded."""
+        stored = redis_client().get(self.result_key)
+        return json.loads(stored) if stored is not None else None
 
     def release(self, owner: str) -> None:
-        redis_client().eval(_RELEASE, 1, self.lease_key, owner)
+        redis_client().eval(_RELEASE, 2, self.lease_key, self.starts_key, owner)
 
 
 def guard_state(idempotency_key: str) -> dict[str, dict[str, Any]]:
@@ -88,6 +113,8 @@ def guard_state(idempotency_key: str) -> dict[str, dict[str, Any]]:
     for raw in client.scan_iter(f"{prefix}*", count=500):
         name = raw.decode().removeprefix(prefix)
         scope, kind = name.rsplit(":", 1)
+        if kind == "starts":
+            continue
         if kind == "result":
             steps.setdefault(scope, {}).update(status="done", result=json.loads(client.get(raw) or "null"))
         else:

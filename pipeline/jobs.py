@@ -55,6 +55,11 @@ def record_failed(job: JobContext, stage: str, failure_class: str, error: str) -
     )
 
 
+def record_replayed(job: JobContext) -> None:
+    """The job is running again from the dead-letter store: queued until it ends."""
+    _update(job, "jobs_replayed", status=QUEUED, replay=job.replay)
+
+
 def record_retry(job: JobContext, stage: str) -> None:
     pipe = redis_client().pipeline()
     pipe.hincrby(_job_key(job.job_id), "retries", 1)

@@ -128,6 +128,14 @@ class Settings(BaseSettings):
         500, ge=1, description="retries a stage may spend waiting on open breakers and rate limits"
     )
 
+    # The dead-letter store.
+    dlq_retention_days: int = Field(30, ge=1, description="resolved and discarded rows older than this are purged")
+    dlq_max_rows: int = Field(100_000, ge=100, description="cap on resolved and discarded rows kept")
+    quarantine_after: int = Field(3, ge=1, description="failed replays before a row is quarantined")
+    max_deliveries: int = Field(10, ge=2, description="runs of one step (crashes included) before it is a poison job")
+    spool_flush_interval: int = Field(10, ge=1, description="seconds between flushes of rows spooled in Redis")
+    demo_transform_bug: bool = Field(False, description="make transform fail, to show dead letters and replay")
+
     sentry_dsn: str | None = None
 
     @model_validator(mode="after")
@@ -177,6 +185,14 @@ class Settings(BaseSettings):
         if self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return "redis://127.0.0.1:6379/0"
+
+    @property
+    def sql_url(self) -> str:
+        """The database URL with the installed driver (psycopg 3) for a plain postgresql:// URL."""
+        for plain in ("postgresql://", "postgres://"):
+            if self.database_url.startswith(plain):
+                return "postgresql+psycopg://" + self.database_url.removeprefix(plain)
+        return self.database_url
 
     @property
     def customer_url(self) -> str:

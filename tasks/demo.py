@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from dlq.db import upgrade
 from pipeline.local import RedisServer, WorkerProcess, redis_reachable, wait_until
 from settings import get_settings, reset_settings
 from tasks.partner_stub import Faults, PartnerServer
@@ -91,6 +92,8 @@ def run_demo(jobs: int = 300, error_rate: float = 0.15, keep_running: bool = Fal
         stack.callback(partner.shutdown)
         console.print(f"partner stub on {partner.url}, {error_rate:.0%} of calls fail with 503")
 
+        upgrade()
+        console.print(f"dead letters go to {settings.database_url} (see them with: vetro dlq patterns)")
         env = _demo_environment(broker_url, partner.url)
         os.environ.update(env)
         reset_settings()

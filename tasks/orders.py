@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline import jobs
-from pipeline.canvas import Pipeline, fan_out, register
+from pipeline.canvas import FanOut, Pipeline, register
+from pipeline.failures import TechnicalError
+from pipeline.outcomes import complete
 from pipeline.stage import Stage, stage
 from settings import get_settings
 from tasks import clients
@@ -30,17 +31,11 @@ def enrich(self: Stage, event: dict[str, Any]) -> dict[str, Any]:
 
 @stage("transform", PIPELINE)
 def transform(self: Stage, enriched: dict[str, Any]) -> dict[str, Any]:
+    if get_settings().demo_transform_bug:  # a switchable bug, to show dead letters and their replay
+        raise TechnicalError(f"simulated bug in transform for order {enriched['event']['order_id']}")
     event = parse_order_event(enriched["event"])
     customer = Customer.model_validate(enriched["customer"])
     return to_canonical(event, customer).model_dump(mode="json")
-
-
-@stage("route", PIPELINE)
-def route(self: Stage, order: dict[str, Any]) -> list[str]:
-    """Pick destinations by the routing rules and fan out one `operate` each, joined by `finish`."""
-    destinations = destinations_for(order["order_type"], order["region"], get_settings().routes)
-    fan_out(self.job, {dest: operate.si(order, dest) for dest in destinations}, finish.s())
-    return destinations
 
 
 @stage("operate", PIPELINE, destination_arg="destination")
@@ -56,8 +51,19 @@ def operate(self: Stage, order: dict[str, Any], destination: str) -> dict[str, A
 def finish(self: Stage, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
     """Record the job's outcome once every destination has its delivery."""
     destinations = [delivery["destination"] for delivery in deliveries]
-    jobs.record_completed(self.job, destinations)
+    complete(self.job, destinations)
     return {"job_id": self.job.job_id, "destinations": destinations}
 
 
-ORDERS = register(Pipeline(PIPELINE, [validate, enrich, transform, route]))
+DELIVERIES = FanOut(part=operate, join=finish, planner="route")
+
+
+@stage("route", PIPELINE)
+def route(self: Stage, order: dict[str, Any]) -> list[str]:
+    """Pick destinations by the routing rules and fan out one `operate` each, joined by `finish`."""
+    destinations = destinations_for(order["order_type"], order["region"], get_settings().routes)
+    DELIVERIES.publish(self.job, order, destinations)
+    return destinations
+
+
+ORDERS = register(Pipeline(PIPELINE, [validate, enrich, transform, route], fan_out=DELIVERIES))

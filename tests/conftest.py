@@ -7,6 +7,7 @@ the machine's shared Redis.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 
 import httpx
@@ -23,7 +24,16 @@ os.environ.update(
         "VETRO_PARTNER_URL": "http://127.0.0.1:1",  # replaced by the partner fixture
     }
 )
-os.environ.pop("VETRO_DATABASE_URL", None)
+# A migrated SQLite dead-letter store for every test that does not bring its own database.
+DEFAULT_DATABASE_URL = f"sqlite:///{tempfile.mkdtemp(prefix='vetro-tests-')}/dlq.db"
+os.environ["VETRO_DATABASE_URL"] = DEFAULT_DATABASE_URL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def migrated_database() -> None:
+    from dlq.db import upgrade
+
+    upgrade(DEFAULT_DATABASE_URL)
 
 
 @pytest.fixture(scope="session")

@@ -72,6 +72,10 @@ def test_a_permanent_4xx_is_handed_off_at_once_without_retrying(worker, partner)
     set_faults(partner.url, error_rate=1.0, error_status=422, scope="/webhooks/billing")
     job_id = submit(sample_order(1, prefix=f"reject-{uuid.uuid4().hex[:8]}") | {"order_type": "refund"})
     record = wait_for_jobs([job_id])[0]
-    assert (record["status"], record["failed_stage"], record["failure_class"]) == ("failed", "operate", "permanent")
+    assert (record["status"], record["failed_stage"], record["failure_class"]) == (
+        "failed",
+        "operate.billing",
+        "permanent",
+    )
     assert "422" in record["error"]
     assert "retries_operate" not in record

@@ -1,0 +1,93 @@
+"""The dead-letter database: one engine per process, SQLite tuned for several writers, migrations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from settings import get_settings
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_engines: dict[tuple[int, str], tuple[Engine, sessionmaker]] = {}
+
+
+class NotMigratedError(RuntimeError):
+    """The database's schema is not at the code's migration head."""
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers and one writer work at once; the busy timeout queues other writers
+    # (several worker processes) instead of failing them with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def engine(url: str | None = None) -> Engine:
+    return _engine_and_sessions(url)[0]
+
+
+def _engine_and_sessions(url: str | None = None) -> tuple[Engine, sessionmaker]:
+    url = url or get_settings().sql_url
+    key = (os.getpid(), url)
+    if key not in _engines:
+        if url.startswith("sqlite"):
+            created = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            event.listen(created, "connect", _tune_sqlite)
+        else:
+            created = create_engine(
+                url, pool_pre_ping=True, pool_size=2, max_overflow=2, connect_args={"connect_timeout": 3}
+            )
+        _engines[key] = (created, sessionmaker(created, expire_on_commit=False))
+    return _engines[key]
+
+
+@contextmanager
+def session(url: str | None = None) -> Iterator[Session]:
+    """A session that commits when the block ends and rolls back if it raises."""
+    with _engine_and_sessions(url)[1].begin() as active:
+        yield active
+
+
+def alembic_config(url: str | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("sqlalchemy.url", (url or get_settings().sql_url).replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str | None = None) -> None:
+    command.upgrade(alembic_config(url), "head")
+
+
+def revisions(url: str | None = None) -> tuple[str | None, str]:
+    """(the database's revision, the code's head revision)."""
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    with engine(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision(), head
+
+
+def require_migrated(url: str | None = None) -> None:
+    current, head = revisions(url)
+    if current != head:
+        raise NotMigratedError(
+            f"the dead-letter database {_safe(url or get_settings().sql_url)} is at revision {current or 'none'}, "
+            f"the code needs {head}: run `vetro db upgrade`"
+        )
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    return engine(url).url.render_as_string(hide_password=True)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the dead-letter store (`vetro db upgrade`)."""

@@ -1,0 +1,313 @@
+"""The dead-letter store's operations: record a failure, query, group by cause, resolve, discard, purge.
+
+A row is keyed by (job, step): a job that fails again at the same step updates its row.
+When the database cannot be reached, changes are spooled in Redis (dlq.spool) and written later.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from dlq import spool
+from dlq.db import session
+from dlq.fingerprint import fingerprint
+from dlq.models import DeadLetter, Status
+from settings import get_settings
+
+log = logging.getLogger("vetro.dlq")
+
+REPLAYABLE = (Status.FAILED, Status.REPLAYING)
+OPEN = (Status.FAILED, Status.REPLAYING, Status.QUARANTINED)
+FINISHED = (Status.RESOLVED, Status.DISCARDED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class DeadLetterEvent:
+    """One failure, as it travels from a worker to the database (possibly via the spool)."""
+
+    job_id: str
+    scope: str
+    pipeline: str
+    stage: str
+    destination: str | None
+    input: dict[str, Any]
+    headers: dict[str, Any]
+    idempotency_key: str
+    correlation_id: str
+    exception_type: str
+    message: str
+    traceback: str
+    failure_class: str
+    attempts: int
+    failed_at: str  # ISO, naive UTC
+    worker_host: str | None
+
+    @classmethod
+    def from_failure(
+        cls, step: Any, failure_class: str, exc: BaseException, attempts: int, traceback: str
+    ) -> DeadLetterEvent:
+        job = step.job
+        return cls(
+            job_id=job.job_id,
+            scope=step.scope,
+            pipeline=job.pipeline,
+            stage=step.stage,
+            destination=step.destination,
+            input={"args": step.args, "kwargs": step.kwargs},
+            headers=job.headers(),
+            idempotency_key=job.idempotency_key,
+            correlation_id=job.correlation_id,
+            exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            message=str(exc)[:10_000],
+            traceback=traceback[-20_000:],
+            failure_class=str(failure_class),
+            attempts=attempts,
+            failed_at=utcnow().isoformat(),
+            worker_host=step.worker_host,
+        )
+
+
+def record(event: DeadLetterEvent) -> None:
+    """Store the failure; if the database is down, spool it in Redis (raises only if both are down)."""
+    try:
+        with session() as active:
+            write(active, event)
+    except SQLAlchemyError as error:
+        log.warning("dead-letter database unavailable (%s); spooling job %s", type(error).__name__, event.job_id)
+        spool.push({"kind": "failure", **asdict(event)})
+
+
+def write(active: Session, event: DeadLetterEvent) -> DeadLetter:
+    """Insert the job's row for this step, or update it when the job failed there before."""
+    failed_at = datetime.fromisoformat(event.failed_at)
+    row = active.scalar(
+        select(DeadLetter).where(DeadLetter.job_id == event.job_id, DeadLetter.scope == event.scope).with_for_update()
+    )
+    if row is None:
+        row = DeadLetter(
+            job_id=event.job_id, scope=event.scope, first_failed_at=failed_at, replay_count=0, replay_task_ids=[]
+        )
+        active.add(row)
+    elif row.last_failed_at and row.last_failed_at > failed_at:
+        return row  # a spooled copy older than what the row already says
+    quarantine = row.replay_count >= get_settings().quarantine_after
+    fields = {name: value for name, value in asdict(event).items() if name not in ("failed_at", "job_id", "scope")}
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.fingerprint = fingerprint(event.stage, event.exception_type, event.message)
+    row.last_failed_at = failed_at
+    row.status = Status.QUARANTINED if quarantine else Status.FAILED
+    row.updated_at = utcnow()
+    # A replay that got past this job's other failed steps and failed here: those replays are over.
+    active.execute(
+        update(DeadLetter)
+        .where(
+            DeadLetter.job_id == event.job_id, DeadLetter.scope != event.scope, DeadLetter.status == Status.REPLAYING
+        )
+        .values(status=Status.FAILED, updated_at=utcnow())
+    )
+    return row
+
+
+def resolve_job(job_id: str) -> None:
+    """The job finished: its open rows are resolved (spooled if the database is down)."""
+    try:
+        with session() as active:
+            _resolve(active, job_id, utcnow())
+    except SQLAlchemyError:
+        spool.push({"kind": "resolve", "job_id": job_id, "at": utcnow().isoformat()})
+
+
+def _resolve(active: Session, job_id: str, at: datetime) -> None:
+    active.execute(
+        update(DeadLetter)
+        .where(DeadLetter.job_id == job_id, DeadLetter.status.in_(OPEN))
+        .values(status=Status.RESOLVED, resolved_at=at, updated_at=at)
+    )
+
+
+def write_spooled(entries: list[dict[str, Any]]) -> None:
+    with session() as active:
+        for entry in entries:
+            kind = entry.pop("kind")
+            if kind == "failure":
+                write(active, DeadLetterEvent(**entry))
+            else:
+                _resolve(active, entry["job_id"], datetime.fromisoformat(entry["at"]))
+
+
+def flush_spool() -> int:
+    return spool.flush(write_spooled)
+
+
+@dataclass
+class RowFilter:
+    """Which rows an operator means; every list and bulk command takes the same filter."""
+
+    ids: list[int] = field(default_factory=list)
+    stage: str | None = None
+    status: str | None = None
+    failure_class: str | None = None
+    error: str | None = None  # text in the exception type or message
+    fingerprint: str | None = None
+    job: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def is_empty(self) -> bool:
+        return not any(value for value in asdict(self).values())
+
+    def apply(self, statement: Select) -> Select:
+        conditions = []
+        if self.ids:
+            conditions.append(DeadLetter.id.in_(self.ids))
+        if self.stage:
+            conditions.append(or_(DeadLetter.stage == self.stage, DeadLetter.scope == self.stage))
+        if self.status:
+            conditions.append(DeadLetter.status == self.status)
+        if self.failure_class:
+            conditions.append(DeadLetter.failure_class == self.failure_class)
+        if self.error:
+            pattern = f"%{self.error.lower()}%"
+            conditions.append(
+                or_(func.lower(DeadLetter.message).like(pattern), func.lower(DeadLetter.exception_type).like(pattern))
+            )
+        if self.fingerprint:
+            conditions.append(DeadLetter.fingerprint == self.fingerprint)
+        if self.job:
+            conditions.append(DeadLetter.job_id == self.job)
+        if self.since:
+            conditions.append(DeadLetter.last_failed_at >= self.since)
+        if self.until:
+            conditions.append(DeadLetter.last_failed_at < self.until)
+        return statement.where(*conditions)
+
+
+def rows(row_filter: RowFilter, limit: int | None = None, offset: int = 0) -> list[DeadLetter]:
+    with session() as active:
+        statement = row_filter.apply(select(DeadLetter)).order_by(DeadLetter.last_failed_at.desc(), DeadLetter.id)
+        return list(active.scalars(statement.offset(offset).limit(limit)))
+
+
+def count(row_filter: RowFilter) -> int:
+    with session() as active:
+        return active.scalar(row_filter.apply(select(func.count(DeadLetter.id))))
+
+
+def get_row(row_id: int) -> DeadLetter | None:
+    with session() as active:
+        return active.get(DeadLetter, row_id)
+
+
+@dataclass(frozen=True)
+class Pattern:
+    fingerprint: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    stage: str
+    exception_type: str
+    example: str
+
+
+def patterns(row_filter: RowFilter) -> list[Pattern]:
+    """Rows grouped by cause, largest group first."""
+    with session() as active:
+        grouped = active.execute(
+            row_filter.apply(
+                select(
+                    DeadLetter.fingerprint,
+                    func.count(DeadLetter.id),
+                    func.min(DeadLetter.first_failed_at),
+                    func.max(DeadLetter.last_failed_at),
+                    func.max(DeadLetter.id),
+                )
+            )
+            .group_by(DeadLetter.fingerprint)
+            .order_by(func.count(DeadLetter.id).desc())
+        ).all()
+        examples = {
+            row.id: row
+            for row in active.scalars(select(DeadLetter).where(DeadLetter.id.in_([newest for *_, newest in grouped])))
+        }
+    return [
+        Pattern(
+            fp,
+            total,
+            first,
+            last,
+            examples[newest].scope,
+            examples[newest].exception_type,
+            examples[newest].message[:200],
+        )
+        for fp, total, first, last, newest in grouped
+    ]
+
+
+def stats() -> dict[str, dict[str, int]]:
+    """Row counts by status, failure class and stage."""
+    with session() as active:
+        return {
+            name: dict(active.execute(select(column, func.count(DeadLetter.id)).group_by(column)).all())
+            for name, column in (
+                ("status", DeadLetter.status),
+                ("class", DeadLetter.failure_class),
+                ("stage", DeadLetter.scope),
+            )
+        }
+
+
+def discard(row_filter: RowFilter, by: str, reason: str) -> int:
+    """Mark the selected open rows discarded; returns how many."""
+    with session() as active:
+        ids = active.scalars(row_filter.apply(select(DeadLetter.id)).where(DeadLetter.status.in_(OPEN))).all()
+        active.execute(
+            update(DeadLetter)
+            .where(DeadLetter.id.in_(ids))
+            .values(status=Status.DISCARDED, discarded_by=by, discard_reason=reason, updated_at=utcnow())
+        )
+        return len(ids)
+
+
+def purge(older_than: timedelta, max_rows: int | None = None) -> int:
+    """Delete resolved and discarded rows older than `older_than`, then the oldest beyond `max_rows`."""
+    cutoff = utcnow() - older_than
+    with session() as active:
+        deleted = active.execute(
+            delete(DeadLetter).where(DeadLetter.status.in_(FINISHED), DeadLetter.updated_at < cutoff)
+        ).rowcount
+        if max_rows is not None:
+            surplus = active.scalars(
+                select(DeadLetter.id)
+                .where(DeadLetter.status.in_(FINISHED))
+                .order_by(DeadLetter.updated_at.desc())
+                .offset(max_rows)
+            ).all()
+            if surplus:
+                deleted += active.execute(delete(DeadLetter).where(DeadLetter.id.in_(surplus))).rowcount
+        return deleted
+
+
+def purge_by_policy() -> int:
+    settings = get_settings()
+    return purge(timedelta(days=settings.dlq_retention_days), settings.dlq_max_rows)
+
+
+def mark_replaying(row_id: int, task_id: str) -> None:
+    with session() as active:
+        row = active.get(DeadLetter, row_id, with_for_update=True)
+        row.status = Status.REPLAYING
+        row.replay_count += 1
+        row.replay_task_ids = [*row.replay_task_ids, task_id]
+        row.updated_at = utcnow()
