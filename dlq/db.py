@@ -16,6 +16,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from settings import get_settings
+from settings.config import with_sql_driver
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _engines: dict[tuple[int, str], tuple[Engine, sessionmaker]] = {}
@@ -40,7 +41,7 @@ def engine(url: str | None = None) -> Engine:
 
 
 def _engine_and_sessions(url: str | None = None) -> tuple[Engine, sessionmaker]:
-    url = url or get_settings().sql_url
+    url = with_sql_driver(url) if url else get_settings().sql_url
     key = (os.getpid(), url)
     if key not in _engines:
         if url.startswith("sqlite"):
@@ -64,7 +65,8 @@ def session(url: str | None = None) -> Iterator[Session]:
 def alembic_config(url: str | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    config.set_main_option("sqlalchemy.url", (url or get_settings().sql_url).replace("%", "%%"))
+    url = with_sql_driver(url) if url else get_settings().sql_url
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 

@@ -8,17 +8,16 @@ import re
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _HEX = re.compile(r"\b[0-9a-f]{16,}\b", re.I)
 _URL = re.compile(r"\w+://[^\s'\"]+")
-_STATUS_CODE = re.compile(r"(?<![\w.])[1-5]\d\d(?![\w.])")  # 503, 404: these tell causes apart
-_DIGITS = re.compile(r"\d+")
+_STATUS_CODE = re.compile(r"[1-5]\d\d")  # 503, 404: these tell causes apart
+_TOKEN_WITH_DIGIT = re.compile(r"[\w-]*\d[\w-]*")  # order-17, 3f2a9c1d, 42
 
 
 def _mask_digits(text: str) -> str:
-    kept = {match.start() for match in _STATUS_CODE.finditer(text)}
-    return _DIGITS.sub(lambda match: match.group() if match.start() in kept else "#", text)
+    return _TOKEN_WITH_DIGIT.sub(lambda m: m.group() if _STATUS_CODE.fullmatch(m.group()) else "#", text)
 
 
 def normalise(message: str) -> str:
-    """'order order-17 failed (job 5534d355-…)' -> 'order order-# failed (job <uuid>)'."""
+    """'order order-17 failed (job 5534d355-…)' -> 'order # failed (job <uuid>)'."""
     message = _URL.sub("<url>", _HEX.sub("<hex>", _UUID.sub("<uuid>", message)))
     return _mask_digits(message)[:500]
 

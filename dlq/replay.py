@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from dlq import store
 from dlq.models import DeadLetter, Status
 from pipeline import jobs
-from pipeline.canvas import get_pipeline
+from pipeline.canvas import get_pipeline, stage_task_id
 from pipeline.context import JobContext
 
 
@@ -35,9 +35,19 @@ def refusal(row: DeadLetter, force: bool) -> str | None:
 def replay_row(row: DeadLetter) -> str:
     """Publish the replay of one row and mark it replaying; returns the first task id."""
     job = JobContext(row.job_id, row.idempotency_key, row.correlation_id, row.pipeline, replay=row.replay_count + 1)
-    jobs.record_replayed(job)
-    task_id = get_pipeline(row.pipeline).replay(row.stage, row.destination, row.input, job)
+    task_id = stage_task_id(row.job_id, row.stage, row.destination)
+    # Marked before publishing: a replay that fails at once must find its row already replaying.
     store.mark_replaying(row.id, task_id)
+    try:
+        get_pipeline(row.pipeline).replay(row.stage, row.destination, row.input, job)
+    except Exception:
+        store.unmark_replaying(row.id, row.status)
+        raise
+    jobs.record_replayed(job)
+    # If an earlier replay already finished the job, this one ends at the guards without reaching
+    # the completion again: the row is resolved now. (Read after marking, so no finish slips between.)
+    if (jobs.get_job(row.job_id) or {}).get("status") == jobs.COMPLETED:
+        store.resolve_job(row.job_id)
     return task_id
 
 

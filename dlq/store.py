@@ -304,6 +304,15 @@ def purge_by_policy() -> int:
     return purge(timedelta(days=settings.dlq_retention_days), settings.dlq_max_rows)
 
 
+def unmark_replaying(row_id: int, status: str) -> None:
+    """Undo mark_replaying when the replay could not be published."""
+    with session() as active:
+        row = active.get(DeadLetter, row_id, with_for_update=True)
+        row.status = status
+        row.replay_count -= 1
+        row.replay_task_ids = row.replay_task_ids[:-1]
+
+
 def mark_replaying(row_id: int, task_id: str) -> None:
     with session() as active:
         row = active.get(DeadLetter, row_id, with_for_update=True)

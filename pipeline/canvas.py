@@ -73,22 +73,20 @@ class Pipeline:
         steps += [task.s().set(task_id=stage_task_id(job.job_id, task.stage)) for task in rest]
         return chain(*steps) if len(steps) > 1 else steps[0]
 
-    def replay(self, stage: str, destination: str | None, step_input: dict[str, Any], job: JobContext) -> str:
-        """Re-enter the pipeline at `stage` with the failed step's input; returns the first task id."""
+    def replay(self, stage: str, destination: str | None, step_input: dict[str, Any], job: JobContext) -> None:
+        """Re-enter the pipeline at `stage` with the failed step's input."""
         args, kwargs = step_input.get("args", []), step_input.get("kwargs", {})
+        fan_out = self.fan_out
         if stage in self.stage_names():
             self.signature(args[0], job, start_stage=stage).apply_async()
-            return stage_task_id(job.job_id, stage)
-        fan_out = self.fan_out
-        if fan_out and stage == fan_out.part.stage:
+        elif fan_out and stage == fan_out.part.stage:
             planned = Guard(job.idempotency_key, fan_out.planner).result()
             fan_out.publish(job, args[0], planned or [destination])
-            return stage_task_id(job.job_id, stage, destination)
-        if fan_out and stage == fan_out.join.stage:
+        elif fan_out and stage == fan_out.join.stage:
             task_id = stage_task_id(job.job_id, stage)
             fan_out.join.si(*args, **kwargs).set(task_id=task_id, headers=job.headers()).apply_async()
-            return task_id
-        raise ValueError(f"pipeline {self.name!r} has no stage {stage!r}")
+        else:
+            raise ValueError(f"pipeline {self.name!r} has no stage {stage!r}")
 
 
 def register(pipeline: Pipeline) -> Pipeline:

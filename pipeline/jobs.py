@@ -56,8 +56,8 @@ def record_failed(job: JobContext, stage: str, failure_class: str, error: str) -
 
 
 def record_replayed(job: JobContext) -> None:
-    """The job is running again from the dead-letter store: queued until it ends."""
-    _update(job, "jobs_replayed", status=QUEUED, replay=job.replay)
+    """The job runs again from the dead-letter store; its status changes when the replay ends."""
+    _update(job, "jobs_replayed", replay=job.replay, replayed_at=time.time())
 
 
 def record_retry(job: JobContext, stage: str) -> None:

@@ -188,11 +188,7 @@ class Settings(BaseSettings):
 
     @property
     def sql_url(self) -> str:
-        """The database URL with the installed driver (psycopg 3) for a plain postgresql:// URL."""
-        for plain in ("postgresql://", "postgres://"):
-            if self.database_url.startswith(plain):
-                return "postgresql+psycopg://" + self.database_url.removeprefix(plain)
-        return self.database_url
+        return with_sql_driver(self.database_url)
 
     @property
     def customer_url(self) -> str:
@@ -204,6 +200,14 @@ class Settings(BaseSettings):
     @property
     def destinations(self) -> list[str]:
         return sorted({rule.destination for rule in self.routes})
+
+
+def with_sql_driver(url: str) -> str:
+    """The database URL naming the installed driver (psycopg 3) when it is a plain postgresql:// URL."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url.removeprefix(plain)
+    return url
 
 
 def webhook_dependency(destination: str) -> str:

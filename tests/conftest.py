@@ -36,8 +36,9 @@ def migrated_database() -> None:
     upgrade(DEFAULT_DATABASE_URL)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def redis_server() -> Iterator[RedisServer]:
+    """The tests' private Redis, for every test: a stray connection must never reach the shared one."""
     with RedisServer(port=REDIS_PORT) as server:
         yield server
 
@@ -84,3 +85,37 @@ def worker(redis_server, partner_server) -> Iterator[WorkerProcess]:
     ).start()
     yield process
     process.stop()
+
+
+POSTGRES_ADMIN_URL = os.environ.get("VETRO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> Iterator[str]:
+    """A fresh, migrated dead-letter database of each kind, made the test's (and its workers') database."""
+    import psycopg
+
+    from dlq.db import upgrade
+    from settings import reset_settings
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/dlq.db"
+        name = None
+    else:
+        name = f"vetro_test_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**8}"
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    os.environ["VETRO_DATABASE_URL"] = url
+    reset_settings()
+    yield url
+    os.environ["VETRO_DATABASE_URL"] = DEFAULT_DATABASE_URL
+    reset_settings()
+    if name:
+        from dlq.db import engine
+
+        engine(url).dispose()
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+import pytest
 
 from pipeline.jobs import QUEUED, get_jobs
-from pipeline.local import WorkerProcess, wait_until
+from pipeline.local import WorkerProcess, free_port, wait_until
 from settings.config import STAGE_NAMES
 from tests.conftest import worker_env
 
@@ -22,6 +30,16 @@ def wait_for_jobs(job_ids: list[str], timeout: float = 120) -> list[dict[str, st
         return records if all(record and record["status"] != QUEUED for record in records) else None
 
     return wait_until(finished, timeout, f"{len(job_ids)} jobs to finish", interval=0.2)
+
+
+def wait_for_completion(job_ids: list[str], timeout: float = 120) -> list[dict[str, str]]:
+    """Every job's record once all are completed (after a replay, failed jobs stay failed until then)."""
+
+    def completed() -> list[dict[str, str]] | None:
+        records = get_jobs(job_ids)
+        return records if all(record and record["status"] == "completed" for record in records) else None
+
+    return wait_until(completed, timeout, f"{len(job_ids)} jobs to complete", interval=0.3)
 
 
 def effects_by_key(partner_url: str) -> dict[tuple[str, str], dict]:
@@ -69,3 +87,59 @@ def workers(env: dict[str, str], count: int = 1, concurrency: int = 2, plugins: 
     finally:
         for worker in started:
             worker.stop()
+
+
+def vetro(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the `vetro` command as an operator would, with the tests' settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, env=worker_env(), timeout=timeout
+    )
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster on a free port, which a test may stop and start (needs root)."""
+
+    def __init__(self) -> None:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        if os.geteuid() != 0 or not bins:
+            pytest.skip("a private PostgreSQL needs root and Debian's postgresql binaries")
+        self.bin = bins[-1]
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="vetro-pg-"))
+        shutil.chown(self.directory, "postgres", "postgres")
+        self._as_postgres(
+            str(self.bin / "initdb"), "-D", str(self.directory / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.directory / "data"),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(self.directory / "log"),
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop")
+
+    def __enter__(self) -> PostgresServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,187 @@
+"""The dead-letter store and replay on real workers, real Redis, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+
+from dlq import spool, store
+from dlq.db import upgrade
+from dlq.models import Status
+from pipeline import submit, submit_many
+from pipeline.jobs import get_job
+from pipeline.local import wait_until
+from settings import reset_settings
+from tasks.samples import invalid_order, sample_order
+from tests.helpers import (
+    PostgresServer,
+    call_times,
+    effects_by_key,
+    effects_summary,
+    fast_env,
+    set_faults,
+    vetro,
+    wait_for_completion,
+    wait_for_jobs,
+    workers,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def dlq_env(**extra: str) -> dict[str, str]:
+    return fast_env(visibility=20, time_limit=8, **({"VETRO_STAGES__TRANSFORM__TECHNICAL_RETRIES": "1"} | extra))
+
+
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def one_row(job_id: str):
+    rows = store.rows(store.RowFilter(job=job_id))
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def assert_one_effect_per_destination(partner_url: str, records: list[dict]) -> None:
+    effects = effects_by_key(partner_url)
+    for record in records:
+        for destination in json.loads(record["destinations"]):
+            assert effects[(record["idempotency_key"], destination)]["deliveries"] == 1
+    assert effects_summary(partner_url)["duplicate_effects"] == 0
+
+
+def test_a_permanent_failure_and_an_exhausted_retry_each_make_one_row(database, partner):
+    set_faults(partner.url, down=True, scope="/webhooks/billing")
+    env = dlq_env(VETRO_BREAKERS_ENABLED="false", VETRO_STAGES__OPERATE__MAX_RETRIES="2")
+    invalid = invalid_order(1, prefix=f"perm-{run_id()}")
+    with workers(env):
+        bad = submit(invalid)
+        exhausted = submit(sample_order(1, prefix=f"down-{run_id()}") | {"order_type": "refund", "region": "eu"})
+        wait_for_jobs([bad, exhausted], timeout=90)
+
+    row = one_row(bad)
+    job = get_job(bad)
+    assert (row.stage, row.scope, row.failure_class, row.status) == ("validate", "validate", "permanent", "failed")
+    assert row.input == {"args": [invalid], "kwargs": {}}
+    assert row.headers["vetro_job_id"] == bad
+    assert (row.idempotency_key, row.correlation_id) == (job["idempotency_key"], job["correlation_id"])
+    assert "lines.0.quantity" in row.message and row.traceback.startswith("Traceback")
+    assert row.worker_host and row.attempts == 1
+
+    row = one_row(exhausted)
+    assert (row.stage, row.scope, row.destination, row.failure_class) == (
+        "operate",
+        "operate.billing",
+        "billing",
+        "transient",
+    )
+    assert row.attempts == 3 and row.input["args"][1] == "billing"
+    assert "RemoteProtocolError" in row.exception_type
+
+
+def test_a_stage_bug_fails_fifty_jobs_and_one_replay_by_fingerprint_finishes_them(database, partner):
+    with workers(dlq_env(VETRO_DEMO_TRANSFORM_BUG="true"), concurrency=3):
+        run = run_id()
+        job_ids = submit_many(sample_order(n, prefix=f"bug-{run}") for n in range(50))
+        wait_for_jobs(job_ids, timeout=120)
+    found = json.loads(vetro("dlq", "patterns", "--json").stdout)
+    assert [(p["count"], p["stage"]) for p in found] == [(50, "transform")]
+    customer_calls = len(call_times(partner.url, "/customers/"))
+
+    with workers(dlq_env(), concurrency=3):  # the bug is fixed
+        result = vetro("dlq", "replay", "--fingerprint", found[0]["fingerprint"], "--yes")
+        assert result.returncode == 0, result.stderr
+        assert "replayed 50 dead letter(s)" in result.stderr
+        records = wait_for_completion(job_ids, timeout=120)
+
+    assert [record["status"] for record in records] == ["completed"] * 50
+    assert_one_effect_per_destination(partner.url, records)
+    assert len(call_times(partner.url, "/customers/")) == customer_calls  # enrich was not run again
+    assert {row.status for row in store.rows(store.RowFilter(fingerprint=found[0]["fingerprint"]))} == {"resolved"}
+
+
+def test_replaying_a_row_twice_does_not_double_any_effect(database, partner):
+    set_faults(partner.url, error_rate=1.0, error_status=422, scope="/webhooks/billing")
+    with workers(dlq_env()):
+        job_id = submit(sample_order(1, prefix=f"twice-{run_id()}") | {"order_type": "purchase", "region": "eu"})
+        wait_for_jobs([job_id])
+        row = one_row(job_id)
+        set_faults(partner.url, error_rate=0)
+        first = vetro("dlq", "replay", str(row.id), "--yes")
+        second = vetro("dlq", "replay", str(row.id), "--yes", "--force")  # while the first runs, or after
+        assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+        record = wait_for_completion([job_id])[0]
+        wait_until(lambda: store.get_row(row.id).status == Status.RESOLVED, 30, "the row to be resolved")
+    assert record["status"] == "completed"
+    assert_one_effect_per_destination(partner.url, [record])
+    assert store.get_row(row.id).replay_count == 2
+
+
+def test_no_dead_letter_is_lost_while_the_database_is_down(redis_server, partner):
+    with PostgresServer() as postgres:
+        upgrade(postgres.url)
+        os.environ["VETRO_DATABASE_URL"] = postgres.url
+        reset_settings()
+        try:
+            with workers(dlq_env()):
+                postgres.stop()
+                run = run_id()
+                job_ids = submit_many(invalid_order(n, prefix=f"outage-{run}") for n in range(10))
+                wait_for_jobs(job_ids, timeout=60)
+                assert spool.size() == 10
+                postgres.start()
+            with workers(dlq_env()):  # a worker's start-up writes what was spooled
+                wait_until(lambda: store.count(store.RowFilter()) == 10, 30, "the spooled rows in the database")
+            assert {row.job_id for row in store.rows(store.RowFilter())} == set(job_ids)
+            assert spool.size() == 0
+        finally:
+            from tests.conftest import DEFAULT_DATABASE_URL
+
+            os.environ["VETRO_DATABASE_URL"] = DEFAULT_DATABASE_URL
+            reset_settings()
+
+
+def test_a_row_is_quarantined_after_failed_replays_and_force_overrides(database, partner):
+    os.environ["VETRO_QUARANTINE_AFTER"] = "2"
+    try:
+        with workers(dlq_env()):
+            job_id = submit(invalid_order(1, prefix=f"poison-{run_id()}"))
+            wait_for_jobs([job_id])
+            row = one_row(job_id)
+            for replays, status in ((1, Status.FAILED), (2, Status.QUARANTINED)):
+                assert vetro("dlq", "replay", str(row.id), "--yes").returncode == 0
+                wait_until(
+                    lambda r=replays, s=status: (
+                        (store.get_row(row.id).replay_count, store.get_row(row.id).status) == (r, s)
+                    ),
+                    30,
+                    f"replay {replays} to fail",
+                )
+            refused = vetro("dlq", "replay", str(row.id), "--yes")
+            assert refused.returncode == 1 and "quarantined after 2 failed replays" in refused.stderr
+            forced = vetro("dlq", "replay", str(row.id), "--yes", "--force")
+            assert forced.returncode == 0
+            wait_until(lambda: store.get_row(row.id).replay_count == 3, 30, "the forced replay")
+    finally:
+        del os.environ["VETRO_QUARANTINE_AFTER"]
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_bulk_replay_of_a_thousand_rows_repeats_no_effect(database, partner):
+    env = dlq_env(VETRO_DEMO_TRANSFORM_BUG="true", VETRO_STAGES__TRANSFORM__TECHNICAL_RETRIES="0")
+    with workers(env, count=2):
+        run = run_id()
+        job_ids = submit_many(sample_order(n, prefix=f"bulk-{run}") for n in range(1000))
+        wait_for_jobs(job_ids, timeout=300)
+    assert store.count(store.RowFilter(stage="transform", status="failed")) == 1000
+    with workers(dlq_env(), count=2):
+        result = vetro("dlq", "replay", "--stage", "transform", "--yes", timeout=300)
+        assert "replayed 1000 dead letter(s)" in result.stderr
+        records = wait_for_completion(job_ids, timeout=300)
+    assert [record["status"] for record in records] == ["completed"] * 1000
+    assert_one_effect_per_destination(partner.url, records)
+    assert store.count(store.RowFilter(status="resolved")) == 1000

@@ -1,0 +1,121 @@
+"""The dead-letter store on a real SQLite file: upsert, grouping, statuses, retention."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from dlq import store
+from dlq.db import upgrade
+from dlq.fingerprint import fingerprint, normalise
+from dlq.models import Status
+from settings import reset_settings
+
+
+@pytest.fixture
+def sqlite_store(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/dlq.db"
+    upgrade(url)
+    monkeypatch.setenv("VETRO_DATABASE_URL", url)
+    monkeypatch.setenv("VETRO_QUARANTINE_AFTER", "2")
+    reset_settings()
+    yield
+    reset_settings()
+
+
+def event(
+    job: str, scope: str = "transform", message: str = "boom for order order-1", **changes
+) -> store.DeadLetterEvent:
+    values = dict(
+        job_id=job,
+        scope=scope,
+        pipeline="orders",
+        stage=scope.split(".")[0],
+        destination=scope.split(".")[1] if "." in scope else None,
+        input={"args": [{"a": 1}], "kwargs": {}},
+        headers={"vetro_job_id": job},
+        idempotency_key=f"key-{job}",
+        correlation_id=f"corr-{job}",
+        exception_type="pipeline.failures.TechnicalError",
+        message=message,
+        traceback="Traceback ...",
+        failure_class="technical",
+        attempts=3,
+        failed_at=store.utcnow().isoformat(),
+        worker_host="w@h",
+    )
+    return store.DeadLetterEvent(**(values | changes))
+
+
+def test_ids_and_numbers_do_not_split_a_cause_but_status_codes_do():
+    assert (
+        normalise("bug for order order-17 (job 5534d355-4671-4178-a15d-2f8a3a13fd48)") == "bug for order # (job <uuid>)"
+    )
+    assert normalise("lines.0.quantity: got 503 after 12 tries") == "lines.#.quantity: got 503 after # tries"
+    assert normalise("order bug-577a1485-39 failed") == normalise("order bug-6fe8d879-26 failed")
+    same = fingerprint("transform", "E", "order order-1 failed"), fingerprint("transform", "E", "order order-2 failed")
+    assert same[0] == same[1]
+    assert fingerprint("operate", "E", "503 Service Unavailable") != fingerprint("operate", "E", "500 Internal")
+
+
+def test_a_failure_makes_one_row_and_failing_again_updates_it(sqlite_store):
+    store.record(event("job-1"))
+    store.record(event("job-1", message="boom for order order-1 again"))
+    rows = store.rows(store.RowFilter(job="job-1"))
+    assert len(rows) == 1
+    assert rows[0].message.endswith("again") and rows[0].status == Status.FAILED
+
+
+def test_patterns_group_rows_by_cause(sqlite_store):
+    for number in range(5):
+        store.record(event(f"job-{number}", message=f"boom for order order-{number}"))
+    store.record(event("other", scope="operate.billing", message="503 Service Unavailable"))
+    found = store.patterns(store.RowFilter())
+    assert [(p.count, p.stage) for p in found] == [(5, "transform"), (1, "operate.billing")]
+
+
+def test_filters_select_exactly_the_rows_they_name(sqlite_store):
+    store.record(event("a"))
+    store.record(event("b", scope="operate.billing", failure_class="transient", message="503 Service Unavailable"))
+    assert [r.job_id for r in store.rows(store.RowFilter(stage="operate"))] == ["b"]
+    assert [r.job_id for r in store.rows(store.RowFilter(stage="operate.billing"))] == ["b"]
+    assert [r.job_id for r in store.rows(store.RowFilter(failure_class="technical"))] == ["a"]
+    assert [r.job_id for r in store.rows(store.RowFilter(error="service unavailable"))] == ["b"]
+    assert store.count(store.RowFilter(since=store.utcnow() + timedelta(hours=1))) == 0
+
+
+def test_a_row_failing_after_enough_replays_is_quarantined(sqlite_store):
+    store.record(event("poison"))
+    row = store.rows(store.RowFilter(job="poison"))[0]
+    for replay in range(2):
+        store.mark_replaying(row.id, f"task-{replay}")
+        store.record(event("poison"))
+    row = store.get_row(row.id)
+    assert (row.status, row.replay_count, row.replay_task_ids) == (Status.QUARANTINED, 2, ["task-0", "task-1"])
+
+
+def test_a_finished_job_resolves_its_rows_and_purge_removes_old_finished_rows(sqlite_store):
+    store.record(event("done"))
+    store.record(event("open"))
+    store.resolve_job("done")
+    assert store.stats()["status"] == {"failed": 1, "resolved": 1}
+    assert store.purge(timedelta(days=30)) == 0
+    assert store.purge(timedelta(seconds=-1)) == 1
+    assert [r.job_id for r in store.rows(store.RowFilter())] == ["open"]
+
+
+def test_discard_keeps_the_row_with_who_and_why(sqlite_store):
+    store.record(event("x"))
+    assert store.discard(store.RowFilter(job="x"), by="ana", reason="duplicate order") == 1
+    row = store.rows(store.RowFilter(job="x"))[0]
+    assert (row.status, row.discarded_by, row.discard_reason) == (Status.DISCARDED, "ana", "duplicate order")
+
+
+def test_a_spooled_failure_is_written_by_flush(sqlite_store, monkeypatch):
+    entries = [
+        {"kind": "failure", **vars(event("spooled"))},
+        {"kind": "resolve", "job_id": "nobody", "at": "2026-01-01T00:00:00"},
+    ]
+    store.write_spooled(entries)
+    assert store.rows(store.RowFilter(job="spooled"))[0].status == Status.FAILED
