@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from dlq import store
 from dlq.db import upgrade
 from pipeline.local import RedisServer, WorkerProcess, redis_reachable, wait_until
 from settings import get_settings, reset_settings
@@ -54,7 +55,7 @@ def _wait_for_jobs(job_ids: list[str]) -> list[dict[str, str]]:
         return wait_until(all_done, DEMO_TIMEOUT, "every demo job to finish", interval=0.5)
 
 
-def _summary(records: list[dict[str, str]], effects: dict, elapsed: float) -> Table:
+def _summary(records: list[dict[str, str]], effects: dict, dead_letters: dict[str, int], elapsed: float) -> Table:
     statuses = Counter(record["status"] for record in records)
     failures = Counter(f"{r['failure_class']} at {r['failed_stage']}" for r in records if r["status"] == "failed")
     retried = sum(1 for record in records if int(record.get("retries", 0)))
@@ -70,6 +71,8 @@ def _summary(records: list[dict[str, str]], effects: dict, elapsed: float) -> Ta
     for destination, count in sorted(per_destination.items()):
         table.add_row(f"delivered to {destination}", str(count))
     table.add_row("duplicate effects", str(effects["duplicate_effects"]))
+    open_rows = sum(count for status, count in dead_letters.items() if status != "resolved")
+    table.add_row("open dead letters in the store (vetro dlq patterns)", str(open_rows))
     table.add_row("repeated deliveries (absorbed by idempotency keys)", str(effects["repeated_deliveries"]))
     return table
 
@@ -112,7 +115,7 @@ def run_demo(jobs: int = 300, error_rate: float = 0.15, keep_running: bool = Fal
         elapsed = time.monotonic() - started
         effects = httpx.get(f"{partner.url}/effects", timeout=10).json()
 
-        console.print(_summary(records, effects, elapsed))
+        console.print(_summary(records, effects, store.stats()["status"], elapsed))
         console.print(f"worker log: {worker.log_path}")
         console.print(
             f"to watch it in Flower, run the demo with --keep-running, then: VETRO_BROKER_URL={broker_url} "
