@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dlq import store
 from pipeline.jobs import QUEUED, get_jobs
 from pipeline.local import WorkerProcess, free_port, wait_until
 from settings.config import STAGE_NAMES
@@ -143,3 +144,27 @@ class PostgresServer:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def dead_letter_event(
+    job: str, scope: str = "transform", message: str = "boom for order order-1", **changes
+) -> store.DeadLetterEvent:
+    values = dict(
+        job_id=job,
+        scope=scope,
+        pipeline="orders",
+        stage=scope.split(".")[0],
+        destination=scope.split(".")[1] if "." in scope else None,
+        input={"args": [{"a": 1}], "kwargs": {}},
+        headers={"vetro_job_id": job},
+        idempotency_key=f"key-{job}",
+        correlation_id=f"corr-{job}",
+        exception_type="pipeline.failures.TechnicalError",
+        message=message,
+        traceback="Traceback ...",
+        failure_class="technical",
+        attempts=3,
+        failed_at=store.utcnow().isoformat(),
+        worker_host="w@h",
+    )
+    return store.DeadLetterEvent(**(values | changes))

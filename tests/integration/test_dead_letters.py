@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import uuid
 
 import pytest
@@ -185,3 +186,27 @@ def test_a_bulk_replay_of_a_thousand_rows_repeats_no_effect(database, partner):
     assert [record["status"] for record in records] == ["completed"] * 1000
     assert_one_effect_per_destination(partner.url, records)
     assert store.count(store.RowFilter(status="resolved")) == 1000
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_step_whose_process_keeps_dying_is_dead_lettered_as_poison(database, partner):
+    # Each billing call hangs after the partner records it, and the test kills the process
+    # running it, as a poison message would kill it again and again.
+    set_faults(partner.url, ack_delay_ms=30_000, scope="/webhooks/billing")
+    with workers(dlq_env(VETRO_MAX_DELIVERIES="2")) as (worker,):
+        job_id = submit(sample_order(1, prefix=f"poison-{run_id()}") | {"order_type": "refund", "region": "apac"})
+        killed = 0
+
+        def crash_each_billing_call() -> bool:
+            nonlocal killed
+            if len(call_times(partner.url, "/webhooks/billing")) > killed:
+                killed += 1
+                for pid in worker.child_pids():
+                    os.kill(pid, signal.SIGKILL)
+            return store.count(store.RowFilter(job=job_id)) == 1
+
+        wait_until(crash_each_billing_call, 90, "the poison step to be dead-lettered", interval=0.3)
+    row = one_row(job_id)
+    assert (row.scope, row.failure_class) == ("operate.billing", "technical")
+    assert row.exception_type.endswith("PoisonJobError") and "never finished" in row.message
+    assert killed == 2

@@ -11,6 +11,7 @@ from dlq.db import upgrade
 from dlq.fingerprint import fingerprint, normalise
 from dlq.models import Status
 from settings import reset_settings
+from tests.helpers import dead_letter_event as event
 
 
 @pytest.fixture
@@ -22,30 +23,6 @@ def sqlite_store(tmp_path, monkeypatch):
     reset_settings()
     yield
     reset_settings()
-
-
-def event(
-    job: str, scope: str = "transform", message: str = "boom for order order-1", **changes
-) -> store.DeadLetterEvent:
-    values = dict(
-        job_id=job,
-        scope=scope,
-        pipeline="orders",
-        stage=scope.split(".")[0],
-        destination=scope.split(".")[1] if "." in scope else None,
-        input={"args": [{"a": 1}], "kwargs": {}},
-        headers={"vetro_job_id": job},
-        idempotency_key=f"key-{job}",
-        correlation_id=f"corr-{job}",
-        exception_type="pipeline.failures.TechnicalError",
-        message=message,
-        traceback="Traceback ...",
-        failure_class="technical",
-        attempts=3,
-        failed_at=store.utcnow().isoformat(),
-        worker_host="w@h",
-    )
-    return store.DeadLetterEvent(**(values | changes))
 
 
 def test_ids_and_numbers_do_not_split_a_cause_but_status_codes_do():

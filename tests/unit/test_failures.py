@@ -99,3 +99,22 @@ def test_permanent_and_business_failures_never_retry():
 def test_retry_after_is_a_floor_on_the_delay():
     failure = default_classifier.classify(http_error(503, {"Retry-After": "20"}))
     assert retry_delay(TASK, failure, 0) == 20
+
+
+@pytest.mark.parametrize(
+    ("exc", "unhealthy"),
+    [
+        (httpx.ConnectError("refused"), True),
+        (httpx.ReadTimeout("slow"), True),
+        (http_error(503), True),
+        (http_error(500), True),
+        (http_error(429), False),
+        (http_error(404), False),
+        (http_error(422), False),
+        (ValueError("our bug"), False),
+    ],
+)
+def test_only_unhealthy_answers_count_against_a_breaker(exc, unhealthy):
+    from pipeline.breakers import is_unhealthy
+
+    assert is_unhealthy(exc) is unhealthy

@@ -1,0 +1,117 @@
+"""`vetro dlq` as an operator uses it, against rows in SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dlq import store
+from dlq.models import Status
+from tests.conftest import worker_env
+from tests.helpers import dead_letter_event as event
+from tests.helpers import vetro
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def rows(database):
+    """Three dead letters: two of one cause at transform, one 503 at operate.billing."""
+    store.record(event("job-a", message="simulated bug in transform for order o-1"))
+    store.record(event("job-b", message="simulated bug in transform for order o-2"))
+    store.record(
+        event(
+            "job-c",
+            scope="operate.billing",
+            failure_class="transient",
+            exception_type="httpx.HTTPStatusError",
+            message="Server error '503 Service Unavailable'",
+        )
+    )
+    return {row.job_id: row.id for row in store.rows(store.RowFilter())}
+
+
+def test_list_show_patterns_and_stats(rows):
+    listed = json.loads(vetro("dlq", "list", "--class", "transient", "--json").stdout)
+    assert [row["job_id"] for row in listed] == ["job-c"]
+    table = vetro("dlq", "list", "--page-size", "2")
+    assert table.returncode == 0 and "rows 1-2 of 3; next: --page 2" in table.stdout
+
+    shown = vetro("dlq", "show", str(rows["job-a"]))
+    assert "simulated bug in transform for order o-1" in shown.stdout and "Traceback" in shown.stdout
+    assert '"args"' in shown.stdout
+
+    found = json.loads(vetro("dlq", "patterns", "--json").stdout)
+    assert [(p["count"], p["stage"]) for p in found] == [(2, "transform"), (1, "operate.billing")]
+    counts = json.loads(vetro("dlq", "stats", "--json").stdout)
+    assert counts["status"] == {"failed": 3} and counts["stage"] == {"transform": 2, "operate.billing": 1}
+
+
+def test_discard_acts_on_exactly_the_filtered_rows_and_export_writes_jsonl(rows, tmp_path):
+    dry = vetro("dlq", "discard", "--error", "transform", "--reason", "test data", "--dry-run")
+    assert "would discard 2 dead letter(s)" in dry.stderr
+    assert store.count(store.RowFilter(status=Status.DISCARDED)) == 0
+
+    done = vetro("dlq", "discard", "--error", "transform", "--reason", "test data", "--by", "ana", "--yes")
+    assert done.returncode == 0 and "discarded 2 dead letter(s)" in done.stderr
+    assert {row.job_id for row in store.rows(store.RowFilter(status=Status.DISCARDED))} == {"job-a", "job-b"}
+
+    output = tmp_path / "dead.jsonl"
+    assert vetro("dlq", "export", "--status", "discarded", "--output", str(output)).returncode == 0
+    exported = [json.loads(line) for line in output.read_text().splitlines()]
+    assert {row["discarded_by"] for row in exported} == {"ana"} and len(exported) == 2
+
+
+def test_a_bulk_command_without_a_selection_asks_for_one(rows):
+    result = vetro("dlq", "replay")
+    assert result.returncode == 2 and "say which rows to replay" in result.stderr
+    unanswered = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "dlq", "discard", "--all", "--reason", "x"],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        env=worker_env(),
+        timeout=60,
+    )
+    assert unanswered.returncode == 1 and "discarding 3 dead letter(s)" in unanswered.stderr
+    assert store.count(store.RowFilter(status=Status.DISCARDED)) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "99999"], "error: no dead letter with id 99999"),
+        (["replay", "99999", "--yes"], "error: no dead letter with id 99999"),
+        (["list", "--since", "yesterday"], "error: 'yesterday' is neither an ISO date-time nor a duration"),
+        (["list", "--class", "odd"], "error: --class 'odd': expected one of"),
+        (["purge", "--older-than", "soon", "--yes"], "error: 'soon' is not a duration"),
+        (["replay", "--all", "--rate", "fast", "--yes"], "error: --rate 'fast'"),
+    ],
+)
+def test_bad_arguments_get_one_line_and_exit_code_2(rows, args, message):
+    result = vetro("dlq", *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+
+
+def test_purge_removes_only_old_finished_rows(rows):
+    store.resolve_job("job-a")
+    assert "purged 0" in vetro("dlq", "purge", "--older-than", "30d", "--yes").stderr
+    assert "purged 1" in vetro("dlq", "purge", "--older-than", "0s", "--yes").stderr
+    assert store.count(store.RowFilter()) == 2
+
+
+def test_a_worker_refuses_an_unmigrated_database(tmp_path):
+    env = worker_env(VETRO_DATABASE_URL=f"sqlite:///{tmp_path}/empty.db")
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "pipeline", "worker"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "is at revision none, the code needs 0001: run `vetro db upgrade`" in result.stderr
