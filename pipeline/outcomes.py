@@ -37,7 +37,7 @@ def hand_off(step: FailedStep, failure_class: FailureClass, exc: BaseException, 
     Raises only if neither the database nor Redis can take the row: the caller must then keep
     the message (retry later) rather than lose the job.
     """
-    from dlq.store import DeadLetterEvent, record
+    from dlq.store import DeadLetterEvent, record  # dlq builds on pipeline: imported when needed
 
     error = f"{type(exc).__name__}: {exc}"
     job = step.job
