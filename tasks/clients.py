@@ -7,6 +7,7 @@ breaker. Errors surface as httpx exceptions, which the failure classifier maps (
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -16,6 +17,9 @@ from pipeline import dependencies
 from settings import CUSTOMER_SERVICE, get_settings, webhook_dependency
 
 _client: tuple[int, httpx.Client] | None = None
+
+# httpx logs every request at INFO, which drowns a worker's log; failures are logged by the stage.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def http() -> httpx.Client:
