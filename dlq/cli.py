@@ -22,11 +22,12 @@ from rich.table import Table
 
 from dlq import store
 from dlq.models import DeadLetter, Status
+from pipeline.console import fail
+from pipeline.console import messages as err
 
 dlq_cli = typer.Typer(help="See, group, replay and discard dead letters.", no_args_is_help=True)
 db_cli = typer.Typer(help="The dead-letter database's schema.", no_args_is_help=True)
 out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -46,11 +47,6 @@ def _database_ready() -> None:
     except SQLAlchemyError as error:
         detail = str(error.orig or error).splitlines()[0]
         raise fail(f"cannot reach the dead-letter database: {type(error).__name__}: {detail}") from None
-
-
-def fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(2)
 
 
 def parse_duration(text: str) -> timedelta:

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from dlq.cli import db_cli, dlq_cli
+from pipeline.console import fail
+from pipeline.console import messages as console
 from settings import ConfigError
 
 cli = typer.Typer(
@@ -28,13 +30,6 @@ breakers_cli = typer.Typer(help="Show the circuit breakers, or force one open or
 cli.add_typer(breakers_cli, name="breakers")
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(db_cli, name="db")
-console = Console(stderr=True, soft_wrap=True)
-
-
-def fail(message: str) -> typer.Exit:
-    """Print one clear line and give the exit code for bad input."""
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(2)
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -92,8 +87,7 @@ def submit(
     except (InvalidJobError, ValueError) as error:
         raise fail(str(error)) from None
     except (RedisError, OperationalError, OSError) as error:
-        console.print(f"[red]error:[/red] cannot reach the broker or result store: {error}", highlight=False)
-        raise typer.Exit(1) from None
+        raise fail(f"cannot reach the broker or result store: {error}", code=1) from None
     for job_id in job_ids:
         print(job_id)
     console.print(f"submitted {len(job_ids)} job(s) to pipeline {pipeline!r}", highlight=False)
@@ -205,8 +199,7 @@ def main() -> None:
     try:
         cli()
     except ConfigError as error:
-        console.print(f"[red]error:[/red] bad configuration: {error}", highlight=False)
-        raise SystemExit(2) from None
+        raise SystemExit(fail(f"bad configuration: {error}").exit_code) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,15 @@
+"""What the `vetro` commands print for people: messages on stderr, and one clear line per error."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+# stderr, so standard output stays clean for ids and JSON; never wrapped, so an error stays one line.
+messages = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print `error: <message>` and return the exit to raise (2: bad input; 1: something unreachable)."""
+    messages.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
