@@ -36,12 +36,17 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _database_url(url: str | None) -> str:
+    """The given URL, or the configured one, naming the installed PostgreSQL driver."""
+    return with_sql_driver(url) if url else get_settings().sql_url
+
+
 def engine(url: str | None = None) -> Engine:
     return _engine_and_sessions(url)[0]
 
 
 def _engine_and_sessions(url: str | None = None) -> tuple[Engine, sessionmaker]:
-    url = with_sql_driver(url) if url else get_settings().sql_url
+    url = _database_url(url)
     key = (os.getpid(), url)
     if key not in _engines:
         if url.startswith("sqlite"):
@@ -65,7 +70,7 @@ def session(url: str | None = None) -> Iterator[Session]:
 def alembic_config(url: str | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    url = with_sql_driver(url) if url else get_settings().sql_url
+    url = _database_url(url)
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
@@ -85,7 +90,7 @@ def require_migrated(url: str | None = None) -> None:
     current, head = revisions(url)
     if current != head:
         raise NotMigratedError(
-            f"the dead-letter database {_safe(url or get_settings().sql_url)} is at revision {current or 'none'}, "
+            f"the dead-letter database {_safe(_database_url(url))} is at revision {current or 'none'}, "
             f"the code needs {head}: run `vetro db upgrade`"
         )
 

@@ -137,7 +137,7 @@ def call(dependency: str, function: Callable[..., T], *args: Any, **kwargs: Any)
         return function(*args, **kwargs)
     state = (state or b"closed").decode()
     if state == pybreaker.STATE_CLOSED:
-        return _through(cb, dependency, opened_at, function, *args, **kwargs)
+        return _through(cb, dependency, function, *args, **kwargs)
     wait = _seconds_to_half_open(dependency, opened_at)
     if state == pybreaker.STATE_OPEN and wait > 0:
         raise DependencyWaitError(f"breaker {dependency} is open", retry_after=wait)
@@ -147,7 +147,7 @@ def call(dependency: str, function: Callable[..., T], *args: Any, **kwargs: Any)
     if not local.client.set(trial_key, os.getpid(), nx=True, px=int(trial_seconds * 1000)):
         raise DependencyWaitError(f"breaker {dependency}: a trial call is under way", retry_after=trial_seconds)
     try:
-        return _through(cb, dependency, opened_at, function, *args, **kwargs)
+        return _through(cb, dependency, function, *args, **kwargs)
     finally:
         local.client.delete(trial_key)
 
@@ -155,7 +155,6 @@ def call(dependency: str, function: Callable[..., T], *args: Any, **kwargs: Any)
 def _through(
     cb: pybreaker.CircuitBreaker,
     dependency: str,
-    opened_at: bytes | None,
     function: Callable[..., T],
     *args: Any,
     **kwargs: Any,
