@@ -32,8 +32,8 @@ def refusal(row: DeadLetter, force: bool) -> str | None:
     return None
 
 
-def replay_row(row: DeadLetter) -> str:
-    """Publish the replay of one row and mark it replaying; returns the first task id."""
+def replay_row(row: DeadLetter) -> None:
+    """Mark one row replaying and publish its replay."""
     job = JobContext(row.job_id, row.idempotency_key, row.correlation_id, row.pipeline, replay=row.replay_count + 1)
     task_id = stage_task_id(row.job_id, row.stage, row.destination)
     # Marked before publishing: a replay that fails at once must find its row already replaying.
@@ -48,7 +48,6 @@ def replay_row(row: DeadLetter) -> str:
     # the completion again: the row is resolved now. (Read after marking, so no finish slips between.)
     if (jobs.get_job(row.job_id) or {}).get("status") == jobs.COMPLETED:
         store.resolve_job(row.job_id)
-    return task_id
 
 
 def replay(rows: list[DeadLetter], force: bool = False, rate: float | None = None) -> ReplayReport:

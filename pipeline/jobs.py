@@ -60,19 +60,22 @@ def record_replayed(job: JobContext) -> None:
     _update(job, "jobs_replayed", replay=job.replay, replayed_at=time.time())
 
 
-def record_retry(job: JobContext, stage: str) -> None:
+def _count(job: JobContext, stage: str, kind: str) -> None:
+    """Count one retry or wait on the job (in all and per stage) and in the global stats."""
     pipe = redis_client().pipeline()
-    pipe.hincrby(_job_key(job.job_id), "retries", 1)
-    pipe.hincrby(_job_key(job.job_id), f"retries_{stage}", 1)
-    pipe.hincrby(STATS_KEY, f"retries_{stage}", 1)
+    pipe.hincrby(_job_key(job.job_id), kind, 1)
+    pipe.hincrby(_job_key(job.job_id), f"{kind}_{stage}", 1)
+    pipe.hincrby(STATS_KEY, f"{kind}_{stage}", 1)
     pipe.execute()
+
+
+def record_retry(job: JobContext, stage: str) -> None:
+    _count(job, stage, "retries")
 
 
 def record_wait(job: JobContext, stage: str) -> None:
-    pipe = redis_client().pipeline()
-    pipe.hincrby(_job_key(job.job_id), "waits", 1)
-    pipe.hincrby(STATS_KEY, f"waits_{stage}", 1)
-    pipe.execute()
+    """A retry spent waiting for a dependency (open breaker, rate limit), not a failed attempt."""
+    _count(job, stage, "waits")
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str] | None:
