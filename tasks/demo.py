@@ -71,7 +71,7 @@ def _summary(records: list[dict[str, str]], effects: dict, dead_letters: dict[st
     for destination, count in sorted(per_destination.items()):
         table.add_row(f"delivered to {destination}", str(count))
     table.add_row("duplicate effects", str(effects["duplicate_effects"]))
-    open_rows = sum(count for status, count in dead_letters.items() if status != "resolved")
+    open_rows = sum(count for status, count in dead_letters.items() if status in store.OPEN)
     table.add_row("open dead letters in the store (vetro dlq patterns)", str(open_rows))
     table.add_row("repeated deliveries (absorbed by idempotency keys)", str(effects["repeated_deliveries"]))
     return table
