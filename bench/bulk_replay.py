@@ -53,7 +53,7 @@ def main() -> None:
         from dlq.db import upgrade
         from dlq.replay import replay
         from pipeline import submit_many
-        from pipeline.jobs import get_jobs
+        from pipeline.jobs import COMPLETED, settled
         from tasks.samples import sample_order
 
         upgrade()
@@ -68,13 +68,9 @@ def main() -> None:
                 worker.start()
             return started
 
-        def all_in(status: str | None, job_ids: list[str]) -> bool:
-            records = get_jobs(job_ids)
-            return all(r and (r["status"] == status if status else r["status"] != "queued") for r in records)
-
         failing = start_workers({"VETRO_DEMO_TRANSFORM_BUG": "true", "VETRO_STAGES__TRANSFORM__TECHNICAL_RETRIES": "0"})
         job_ids = submit_many(sample_order(n, prefix=f"bench-{time.time_ns()}") for n in range(options.jobs))
-        wait_until(lambda: all_in(None, job_ids), 600, "the failing run", interval=0.5)
+        wait_until(lambda: settled(job_ids), 600, "the failing run", interval=0.5)
         for worker in failing:
             worker.stop()
         start_workers({})
@@ -83,7 +79,7 @@ def main() -> None:
         started = time.monotonic()
         report = replay(rows)
         published = time.monotonic() - started
-        wait_until(lambda: all_in("completed", job_ids), 900, "every replayed job to complete", interval=0.5)
+        wait_until(lambda: settled(job_ids, COMPLETED), 900, "every replayed job to complete", interval=0.5)
         finished = time.monotonic() - started
 
         effects = partner.state.summary()

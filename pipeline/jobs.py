@@ -110,5 +110,12 @@ def get_jobs(job_ids: list[str]) -> list[dict[str, str] | None]:
     return [_decode(raw) for raw in pipe.execute()]
 
 
+def settled(job_ids: list[str], status: str | None = None) -> list[dict[str, str]] | None:
+    """The jobs' records once none is still queued (or, given a status, once all have it); else None."""
+    records = get_jobs(job_ids)
+    done = all(record and (record["status"] == status if status else record["status"] != QUEUED) for record in records)
+    return records if done else None
+
+
 def stats() -> dict[str, int]:
     return {k.decode(): int(v) for k, v in redis_client().hgetall(STATS_KEY).items()}

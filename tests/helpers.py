@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from dlq import store
-from pipeline.jobs import QUEUED, get_jobs
+from pipeline.jobs import COMPLETED, settled
 from pipeline.local import WorkerProcess, free_port, wait_until
 from settings.config import STAGE_NAMES
 from tests.conftest import worker_env
@@ -25,22 +26,12 @@ from tests.conftest import worker_env
 
 def wait_for_jobs(job_ids: list[str], timeout: float = 120) -> list[dict[str, str]]:
     """Every job's record once none is still queued."""
-
-    def finished() -> list[dict[str, str]] | None:
-        records = get_jobs(job_ids)
-        return records if all(record and record["status"] != QUEUED for record in records) else None
-
-    return wait_until(finished, timeout, f"{len(job_ids)} jobs to finish", interval=0.2)
+    return wait_until(lambda: settled(job_ids), timeout, f"{len(job_ids)} jobs to finish", interval=0.2)
 
 
 def wait_for_completion(job_ids: list[str], timeout: float = 120) -> list[dict[str, str]]:
     """Every job's record once all are completed (after a replay, failed jobs stay failed until then)."""
-
-    def completed() -> list[dict[str, str]] | None:
-        records = get_jobs(job_ids)
-        return records if all(record and record["status"] == "completed" for record in records) else None
-
-    return wait_until(completed, timeout, f"{len(job_ids)} jobs to complete", interval=0.3)
+    return wait_until(lambda: settled(job_ids, COMPLETED), timeout, f"{len(job_ids)} jobs to complete", interval=0.3)
 
 
 def effects_by_key(partner_url: str) -> dict[tuple[str, str], dict]:
@@ -90,11 +81,28 @@ def workers(env: dict[str, str], count: int = 1, concurrency: int = 2, plugins: 
             worker.stop()
 
 
-def vetro(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the `vetro` command as an operator would, with the tests' settings."""
+def run_module(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """Run `python -m <args>` as an operator would, with the tests' settings (or `env`)."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, env=worker_env(), timeout=timeout
+        [sys.executable, "-m", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env or worker_env(),
+        timeout=timeout,
     )
+
+
+def vetro(*args: str, **options: Any) -> subprocess.CompletedProcess:
+    """The `vetro` command."""
+    return run_module("pipeline.cli", *args, **options)
+
+
+def celery_worker(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`celery -A pipeline worker` run to its end: for tests of a worker that must refuse to start."""
+    return run_module("celery", "-A", "pipeline", "worker", env=env, timeout=60)
 
 
 class PostgresServer:

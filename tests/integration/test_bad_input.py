@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from pipeline import InvalidJobError, submit, submit_many
 from pipeline.store import redis_client
 from tasks.samples import sample_order
-from tests.conftest import worker_env
+from tests.helpers import vetro
 
 pytestmark = pytest.mark.integration
 
@@ -37,17 +35,6 @@ def test_one_bad_payload_in_a_batch_publishes_none_of_it(redis_server):
     assert published_jobs() == before
 
 
-def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=worker_env(),
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -59,7 +46,7 @@ def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 )
 def test_the_cli_refuses_bad_input_in_one_line(redis_server, args, message):
     before = published_jobs()
-    result = run_cli(*args)
+    result = vetro(*args)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(message)
@@ -70,7 +57,7 @@ def test_a_bad_line_in_a_file_stops_the_whole_file(redis_server, tmp_path):
     path = tmp_path / "orders.jsonl"
     path.write_text('{"schema_version": 1}\n{"schema_version": 1, "x": 2}\n"just a string"\n')
     before = published_jobs()
-    result = run_cli("submit", str(path))
+    result = vetro("submit", str(path))
     assert result.returncode == 2
     assert f"{path}:3: expected a JSON object, got str" in result.stderr
     assert published_jobs() == before
@@ -79,7 +66,7 @@ def test_a_bad_line_in_a_file_stops_the_whole_file(redis_server, tmp_path):
 def test_the_cli_submits_a_file_and_prints_job_ids(worker, partner, tmp_path):
     path = tmp_path / "orders.jsonl"
     path.write_text("\n".join(json.dumps(sample_order(n, prefix="cli-file")) for n in range(3)) + "\n")
-    result = run_cli("submit", str(path))
+    result = vetro("submit", str(path))
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.split()) == 3
     assert "submitted 3 job(s)" in result.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from itertools import pairwise
@@ -18,7 +16,7 @@ from pipeline.local import RedisServer, free_port, wait_until
 from pipeline.store import redis_client
 from settings import CUSTOMER_SERVICE, get_settings
 from tasks.samples import sample_order, unknown_customer_order
-from tests.helpers import call_times, effects_by_key, fast_env, set_faults, wait_for_jobs, workers
+from tests.helpers import call_times, effects_by_key, fast_env, set_faults, vetro, wait_for_jobs, workers
 
 pytestmark = pytest.mark.integration
 
@@ -130,18 +128,10 @@ def test_a_shared_rate_limit_holds_across_two_workers(partner):
     )
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    from tests.conftest import worker_env
-
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, env=worker_env(), timeout=60
-    )
-
-
 def test_operators_can_open_and_reset_a_breaker_from_the_cli(partner):
     with workers(breaker_env(VETRO_BREAKER__RESET_TIMEOUT="15"), count=1):
-        assert run_cli("breakers", "open", "webhook-billing").returncode == 0
-        shown = json.loads(run_cli("breakers", "--json").stdout)
+        assert vetro("breakers", "open", "webhook-billing").returncode == 0
+        shown = json.loads(vetro("breakers", "--json").stdout)
         billing = next(row for row in shown if row["name"] == "webhook-billing")
         assert billing["state"] == "open" and billing["seconds_to_half_open"] > 10
 
@@ -153,7 +143,7 @@ def test_operators_can_open_and_reset_a_breaker_from_the_cli(partner):
         )
         assert not any(dest == "billing" for (_, dest) in effects_by_key(partner.url))
 
-        result = run_cli("breakers", "reset", "webhook-billing")
+        result = vetro("breakers", "reset", "webhook-billing")
         assert result.returncode == 0 and "closed" in result.stderr
         record = wait_for_jobs([job_id], timeout=30)[0]
     assert record["status"] == "completed"
@@ -161,6 +151,6 @@ def test_operators_can_open_and_reset_a_breaker_from_the_cli(partner):
 
 
 def test_the_cli_names_an_unknown_breaker(redis_server):
-    result = run_cli("breakers", "reset", "nope")
+    result = vetro("breakers", "reset", "nope")
     assert result.returncode == 2
     assert result.stderr.startswith("error: no breaker 'nope'; known: customer-service")

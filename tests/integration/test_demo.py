@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from pipeline.local import free_port
 from tests.conftest import worker_env
+from tests.helpers import celery_worker, vetro
 
 pytestmark = pytest.mark.integration
 
@@ -16,13 +14,7 @@ pytestmark = pytest.mark.integration
 def test_the_demo_runs_on_a_bare_machine_and_exits_zero():
     closed = f"redis://127.0.0.1:{free_port()}/0"
     env = worker_env(VETRO_BROKER_URL=closed, VETRO_RESULT_STORE_URL=closed, COLUMNS="200")
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "demo", "--jobs", "80"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-    )
+    result = vetro("demo", "--jobs", "80", env=env, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "started an embedded redis-server" in result.stdout
     assert "completed" in result.stdout and "delivered to billing" in result.stdout
@@ -31,12 +23,6 @@ def test_the_demo_runs_on_a_bare_machine_and_exits_zero():
 
 
 def test_a_worker_with_a_bad_setting_refuses_to_start_with_one_clear_line():
-    result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "pipeline", "worker"],
-        capture_output=True,
-        text=True,
-        env=worker_env(VETRO_STAGES__OPERATE__TIME_LIMIT="soon"),
-        timeout=60,
-    )
+    result = celery_worker(worker_env(VETRO_STAGES__OPERATE__TIME_LIMIT="soon"))
     assert result.returncode != 0
     assert "VETRO_STAGES__OPERATE__TIME_LIMIT: Input should be a valid integer" in result.stderr

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from dlq import store
 from dlq.models import Status
 from tests.conftest import worker_env
+from tests.helpers import celery_worker, vetro
 from tests.helpers import dead_letter_event as event
-from tests.helpers import vetro
 
 pytestmark = pytest.mark.integration
 
@@ -68,14 +66,7 @@ def test_discard_acts_on_exactly_the_filtered_rows_and_export_writes_jsonl(rows,
 def test_a_bulk_command_without_a_selection_asks_for_one(rows):
     result = vetro("dlq", "replay")
     assert result.returncode == 2 and "say which rows to replay" in result.stderr
-    unanswered = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "dlq", "discard", "--all", "--reason", "x"],
-        input="n\n",
-        capture_output=True,
-        text=True,
-        env=worker_env(),
-        timeout=60,
-    )
+    unanswered = vetro("dlq", "discard", "--all", "--reason", "x", stdin="n\n")
     assert unanswered.returncode == 1 and "discarding 3 dead letter(s)" in unanswered.stderr
     assert store.count(store.RowFilter(status=Status.DISCARDED)) == 0
 
@@ -106,12 +97,6 @@ def test_purge_removes_only_old_finished_rows(rows):
 
 def test_a_worker_refuses_an_unmigrated_database(tmp_path):
     env = worker_env(VETRO_DATABASE_URL=f"sqlite:///{tmp_path}/empty.db")
-    result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "pipeline", "worker"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    result = celery_worker(env)
     assert result.returncode != 0
     assert "is at revision none, the code needs 0001: run `vetro db upgrade`" in result.stderr
