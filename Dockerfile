@@ -5,6 +5,7 @@ COPY settings settings
 COPY pipeline pipeline
 COPY tasks tasks
 COPY dlq dlq
+COPY vetro vetro
 RUN pip install --no-cache-dir .
 USER nobody
-CMD ["celery", "-A", "pipeline", "worker", "--loglevel", "INFO"]
+CMD ["python", "-m", "pipeline.supervise", "celery", "-A", "pipeline", "worker", "--loglevel", "INFO"]

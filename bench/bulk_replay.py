@@ -47,14 +47,14 @@ def main() -> None:
         partner.start_in_thread()
         stack.callback(partner.server_close)
         stack.callback(partner.shutdown)
-        os.environ["VETRO_PARTNER_URL"] = partner.url
+        os.environ["ORDERS_PARTNER_URL"] = partner.url
 
         from dlq import store
         from dlq.db import upgrade
         from dlq.replay import replay
         from pipeline import submit_many
-        from pipeline.jobs import COMPLETED, settled
-        from tasks.samples import sample_order
+        from pipeline.ledger import COMPLETED, settled
+        from tasks.orders.samples import sample_order
 
         upgrade()
 
@@ -68,7 +68,9 @@ def main() -> None:
                 worker.start()
             return started
 
-        failing = start_workers({"VETRO_DEMO_TRANSFORM_BUG": "true", "VETRO_STAGES__TRANSFORM__TECHNICAL_RETRIES": "0"})
+        failing = start_workers(
+            {"ORDERS_TRANSFORM_BUG": "true", "VETRO_STAGES__ORDERS__TRANSFORM__TECHNICAL_RETRIES": "0"}
+        )
         job_ids = submit_many(sample_order(n, prefix=f"bench-{time.time_ns()}") for n in range(options.jobs))
         wait_until(lambda: settled(job_ids), 600, "the failing run", interval=0.5)
         for worker in failing:

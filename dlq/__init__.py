@@ -1,1 +1,1 @@
-"""The dead-letter store, replay and its management command (to come: see the README's roadmap)."""
+"""The dead-letter store: failed jobs in SQL, their replay, and `vetro dlq` / `vetro db`."""

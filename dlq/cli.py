@@ -325,12 +325,21 @@ def export(
 
 @dlq_cli.command()
 def stats(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Row counts by status, failure class and step."""
+    """Row counts by status, failure class and step; changes waiting in the Redis spool."""
+    from redis import RedisError
+
+    from dlq import spool
+
     counts = store.stats()
+    try:
+        waiting = {"waiting": spool.size(), "parked (could not be written)": len(spool.parked())}
+    except RedisError as error:
+        waiting = {f"unknown ({type(error).__name__})": 0}
     if as_json:
-        return _print_json(counts)
+        return _print_json({**counts, "spool": waiting})
     for name, by_value in counts.items():
         out.print(f"[bold]by {name}[/bold]: " + ", ".join(f"{k} {v}" for k, v in sorted(by_value.items())) or "-")
+    out.print("[bold]spool[/bold]: " + ", ".join(f"{k} {v}" for k, v in waiting.items()))
     return None
 
 

@@ -1,19 +1,21 @@
-"""Replay dead letters: re-enter each job at its failed step, with the same job id and idempotency key.
+"""Replay dead letters: drive each job on again from its ledger, with the same job id and idempotency key.
 
-Steps that already succeeded answer from their idempotency guards, so a replay never repeats
-a completed effect, however often it is run.
+A replay publishes the steps the job still needs (pipeline.driver.pending): the failed step, or
+for a fan-out every part not yet recorded, or the join. Steps that already succeeded answer
+from their idempotency guards, so a replay never repeats a completed effect, however often it
+is run. A job's ledger is kept for VETRO_REPLAY_WINDOW after it is dead-lettered; past that a
+replay would run its completed steps again, so it is refused.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dlq import store
 from dlq.models import DeadLetter, Status
-from pipeline import jobs
-from pipeline.canvas import get_pipeline, stage_task_id
-from pipeline.context import JobContext
+from pipeline import driver, ledger
+from pipeline.pipelines import task_id
 
 
 @dataclass
@@ -32,22 +34,29 @@ def refusal(row: DeadLetter, force: bool) -> str | None:
     return None
 
 
-def replay_row(row: DeadLetter) -> None:
-    """Mark one row replaying and publish its replay."""
-    job = JobContext(row.job_id, row.idempotency_key, row.correlation_id, row.pipeline, replay=row.replay_count + 1)
-    task_id = stage_task_id(row.job_id, row.stage, row.destination)
+EXPIRED = "its job's record expired (kept VETRO_REPLAY_WINDOW after it failed): a replay would repeat its steps"
+
+
+def replay_row(row: DeadLetter) -> str | None:
+    """Mark one row replaying and drive its job on; the reason it cannot be, or None."""
+    state = ledger.load(row.pipeline, row.job_id)
+    if state is None:
+        return EXPIRED
+    if state.status == ledger.COMPLETED:
+        # An earlier replay (or a redelivery) already finished the job: nothing to run again.
+        store.mark_replaying(row.id, task_id(row.job_id, row.scope))
+        store.resolve_job(row.job_id)
+        return None
+    job = replace(state.context, replay=row.replay_count + 1)
     # Marked before publishing: a replay that fails at once must find its row already replaying.
-    store.mark_replaying(row.id, task_id)
+    store.mark_replaying(row.id, task_id(row.job_id, row.scope))
     try:
-        get_pipeline(row.pipeline).replay(row.stage, row.destination, row.input, job)
+        ledger.reopen(job)
+        driver.publish(job, driver.pending(state))
     except Exception:
         store.unmark_replaying(row.id, row.status)
         raise
-    jobs.record_replayed(job)
-    # If an earlier replay already finished the job, this one ends at the guards without reaching
-    # the completion again: the row is resolved now. (Read after marking, so no finish slips between.)
-    if (jobs.get_job(row.job_id) or {}).get("status") == jobs.COMPLETED:
-        store.resolve_job(row.job_id)
+    return None
 
 
 def replay(rows: list[DeadLetter], force: bool = False, rate: float | None = None) -> ReplayReport:
@@ -56,14 +65,14 @@ def replay(rows: list[DeadLetter], force: bool = False, rate: float | None = Non
     started = time.monotonic()
     for number, row in enumerate(rows):
         reason = refusal(row, force)
-        if reason:
-            report.refused[row.id] = reason
-            continue
-        if rate:
+        if rate and not reason:
             pause = started + number / rate - time.monotonic()
             if pause > 0:
                 time.sleep(pause)  # pacing the publishes at `rate`
-        replay_row(row)
-        report.replayed.append(row.id)
+        reason = reason or replay_row(row)
+        if reason:
+            report.refused[row.id] = reason
+        else:
+            report.replayed.append(row.id)
     report.seconds = time.monotonic() - started
     return report

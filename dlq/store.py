@@ -6,19 +6,24 @@ When the database cannot be reached, changes are spooled in Redis (dlq.spool) an
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from traceback import format_exception
 from typing import Any
 
+from kombu.utils.json import dumps
 from sqlalchemy import Select, delete, func, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from dlq import spool
 from dlq.db import session
 from dlq.fingerprint import fingerprint
 from dlq.models import DeadLetter, Status
+from pipeline.context import JobContext
+from pipeline.outcomes import FailedStep
 from settings import get_settings
 
 log = logging.getLogger("vetro.dlq")
@@ -54,9 +59,7 @@ class DeadLetterEvent:
     worker_host: str | None
 
     @classmethod
-    def from_failure(
-        cls, step: Any, failure_class: str, exc: BaseException, attempts: int, traceback: str
-    ) -> DeadLetterEvent:
+    def from_failure(cls, step: FailedStep, failure_class: str, exc: BaseException, attempts: int) -> DeadLetterEvent:
         job = step.job
         return cls(
             job_id=job.job_id,
@@ -64,18 +67,24 @@ class DeadLetterEvent:
             pipeline=job.pipeline,
             stage=step.stage,
             destination=step.destination,
-            input={"args": step.args, "kwargs": step.kwargs},
+            # Through kombu's JSON, as the message carried it: a datetime or Decimal argument stays readable.
+            input=json.loads(dumps({"args": step.args, "kwargs": step.kwargs})),
             headers=job.headers(),
             idempotency_key=job.idempotency_key,
             correlation_id=job.correlation_id,
             exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
             message=str(exc)[:10_000],
-            traceback=traceback[-20_000:],
+            traceback="".join(format_exception(exc))[-20_000:],
             failure_class=str(failure_class),
             attempts=attempts,
             failed_at=utcnow().isoformat(),
             worker_host=step.worker_host,
         )
+
+
+def record_failure(step: FailedStep, failure_class: str, exc: BaseException, attempts: int) -> None:
+    """The core's dead-letter sink (see pipeline.outcomes): one row per job and failed step."""
+    record(DeadLetterEvent.from_failure(step, failure_class, exc, attempts))
 
 
 def record(event: DeadLetterEvent) -> None:
@@ -120,6 +129,11 @@ def write(active: Session, event: DeadLetterEvent) -> DeadLetter:
     return row
 
 
+def resolve_recovered(job: JobContext) -> None:
+    """The core's completion callback for a job that had dead letters (see pipeline.outcomes)."""
+    resolve_job(job.job_id)
+
+
 def resolve_job(job_id: str) -> None:
     """The job finished: its open rows are resolved (spooled if the database is down)."""
     try:
@@ -148,7 +162,8 @@ def write_spooled(entries: list[dict[str, Any]]) -> None:
 
 
 def flush_spool() -> int:
-    return spool.flush(write_spooled)
+    """Write what was spooled while the database was down; stops (and raises) if it is still down."""
+    return spool.flush(write_spooled, outage=(OperationalError, InterfaceError))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The dead-letter store's housekeeping on workers: refuse an unmigrated database, flush the spool, purge."""
+"""The dead-letter store on workers: take failed jobs from the core, refuse an unmigrated database, housekeeping."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dlq import store
 from dlq.db import NotMigratedError, require_migrated
+from pipeline import outcomes
 from pipeline.app import app
 
 log = logging.getLogger("vetro.dlq")
+
+outcomes.dead_letter_sink(store.record_failure)
+outcomes.on_recovered(store.resolve_recovered)
 
 FLUSH_TASK = "vetro.dlq.flush_spool"
 PURGE_TASK = "vetro.dlq.purge"

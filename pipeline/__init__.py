@@ -1,6 +1,42 @@
-"""vetro's shared machinery; `celery -A pipeline worker` finds the Celery app here."""
+"""vetro's core, and the public API a pipeline author uses; `celery -A pipeline worker` finds the app here.
+
+    from pipeline import FanOut, Pipeline, Stage, register, stage, submit
+    from pipeline import PermanentError, BusinessRuleError, TransientError, TechnicalError
+    from pipeline import read_settings         # a pipeline's own settings class, read once
+    from pipeline.dependencies import http_request
+
+See the README's "Writing a pipeline".
+"""
 
 from pipeline.app import app
+from pipeline.failures import (
+    BusinessRuleError,
+    FailureClass,
+    PermanentError,
+    TechnicalError,
+    TransientError,
+    default_classifier,
+)
+from pipeline.pipelines import FanOut, Pipeline, register
 from pipeline.producer import InvalidJobError, submit, submit_many
+from pipeline.stages import Stage, stage
+from settings import read_settings
 
-__all__ = ["InvalidJobError", "app", "submit", "submit_many"]
+__all__ = [
+    "BusinessRuleError",
+    "FailureClass",
+    "FanOut",
+    "InvalidJobError",
+    "PermanentError",
+    "Pipeline",
+    "Stage",
+    "TechnicalError",
+    "TransientError",
+    "app",
+    "default_classifier",
+    "read_settings",
+    "register",
+    "stage",
+    "submit",
+    "submit_many",
+]

@@ -5,14 +5,19 @@ from __future__ import annotations
 import warnings
 
 from celery import Celery
+from kombu import Queue
 
 from settings import ConfigError, Settings, get_settings
 
-# Modules whose tasks every worker registers (the reference pipeline's stages).
-TASK_MODULES = ["tasks.orders", "dlq.tasks"]
+# The core's own modules every worker imports; at start-up they load the pipelines and the
+# dead-letter store that settings name (VETRO_PIPELINES, VETRO_DEAD_LETTER_STORE).
+CORE_MODULES = ["pipeline.reconciler", "pipeline.worker"]
 
-# redis-py 8 deprecates SETEX, which Celery's result backend calls for every result.
+# redis-py 8 deprecates SETEX, which Celery's Redis result backend calls for every result.
 warnings.filterwarnings("ignore", message="Call to deprecated setex", category=DeprecationWarning)
+
+
+UNACKED_MUTEX_EXPIRE = 10  # seconds
 
 
 def _is_redis(url: str) -> bool:
@@ -21,20 +26,34 @@ def _is_redis(url: str) -> bool:
 
 def celery_config(settings: Settings) -> dict:
     """Celery settings derived from vetro's; every safety choice is here, in one place."""
+    control = control_queue(settings)
     config = {
         "broker_url": settings.broker_url,
-        "result_backend": settings.results_url,
+        # No result backend: every step's result is recorded by its guard in the job ledger.
+        "task_ignore_result": True,
         # JSON only: pickle from the broker would be remote code execution.
         "accept_content": ["json"],
-        "result_accept_content": ["json"],
         "task_serializer": "json",
-        "result_serializer": "json",
         # Ack after the stage ran, give the message back if its process died, take one at a time.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A process killed by its hard time limit gives its message back, like any process that died:
+        # the guard counts the run, and VETRO_MAX_DELIVERIES of them make the step a poison job.
+        "task_acks_on_timeout": False,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A stage keeps running when the broker connection drops, and acks once it is back: killing it
+        # mid-call would repeat the call after the visibility timeout. A copy of its message given back
+        # meanwhile finds the stage's lease held and waits (pipeline.guard).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_default_queue": settings.queue,
+        # Housekeeping (the reconciler, the dead-letter spool) has its own queue, which every worker
+        # also consumes, so it is never stuck behind a backlog of stages.
+        "task_queues": [Queue(settings.queue), Queue(control)],
+        "task_routes": {"vetro.*": {"queue": control}},
+        # SIGTERM is a warm shutdown: running stages finish, held retries go back to the queue at once.
+        # A cold shutdown (a second signal, SIGQUIT) first gives running stages this long, then hands
+        # them back to the queue instead of dropping them with their process.
+        "worker_soft_shutdown_timeout": settings.shutdown_timeout,
         # Keep trying to reach the broker, at start-up and on every publish.
         "broker_connection_retry_on_startup": True,
         "broker_connection_retry": True,
@@ -46,33 +65,41 @@ def celery_config(settings: Settings) -> dict:
             "interval_step": 0.5,
             "interval_max": 3,
         },
-        "result_backend_always_retry": True,
-        "result_backend_max_retries": 20,
-        "result_expires": settings.result_ttl,
-        "redis_socket_timeout": 10,
-        "redis_socket_connect_timeout": 5,
-        "redis_retry_on_timeout": True,
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "worker_hijack_root_logger": False,
-        # Housekeeping of the dead-letter store, run by `celery -A pipeline beat`.
+        # Housekeeping, run by `celery -A pipeline beat`; a run that could not start in time is dropped.
         "beat_schedule": {
-            "flush-dead-letter-spool": {"task": "vetro.dlq.flush_spool", "schedule": settings.spool_flush_interval},
-            "purge-dead-letters": {"task": "vetro.dlq.purge", "schedule": 3600.0},
+            "reconcile": _every("vetro.reconcile", settings.reconcile_interval),
+            "flush-dead-letter-spool": _every("vetro.dlq.flush_spool", settings.spool_flush_interval),
+            "purge-dead-letters": _every("vetro.dlq.purge", 3600.0),
         },
         "enable_utc": True,
     }
     if _is_redis(settings.broker_url):
+        # kombu's Redis transport, kept from ending the worker when Redis restarts (see the module).
+        config["broker_transport"] = "pipeline.transport:Transport"
         config["broker_transport_options"] = {
             "visibility_timeout": settings.visibility_timeout,
             # Sweep for a dead worker's unacked messages every interval, not every 100 s.
             "unacked_restore_interval": settings.unacked_restore_interval,
             "unacked_restore_throttle": 1,
+            # kombu's restore lock is held by whoever restores; a worker killed holding it blocks every
+            # redelivery until it expires (300 s by default). A restore sweep takes well under this.
+            "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 10,
         }
     return config
+
+
+def control_queue(settings: Settings) -> str:
+    return f"{settings.queue}.control"
+
+
+def _every(task: str, seconds: float) -> dict:
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
 
 
 def _configuration() -> dict:
@@ -84,9 +111,19 @@ def _configuration() -> dict:
 
 def create_app() -> Celery:
     """The app; its configuration is read from settings when first used, not at import."""
-    app = Celery("vetro", include=TASK_MODULES)
+    app = Celery("vetro", include=CORE_MODULES)
     app.add_defaults(_configuration)
     return app
 
 
 app = create_app()
+
+
+def reconfigure() -> None:
+    """Apply the current settings to the app, which may have read its configuration already.
+
+    For the processes that change settings at run time (the demo, the chaos run): importing a
+    pipeline finalizes the app with the settings of that moment.
+    """
+    app.close()  # drops the connection pool built from the old settings
+    app.conf.update(_configuration())

@@ -37,6 +37,31 @@ NAMESPACE = "vetro:breaker"
 STORE_TIMEOUT = 0.5  # seconds for any one breaker-store command; bounds the delay when Redis is gone
 TRIAL_MARGIN = 2  # seconds a half-open trial lock outlives the longest HTTP call
 WARN_EVERY = 60  # seconds between two "breaker store unreachable" warnings
+KEY_TTL = 7 * 24 * 3600  # seconds a breaker's keys outlive their last change (a missing breaker is closed)
+
+
+class _ExpiringClient(redis.Redis):
+    """A client through which every key pybreaker writes gets a lifetime (pybreaker 1.4.1 sets none)."""
+
+    def set(self, name: str, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if not args and not any(kwargs.get(option) for option in ("ex", "px", "exat", "pxat", "keepttl")):
+            kwargs["ex"] = KEY_TTL
+        return super().set(name, value, *args, **kwargs)
+
+    def setnx(self, name: str, value: Any) -> Any:
+        return super().set(name, value, nx=True, ex=KEY_TTL)
+
+    def incr(self, name: str, amount: int = 1) -> Any:
+        pipe = self.pipeline()
+        pipe.incrby(name, amount)
+        pipe.expire(name, KEY_TTL)
+        return pipe.execute()[0]
+
+    def transaction(self, func: Any, *watches: str, **kwargs: Any) -> Any:
+        result = super().transaction(func, *watches, **kwargs)
+        for name in watches:
+            self.expire(name, KEY_TTL)
+        return result
 
 
 def is_unhealthy(exc: BaseException) -> bool:
@@ -74,7 +99,7 @@ def _local() -> _Process:
     if _process is None or _process.pid != os.getpid():
         # No retries and short timeouts: a slow or gone store costs one STORE_TIMEOUT, not several.
         # decode_responses must stay off: pybreaker's Redis storage decodes bytes itself.
-        client = redis.Redis.from_url(
+        client = _ExpiringClient.from_url(
             get_settings().breaker_url,
             socket_connect_timeout=STORE_TIMEOUT,
             socket_timeout=STORE_TIMEOUT,

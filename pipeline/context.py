@@ -1,13 +1,15 @@
 """A job's identity (job id, idempotency key, correlation id), carried in message headers.
 
-Every message of a job's canvas carries the same headers: `submit` sets them on the first
-stage, and `before_task_publish` copies them from the running task to anything it publishes
-(the next link of a chain, a retry, a chord's parts and its callback), so no stage has to
-pass them along by hand.
+Every message of a job carries the same headers: vetro sets them on each step it publishes,
+and `before_task_publish` copies them from the running task to anything else it publishes (a
+retry), so no stage passes them along by hand. Every message is also stamped with the time
+it was sent, which moves the queue frontier the reconciler reads. The ledger, not these
+headers, is the authority on a job: a stage reads its job from there.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,10 +22,8 @@ CORRELATION_ID = "vetro_correlation_id"
 PIPELINE = "vetro_pipeline"
 REPLAY = "vetro_replay"  # 0 for the first run, n for the n-th replay from the dead-letter store
 HEADER_NAMES = (JOB_ID, IDEMPOTENCY_KEY, CORRELATION_ID, PIPELINE, REPLAY)
-# Failed attempts of the current stage so far; retries that only waited (a busy lease) don't count.
-FAILED_ATTEMPTS = "vetro_failed_attempts"
-# Retries spent waiting for a dependency (open breaker, rate limit): a separate, larger budget.
-DEPENDENCY_WAITS = "vetro_dependency_waits"
+SENT_AT = "vetro_sent_at"  # when the message was published (epoch seconds): moves the queue frontier
+NOT_BEFORE = "vetro_not_before"  # a wait longer than a worker may hold a message: run no earlier than this
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,12 @@ class JobContext:
 
 @before_task_publish.connect
 def _carry_job_headers(headers: dict | None = None, **_: Any) -> None:
-    if headers is None or headers.get(JOB_ID):
+    if headers is None:
         return
-    task = current_task
-    job = JobContext.from_headers(task.request) if task else None
-    if job is not None:
+    if not headers.get(JOB_ID):
+        task = current_task
+        job = JobContext.from_headers(task.request) if task else None
+        if job is None:
+            return
         headers.update(job.headers())
+    headers[SENT_AT] = time.time()

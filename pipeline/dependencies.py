@@ -1,13 +1,26 @@
-"""Every call to an external dependency goes through here: its shared rate limit, then its breaker."""
+"""Every call to an external dependency goes through here: its shared rate limit, then its breaker.
+
+A dependency is a name ("customer-service", "webhook-billing") that breakers and rate limits
+are configured by; a stage lists the ones it calls (`@stage(..., dependencies=[...])`).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import httpx
+
 from pipeline import breakers, ratelimit
+from settings import get_settings
 
 T = TypeVar("T")
+_client: tuple[int, httpx.Client] | None = None
+
+# httpx logs every request at INFO, which drowns a worker's log; failures are logged by the stage.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def call(dependency: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -17,3 +30,28 @@ def call(dependency: str, function: Callable[..., T], *args: Any, **kwargs: Any)
     """
     ratelimit.acquire(dependency)
     return breakers.call(dependency, function, *args, **kwargs)
+
+
+def http() -> httpx.Client:
+    """One pooled HTTP client per process (created after fork), with vetro's timeouts."""
+    global _client
+    if _client is None or _client[0] != os.getpid():
+        settings = get_settings()
+        timeout = httpx.Timeout(settings.http_read_timeout, connect=settings.http_connect_timeout)
+        _client = (os.getpid(), httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=10)))
+    return _client[1]
+
+
+def _json(method: str, url: str, **options: Any) -> Any:
+    response = http().request(method, url, **options)
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+def http_request(dependency: str, method: str, url: str, **options: Any) -> Any:
+    """An HTTP call to a dependency (rate limit, breaker, timeouts); its JSON answer.
+
+    Errors surface as httpx exceptions, which the failure classifier maps: timeouts, 408, 429
+    and 5xx are transient (a Retry-After is honoured), other 4xx permanent.
+    """
+    return call(dependency, _json, method, url, **options)

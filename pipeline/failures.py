@@ -10,6 +10,7 @@ technical  - anything else, i.e. our bug: retry a few times, then hand off.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,15 +78,23 @@ class Failure:
 Rule = Callable[[BaseException], Failure | None]
 
 
+RETRY_AFTER_CAP = 24 * 3600  # seconds; a longer Retry-After is read as this (a server's mistake, not a plan)
+
+
 def retry_after_seconds(value: str | None) -> float | None:
-    """Parse an HTTP Retry-After header: delay-seconds or an HTTP date."""
+    """Parse an HTTP Retry-After header (delay-seconds or an HTTP date); None if absent or unreadable."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), RETRY_AFTER_CAP)
 
 
 def _vetro_error(exc: BaseException) -> Failure | None:

@@ -63,10 +63,11 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    """A private, throwaway redis-server on a free loopback port."""
+    """A private, throwaway redis-server on a free loopback port; with `appendonly`, it survives a restart."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, appendonly: bool = False) -> None:
         self.port = port or free_port()
+        self.appendonly = appendonly
         self.directory = tempfile.mkdtemp(prefix="vetro-redis-")
         self.process: subprocess.Popen | None = None
 
@@ -84,7 +85,7 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.appendonly else "no",
             "--dir",
             self.directory,
             "--daemonize",
@@ -96,7 +97,8 @@ class RedisServer:
         wait_until(lambda: redis_reachable(self.url), 15, f"redis-server on port {self.port}")
         return self
 
-    def stop(self) -> None:
+    def shutdown(self) -> None:
+        """Stop the server (SIGTERM: it writes its append-only file first); its data stays for `start`."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -104,6 +106,13 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def restart(self) -> None:
+        self.shutdown()
+        self.start()
+
+    def stop(self) -> None:
+        self.shutdown()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
@@ -113,48 +122,31 @@ class RedisServer:
         self.stop()
 
 
-class WorkerProcess:
-    """A real `celery -A pipeline worker` (prefork) in a subprocess, logging to a file."""
+class CeleryProcess:
+    """A real `celery -A pipeline <command>` in a subprocess of its own session, logging to a file."""
 
-    def __init__(
-        self,
-        env: dict[str, str],
-        concurrency: int = 2,
-        name: str = "worker",
-        extra_args: list[str] | None = None,
-        log_path: Path | None = None,
-    ) -> None:
+    command: list[str] = []
+    ready_line = ""  # what the log says once the process is up
+
+    def __init__(self, env: dict[str, str], name: str, extra_args: list[str] | None = None) -> None:
         self.env = env
-        self.concurrency = concurrency
         self.name = name
         self.extra_args = extra_args or []
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix=f"vetro-{name}-", suffix=".log")[1])
+        self.log_path = Path(tempfile.mkstemp(prefix=f"vetro-{name}-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self, wait: bool = True) -> WorkerProcess:
+    def arguments(self) -> list[str]:
+        return [sys.executable, "-m", "celery", "-A", "pipeline", *self.command, *self.extra_args]
+
+    def start(self, wait: bool = True) -> CeleryProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "pipeline",
-            "worker",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            str(self.concurrency),
-            "--hostname",
-            f"{self.name}@%h",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            *self.extra_args,
-        ]
         self.process = subprocess.Popen(
-            args, env={**os.environ, **self.env}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.arguments(),
+            env={**os.environ, **self.env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         if wait:
             self.wait_ready()
@@ -163,52 +155,135 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def wait_ready(self, timeout: float = 60) -> None:
         def ready() -> bool:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            return " ready." in self.log()
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            return self.ready_line in self.log()
 
-        wait_until(ready, timeout, f"worker {self.name} to be ready")
+        wait_until(ready, timeout, f"{self.name} to be ready")
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def child_pids(self) -> list[int]:
-        """The pool's child processes (read from /proc, so only this worker's own children)."""
+        """The process's children (read from /proc, so only its own)."""
         children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
         return [int(pid) for pid in children.read_text().split()] if children.exists() else []
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the worker (and, for SIGKILL, its pool children), as a crash or an OOM kill would."""
+        """Signal the process (and, for SIGKILL, its children), as a crash or an OOM kill would."""
         if sig == signal.SIGKILL:
             _signal([*self.child_pids(), self.pid], sig)
             self.process.wait(10)
         else:
             _signal([self.pid], sig)
 
+    def descendants(self) -> list[int]:
+        """Every process below this one (read from /proc, so only its own)."""
+        found, pending = [], [self.pid]
+        while pending:
+            path = Path(f"/proc/{pending[0]}/task/{pending[0]}/children")
+            children = [int(pid) for pid in path.read_text().split()] if path.exists() else []
+            found += children
+            pending = pending[1:] + children
+        return found
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.alive():
+            below = self.descendants()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal([*below, self.pid], signal.SIGKILL)
+                self.process.wait()
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+class WorkerProcess(CeleryProcess):
+    """A real `celery -A pipeline worker` (prefork); `supervised`: under pipeline.supervise, as the Procfile runs it."""
+
+    ready_line = " ready."
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        concurrency: int = 2,
+        name: str = "worker",
+        extra_args: list[str] | None = None,
+        supervised: bool = False,
+    ) -> None:
+        super().__init__(env, name, extra_args)
+        self.concurrency = concurrency
+        self.supervised = supervised
+        self.command = [
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+
+    def arguments(self) -> list[str]:
+        wrapper = [sys.executable, "-m", "pipeline.supervise"] if self.supervised else []
+        return [*wrapper, *super().arguments()]
+
+    def main_pid(self) -> int | None:
+        """The worker's main process (under a supervisor, its child; None while it is being restarted)."""
+        if not self.supervised:
+            return self.pid
+        children = self.child_pids()
+        return children[0] if children else None
+
+    def pool_pids(self) -> list[int]:
+        main = self.main_pid()
+        path = Path(f"/proc/{main}/task/{main}/children")
+        return [int(pid) for pid in path.read_text().split()] if main and path.exists() else []
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the worker (for SIGKILL, its pool too), as a crash or the OOM killer would.
+
+        Under a supervisor only the worker is hit, and the supervisor starts it again.
+        """
+        if not self.supervised:
+            super().kill(sig)
+            return
+        main = self.main_pid()
+        if main is not None:
+            _signal([*self.pool_pids(), main] if sig == signal.SIGKILL else [main], sig)
+
     def kill_pool_child(self, rng: random.Random) -> int | None:
         """SIGKILL one pool process chosen by `rng`, as the OOM killer would; its pid, or None."""
-        children = self.child_pids()
+        children = self.pool_pids()
         if not children:
             return None
         pid = rng.choice(children)
         _signal([pid], signal.SIGKILL)
         return pid
 
-    def stop(self, timeout: float = 20) -> None:
-        if self.process is not None and self.process.poll() is None:
-            children = self.child_pids()
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _signal([*children, self.pid], signal.SIGKILL)
-                self.process.wait()
-        if self._log:
-            self._log.close()
-            self._log = None
+
+class BeatProcess(CeleryProcess):
+    """A real `celery -A pipeline beat`: the reconciler and the dead-letter housekeeping on schedule."""
+
+    ready_line = "beat: Starting"
+
+    def __init__(self, env: dict[str, str], name: str = "beat") -> None:
+        super().__init__(env, name)
+        schedule = Path(tempfile.mkdtemp(prefix="vetro-beat-")) / "schedule"
+        self.command = ["beat", "--loglevel", "INFO", "--schedule", str(schedule)]
 
 
 def _signal(pids: list[int], sig: int) -> None:

@@ -1,16 +1,22 @@
-"""How a job ends: completed, or handed off to the dead-letter store with everything needed to replay it."""
+"""How a job ends: completed, or handed off to the dead-letter store with everything needed to replay it.
+
+The dead-letter store sits above the core (in `dlq`), so it plugs in here: it registers what
+to do with a failed step, and what to do when a job that had failed completes (resolve its rows).
+A worker without a store refuses to hand a job off rather than drop it.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
-import traceback
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import jobs
+from pipeline import ledger
 from pipeline.context import JobContext
 from pipeline.failures import FailureClass
+from settings import ConfigError, get_settings
 
 log = logging.getLogger("vetro.outcomes")
 
@@ -19,9 +25,9 @@ log = logging.getLogger("vetro.outcomes")
 class FailedStep:
     """The step that failed for good, as the dead-letter store keeps it."""
 
-    job: JobContext | None
+    job: JobContext
     stage: str
-    scope: str  # the stage, or "<stage>.<destination>"
+    scope: str  # the stage, or "<stage>.<branch>"
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
     worker_host: str | None = None
@@ -31,34 +37,65 @@ class FailedStep:
         return self.scope.split(".", 1)[1] if "." in self.scope else None
 
 
-def hand_off(step: FailedStep, failure_class: FailureClass, exc: BaseException, attempts: int) -> None:
-    """Dead-letter the step (spooled if the database is down) and mark the job failed.
+DeadLetterSink = Callable[[FailedStep, FailureClass, BaseException, int], None]
+_sinks: list[DeadLetterSink] = []
+_on_recovered: list[Callable[[JobContext], None]] = []
 
-    Raises only if neither the database nor Redis can take the row: the caller must then keep
-    the message (retry later) rather than lose the job.
+
+def dead_letter_sink(sink: DeadLetterSink) -> DeadLetterSink:
+    """Register where failed steps go (the dead-letter store does this when imported)."""
+    if sink not in _sinks:
+        _sinks.append(sink)
+    return sink
+
+
+def on_recovered(callback: Callable[[JobContext], None]) -> Callable[[JobContext], None]:
+    """Register a callback run when a job that had a step dead-lettered completes (e.g. after a replay).
+
+    It may run more than once for a job (a redelivered last step, the reconciler): make it idempotent.
     """
-    from dlq.store import DeadLetterEvent, record  # dlq builds on pipeline: imported when needed
+    if callback not in _on_recovered:
+        _on_recovered.append(callback)
+    return callback
 
+
+def hand_off(step: FailedStep, failure_class: FailureClass, exc: BaseException, attempts: int) -> None:
+    """Dead-letter the step and mark the job failed.
+
+    Raises if the step could not be stored: the caller must then keep the message (or the job
+    stays in the reconciler's due set) rather than lose the job.
+    """
     error = f"{type(exc).__name__}: {exc}"
-    job = step.job
     log.error(
         "job %s failed for good at %s (%s after %d attempt(s)): %s",
-        job.job_id if job else "?",
+        step.job.job_id,
         step.scope,
         failure_class,
         attempts,
         error,
     )
-    if job is None:
+    load_dead_letter_store()
+    for sink in _sinks:
+        sink(step, failure_class, exc, attempts)
+    ledger.mark_failed(step.job, step.scope, failure_class, error)
+
+
+def load_dead_letter_store() -> None:
+    """Import the module VETRO_DEAD_LETTER_STORE names, which registers its sink; raise if none did."""
+    if _sinks:
         return
-    record(DeadLetterEvent.from_failure(step, failure_class, exc, attempts, "".join(traceback.format_exception(exc))))
-    jobs.record_failed(job, step.scope, failure_class, error)
+    module = get_settings().dead_letter_store
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise ConfigError(f"VETRO_DEAD_LETTER_STORE: cannot import {module!r} ({error})") from None
+    if not _sinks:
+        raise ConfigError(f"VETRO_DEAD_LETTER_STORE: {module!r} registered no dead-letter sink")
 
 
-def complete(job: JobContext, destinations: Iterable[str]) -> None:
-    """Mark the job completed; a replayed job's dead letters become resolved."""
-    jobs.record_completed(job, destinations)
-    if job.replay:
-        from dlq.store import resolve_job
-
-        resolve_job(job.job_id)
+def completed(job: JobContext, dead_lettered: bool) -> None:
+    """The job's last step is recorded: resolve its dead letters if it had any, then stop watching it."""
+    if dead_lettered:
+        for callback in _on_recovered:
+            callback(job)
+    ledger.close(job.pipeline, job.job_id)

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from pipeline import jobs
+from pipeline import driver, ledger
 from pipeline.app import app
-from pipeline.canvas import get_pipeline
 from pipeline.context import JobContext
-from pipeline.store import key, redis_client
+from pipeline.pipelines import Pipeline, get_pipeline
+from pipeline.store import JobKeys, redis_client
 from settings import get_settings
+
+log = logging.getLogger("vetro.producer")
 
 DEFAULT_PIPELINE = "orders"
 PUBLISH_BATCH = 500
@@ -63,26 +66,28 @@ def submit(
 ) -> str:
     """Enqueue one job and return its id; the same idempotency key returns the same job id."""
     request = check_payload(payload, idempotency_key)
-    return _publish([request], pipeline, correlation_id)[0]
+    return _publish([request], get_pipeline(pipeline), correlation_id)[0].job_id
 
 
 def submit_many(
     items: Iterable[dict[str, Any] | tuple[dict[str, Any], str | None]],
     *,
     pipeline: str = DEFAULT_PIPELINE,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """Enqueue many jobs over one connection, in batches; every payload is checked first.
 
-    `on_progress(n)` is called after each batch with the number of jobs it handled.
+    `on_progress(handled, new)` is called after each batch: jobs handled, and how many of them
+    were new (the others had been submitted before under the same key, and are not run again).
     """
     requests = [check_payload(*_split(item), position=f"item {index}") for index, item in enumerate(items)]
-    get_pipeline(pipeline)
+    chosen = get_pipeline(pipeline)
     job_ids: list[str] = []
     for batch in _batches(requests, PUBLISH_BATCH):
-        job_ids += _publish(batch, pipeline, None)
+        submissions = _publish(batch, chosen, None)
+        job_ids += [submission.job_id for submission in submissions]
         if on_progress:
-            on_progress(len(batch))
+            on_progress(len(batch), sum(submission.new for submission in submissions))
     return job_ids
 
 
@@ -96,12 +101,23 @@ def _batches(items: list[JobRequest], size: int) -> Iterator[list[JobRequest]]:
         yield batch
 
 
-def _publish(requests: list[JobRequest], pipeline_name: str, correlation_id: str | None) -> list[str]:
-    pipeline = get_pipeline(pipeline_name)
+@dataclass(frozen=True)
+class Submission:
+    job_id: str
+    new: bool
+
+
+def _publish(requests: list[JobRequest], pipeline: Pipeline, correlation_id: str | None) -> list[Submission]:
+    """Map each key to its job (new or known), record new jobs in the ledger, then publish their first steps.
+
+    The ledger record is what makes a job exist: once it is written the job will run, even if the
+    publish below fails (the reconciler publishes what the broker never got). A known key whose
+    ledger record is missing (a producer that died between the two writes) is recorded again.
+    """
     settings = get_settings()
     client = redis_client()
     candidates = [str(uuid.uuid4()) for _ in requests]
-    claim_keys = [key("submitted", pipeline_name, request.idempotency_key) for request in requests]
+    claim_keys = [ledger.dedup_key(pipeline.name, request.idempotency_key) for request in requests]
 
     claims = client.pipeline(transaction=False)
     for claim_key, job_id in zip(claim_keys, candidates, strict=True):
@@ -109,30 +125,36 @@ def _publish(requests: list[JobRequest], pipeline_name: str, correlation_id: str
         claims.get(claim_key)
     answers = claims.execute()
     job_ids = [answer.decode() for answer in answers[1::2]]
-    fresh = [
-        (
+    known = [job_id for job_id, claimed in zip(job_ids, answers[0::2], strict=True) if not claimed]
+    recorded = set(_recorded(client, pipeline.name, known))
+    fresh = {
+        job_id: (
             request,
-            JobContext(job_id, request.idempotency_key, correlation_id or str(uuid.uuid4()), pipeline_name),
-            claim_key,
+            JobContext(job_id, request.idempotency_key, correlation_id or str(uuid.uuid4()), pipeline.name),
         )
-        for request, job_id, claimed, claim_key in zip(requests, job_ids, answers[0::2], claim_keys, strict=True)
-        if claimed
-    ]
-    if not fresh:
-        return job_ids
+        for request, job_id in reversed(list(zip(requests, job_ids, strict=True)))  # the first of a repeated key wins
+        if job_id not in recorded
+    }.values()
+    if fresh:
+        records = client.pipeline(transaction=False)
+        for request, job in fresh:
+            ledger.open_job(records, job, request.payload)
+        records.execute()
+        try:
+            with app.producer_or_acquire() as producer:
+                for request, job in fresh:
+                    driver.publish(job, [pipeline.first(request.payload)], producer)
+        except Exception as error:
+            log.warning("%d job(s) recorded but not yet published (%s); the reconciler will", len(fresh), error)
+    new = {job.job_id for _, job in fresh}
+    return [Submission(job_id, job_id in new) for job_id in job_ids]
 
-    records = client.pipeline(transaction=False)
-    for _, job, _ in fresh:
-        jobs.record_queued(records, job)
-    records.execute()
-    published = 0
-    try:
-        with app.producer_or_acquire() as producer:
-            for request, job, _ in fresh:
-                pipeline.signature(request.payload, job).apply_async(producer=producer)
-                published += 1
-    except Exception:
-        # Release the keys of the jobs not published, so resubmitting them is not a silent no-op.
-        client.delete(*[claim_key for _, _, claim_key in fresh[published:]])
-        raise
-    return job_ids
+
+def _recorded(client: Any, pipeline: str, job_ids: list[str]) -> list[str]:
+    """Those of `job_ids` whose ledger record exists."""
+    if not job_ids:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.exists(JobKeys(pipeline, job_id).record)
+    return [job_id for job_id, exists in zip(job_ids, pipe.execute(), strict=True) if exists]

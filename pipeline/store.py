@@ -1,8 +1,15 @@
-"""The Redis client for vetro's own state (job records, guards, counters), one per process."""
+"""The Redis client for vetro's own state (ledger, step results, counters), and the names of its keys.
+
+A job's keys are namespaced by its pipeline (`vetro:<pipeline>:...`) and carry the job id as a
+hash tag (`{...}`), so a Lua script touching several of them stays in one slot and Redis
+Cluster remains possible. Keys shared by all jobs (a pipeline's due set, the queue frontier,
+the spool) are only ever written by single commands.
+"""
 
 from __future__ import annotations
 
 import os
+from functools import cached_property
 
 import redis
 
@@ -27,5 +34,30 @@ def redis_client() -> redis.Redis:
 
 
 def key(*parts: str) -> str:
-    """A namespaced key, e.g. key("job", job_id) -> "vetro:job:<id>"."""
+    """A namespaced key, e.g. key("ledger", "due") -> "vetro:ledger:due"."""
     return KEY_PREFIX + ":".join(parts)
+
+
+class JobKeys:
+    """The keys holding one job: its ledger record, its steps' results and counters, and their leases."""
+
+    def __init__(self, pipeline: str, job_id: str) -> None:
+        self.job_id = job_id
+        self.record = key(pipeline, "job", f"{{{job_id}}}")
+
+    @cached_property
+    def results(self) -> str:
+        """Hash: step scope -> the step's recorded result (JSON)."""
+        return self.record + ":results"
+
+    @cached_property
+    def attempts(self) -> str:
+        """Hash: '<counter>:<scope>' -> failed attempts, dependency waits and unfinished starts of each step."""
+        return self.record + ":attempts"
+
+    def lease(self, scope: str) -> str:
+        """String with a TTL: the owner of the attempt running this step now."""
+        return f"{self.record}:lease:{scope}"
+
+    def all(self, scopes: list[str]) -> list[str]:
+        return [self.record, self.results, self.attempts, *(self.lease(scope) for scope in scopes)]

@@ -1,27 +1,29 @@
-"""vetro's one typed configuration, read from VETRO_* environment variables and `.env`."""
+"""vetro's own typed configuration, read from VETRO_* environment variables and `.env`.
+
+Each pipeline keeps its domain settings (partner URLs, routes) in a class of its own, with its
+own prefix, read with `read_settings`.
+"""
 
 from settings.config import (
-    CUSTOMER_SERVICE,
     BreakerPolicy,
     ConfigError,
     RateLimit,
-    RouteRule,
     Settings,
+    StageOverride,
     StagePolicy,
     get_settings,
+    read_settings,
     reset_settings,
-    webhook_dependency,
 )
 
 __all__ = [
-    "CUSTOMER_SERVICE",
     "BreakerPolicy",
     "ConfigError",
     "RateLimit",
-    "RouteRule",
     "Settings",
+    "StageOverride",
     "StagePolicy",
     "get_settings",
+    "read_settings",
     "reset_settings",
-    "webhook_dependency",
 ]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "VETRO_"
-CUSTOMER_SERVICE = "customer-service"
-STAGE_NAMES = ("validate", "enrich", "transform", "route", "operate", "finish")
+MIN_HOLD_SECONDS = 3  # the shortest countdown a retry may be held for below the visibility timeout
+STALL_MARGIN_SECONDS = 10  # added to the stall bound for clock skew between hosts and sweep delay
+REFERENCE_PIPELINES = ["tasks.orders"]
 
 
 class ConfigError(ValueError):
@@ -17,7 +18,11 @@ class ConfigError(ValueError):
 
 
 class StagePolicy(BaseModel):
-    """Retry and time limits of one stage (seconds; Celery's own retry_backoff semantics)."""
+    """Retry and time limits of one stage (seconds; Celery's own retry_backoff semantics).
+
+    The values here are the named defaults; a stage's decorator may set others, and settings
+    override both (`VETRO_ALL_STAGES__<KNOB>`, then `VETRO_STAGES__<PIPELINE>__<STAGE>__<KNOB>`).
+    """
 
     max_retries: int = Field(8, ge=0, description="retries for transient failures")
     technical_retries: int = Field(2, ge=0, description="retries for unclassified errors (our bugs)")
@@ -34,31 +39,21 @@ class StagePolicy(BaseModel):
         return self
 
 
-class StagePolicies(BaseModel):
-    """One policy per stage; override one value with e.g. VETRO_STAGES__OPERATE__MAX_RETRIES=12."""
+class StageOverride(BaseModel):
+    """Some of a stage policy's values, set in the environment."""
 
-    validate_: StagePolicy = Field(default_factory=StagePolicy, alias="validate")
-    enrich: StagePolicy = Field(default_factory=StagePolicy)
-    transform: StagePolicy = Field(default_factory=StagePolicy)
-    route: StagePolicy = Field(default_factory=StagePolicy)
-    operate: StagePolicy = Field(default_factory=StagePolicy)
-    finish: StagePolicy = Field(default_factory=StagePolicy)
+    model_config = {"extra": "forbid"}
 
-    model_config = {"populate_by_name": True}
+    max_retries: int | None = Field(None, ge=0)
+    technical_retries: int | None = Field(None, ge=0)
+    backoff_base: int | None = Field(None, ge=0)
+    backoff_max: int | None = Field(None, ge=1)
+    jitter: bool | None = None
+    soft_time_limit: int | None = Field(None, ge=1)
+    time_limit: int | None = Field(None, ge=1)
 
-    def for_stage(self, stage: str) -> StagePolicy:
-        return getattr(self, "validate_" if stage == "validate" else stage)
-
-    def all(self) -> dict[str, StagePolicy]:
-        return {name: self.for_stage(name) for name in STAGE_NAMES}
-
-
-class RouteRule(BaseModel):
-    """Send an order to `destination` when its type and region match (an empty list matches all)."""
-
-    destination: str
-    order_types: list[str] = Field(default_factory=list)
-    regions: list[str] = Field(default_factory=list)
+    def values(self) -> dict[str, object]:
+        return self.model_dump(exclude_none=True)
 
 
 class BreakerPolicy(BaseModel):
@@ -75,13 +70,6 @@ class RateLimit(BaseModel):
     burst: int = Field(1, ge=1)
 
 
-DEFAULT_ROUTES = [
-    RouteRule(destination="warehouse", order_types=["purchase", "exchange"]),
-    RouteRule(destination="billing", order_types=["purchase", "refund", "subscription"]),
-    RouteRule(destination="notifications", regions=["eu", "us"]),
-]
-
-
 class Settings(BaseSettings):
     """Everything configurable, with the environment variable named VETRO_<FIELD>."""
 
@@ -96,26 +84,43 @@ class Settings(BaseSettings):
     queue: str = "vetro"
 
     # Delivery safety: a killed worker's unacked message comes back after visibility_timeout.
-    visibility_timeout: int = Field(60, ge=2)
+    visibility_timeout: int = Field(60, ge=4)
     unacked_restore_interval: int = Field(1, ge=1)
     publish_max_retries: int = Field(10, ge=0)
     task_events: bool = Field(True, description="send task events for Flower")
-    stages: StagePolicies = Field(default_factory=StagePolicies)
+    shutdown_timeout: float = Field(
+        20, ge=0, description="seconds a cold shutdown (second signal, SIGQUIT) lets running stages finish"
+    )
+    require_durable_redis: bool = Field(
+        False, description="refuse to start a worker on a Redis without persistence or with eviction"
+    )
+    # Which pipelines exist: importable modules that declare them (every entry point loads these).
+    pipelines: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(REFERENCE_PIPELINES), description="comma-separated module names"
+    )
+    dead_letter_store: str = Field("dlq.tasks", description="module that takes failed jobs from the core")
+    all_stages: StageOverride = Field(default_factory=StageOverride, description="over every stage's own values")
+    stages: dict[str, dict[str, StageOverride]] = Field(default_factory=dict, description="per pipeline and stage")
 
-    # Producers.
+    # Lifetimes of what vetro keeps in Redis, aligned so that each outlives what depends on it.
     max_payload_bytes: int = Field(256 * 1024, ge=64)
-    submit_dedup_ttl: int = Field(24 * 3600, ge=1, description="seconds an idempotency key maps to its job id")
-    idempotency_ttl: int = Field(7 * 24 * 3600, ge=60, description="seconds a stage's recorded result is kept")
-    job_record_ttl: int = Field(7 * 24 * 3600, ge=60, description="seconds a job's outcome is kept")
-    result_ttl: int = Field(24 * 3600, ge=60, description="seconds Celery keeps task results")
+    submit_dedup_ttl: int = Field(8 * 24 * 3600, ge=60, description="seconds an idempotency key maps to its job id")
+    job_ttl: int = Field(
+        7 * 24 * 3600, ge=60, description="seconds a job's ledger and step results live after its last step"
+    )
+    replay_window: int = Field(
+        30 * 24 * 3600, ge=60, description="seconds a dead-lettered job stays replayable (its ledger is kept)"
+    )
 
-    # External services.
-    partner_url: str = "http://127.0.0.1:8765"
-    customer_service_url: str | None = None
-    destination_urls: dict[str, str] = Field(default_factory=dict)
+    # The reconciler: finds jobs that stopped moving and drives them on.
+    reconcile_interval: float = Field(15, gt=0, description="seconds between two sweeps (run by celery beat)")
+    reconcile_max_redrives: int = Field(
+        3, ge=1, description="re-drives without progress before a job is dead-lettered as stalled"
+    )
+
+    # Calls to external dependencies (the breakers' trial lock outlives the longest call).
     http_connect_timeout: float = Field(2.0, gt=0)
     http_read_timeout: float = Field(5.0, gt=0)
-    routes: list[RouteRule] = Field(default_factory=lambda: list(DEFAULT_ROUTES))
 
     # Circuit breakers and rate limits, per dependency ("customer-service", "webhook-<destination>").
     breakers_enabled: bool = True
@@ -134,37 +139,44 @@ class Settings(BaseSettings):
     quarantine_after: int = Field(3, ge=1, description="failed replays before a row is quarantined")
     max_deliveries: int = Field(10, ge=2, description="runs of one step (crashes included) before it is a poison job")
     spool_flush_interval: int = Field(10, ge=1, description="seconds between flushes of rows spooled in Redis")
-    demo_transform_bug: bool = Field(False, description="make transform fail, to show dead letters and replay")
 
     sentry_dsn: str | None = None
 
+    @field_validator("pipelines", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
     @model_validator(mode="after")
-    def _visibility_outlasts_every_task(self) -> Settings:
-        # A message still unacked after visibility_timeout is delivered again, so it
-        # must outlast the longest a task can run and the longest it can wait for a retry.
-        for name, policy in self.stages.all().items():
-            longest = max(policy.time_limit, policy.backoff_max)
-            if self.visibility_timeout <= longest:
+    def _lifetimes_aligned(self) -> Settings:
+        # A resubmission must find the job while its ledger lives; a dead letter must find its ledger.
+        for longer, shorter in (("submit_dedup_ttl", "job_ttl"), ("replay_window", "job_ttl")):
+            if getattr(self, longer) < getattr(self, shorter):
                 raise ValueError(
-                    f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed the {name} stage's "
-                    f"time_limit and backoff_max ({longest}), or a running task is delivered twice"
+                    f"{ENV_PREFIX}{longer.upper()} ({getattr(self, longer)}) must be at least "
+                    f"{ENV_PREFIX}{shorter.upper()} ({getattr(self, shorter)})"
                 )
         return self
 
-    @model_validator(mode="after")
-    def _breakers_reset_within_visibility(self) -> Settings:
-        # A stage waits for an open breaker with a countdown; it must come back before Redis redelivers it.
-        overrides = {
-            f"{ENV_PREFIX}BREAKER_OVERRIDES[{name!r}].reset_timeout": policy
-            for name, policy in self.breaker_overrides.items()
-        }
-        for variable, policy in {f"{ENV_PREFIX}BREAKER__RESET_TIMEOUT": self.breaker, **overrides}.items():
-            if policy.reset_timeout >= self.visibility_timeout:
-                raise ValueError(
-                    f"{variable} ({policy.reset_timeout}) must be below "
-                    f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout})"
-                )
-        return self
+    def stage_policy(self, pipeline: str, stage: str, declared: dict[str, object]) -> StagePolicy:
+        """A stage's policy: the named defaults, then its decorator's values, then the settings' overrides."""
+        override = self.stages.get(pipeline, {}).get(stage, StageOverride())
+        variable = f"{ENV_PREFIX}STAGES__{pipeline.upper()}__{stage.upper()}"
+        try:
+            policy = StagePolicy(**{**declared, **self.all_stages.values(), **override.values()})
+        except ValidationError as error:
+            raise ConfigError(_one_line(error, prefix=f"{variable}__", subject=variable)) from None
+        # A message still unacked after visibility_timeout is delivered again, so it must outlast the
+        # longest the stage can run, with room left for a retry's countdown (see pipeline.retry).
+        needed = policy.time_limit + MIN_HOLD_SECONDS
+        if self.visibility_timeout < needed:
+            raise ConfigError(
+                f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be at least the time limit of "
+                f"{pipeline}.{stage} + {MIN_HOLD_SECONDS} ({needed}), or a running task is delivered twice"
+            )
+        return policy
 
     def breaker_policy(self, dependency: str) -> BreakerPolicy:
         return self.breaker_overrides.get(dependency, self.breaker)
@@ -172,11 +184,6 @@ class Settings(BaseSettings):
     @property
     def breaker_url(self) -> str:
         return self.breaker_store_url or self.results_url
-
-    @property
-    def dependencies(self) -> list[str]:
-        """Every external dependency the pipeline calls, by the name breakers and limits use."""
-        return [CUSTOMER_SERVICE, *(webhook_dependency(name) for name in self.destinations)]
 
     @property
     def results_url(self) -> str:
@@ -190,17 +197,6 @@ class Settings(BaseSettings):
     def sql_url(self) -> str:
         return with_sql_driver(self.database_url)
 
-    @property
-    def customer_url(self) -> str:
-        return (self.customer_service_url or self.partner_url).rstrip("/")
-
-    def destination_url(self, destination: str) -> str:
-        return self.destination_urls.get(destination) or f"{self.partner_url.rstrip('/')}/webhooks/{destination}"
-
-    @property
-    def destinations(self) -> list[str]:
-        return sorted({rule.destination for rule in self.routes})
-
 
 def with_sql_driver(url: str) -> str:
     """The database URL naming the installed driver (psycopg 3) when it is a plain postgresql:// URL."""
@@ -210,30 +206,38 @@ def with_sql_driver(url: str) -> str:
     return url
 
 
-def webhook_dependency(destination: str) -> str:
-    return f"webhook-{destination}"
-
-
-def _one_line(error: ValidationError) -> str:
+def _one_line(error: ValidationError, prefix: str, subject: str = "") -> str:
+    """The first problem, naming its variable (`prefix` + the field's path; `subject` for the whole)."""
     first = error.errors()[0]
     path = [str(part) for part in first["loc"]]
     message = first["msg"].removeprefix("Value error, ")
     extra = f"; {len(error.errors()) - 1} more problem(s)" if len(error.errors()) > 1 else ""
     if not path:
-        return message + extra
+        return f"{subject}: {message}{extra}" if subject else message + extra
     got = f" (got {first['input']!r})" if not isinstance(first["input"], dict) else ""
-    return f"{ENV_PREFIX}{'__'.join(path).upper()}: {message}{got}{extra}"
+    return f"{prefix}{'__'.join(path).upper()}: {message}{got}{extra}"
 
 
-@lru_cache(maxsize=1)
+T = TypeVar("T", bound=BaseSettings)
+_read: dict[type, BaseSettings] = {}
+
+
+def read_settings(cls: type[T]) -> T:
+    """One settings class (vetro's, or a pipeline's with its own prefix), read once; a bad value
+    raises ConfigError with one line naming the variable."""
+    if cls not in _read:
+        try:
+            _read[cls] = cls()
+        except ValidationError as error:
+            raise ConfigError(_one_line(error, cls.model_config.get("env_prefix", ""))) from None
+    return _read[cls]
+
+
 def get_settings() -> Settings:
-    """The process's settings, read once; a bad value raises ConfigError with one clear line."""
-    try:
-        return Settings()
-    except ValidationError as error:
-        raise ConfigError(_one_line(error)) from None
+    """vetro's own settings, read once."""
+    return read_settings(Settings)
 
 
 def reset_settings() -> None:
-    """Forget the cached settings so the next call re-reads the environment (tests, the demo)."""
-    get_settings.cache_clear()
+    """Forget every settings class read so far, so the next read sees the environment (tests, the demo)."""
+    _read.clear()

@@ -27,7 +27,7 @@ CALL_LOG_SIZE = 200_000
 class Faults:
     error_rate: float = 0.0  # share of calls answered with error_status
     error_status: int = 503
-    retry_after: float | None = None  # seconds, sent with error answers when set
+    retry_after: float | str | None = None  # sent as Retry-After with error answers (a string as it is)
     latency_ms: int = 0
     down: bool = False  # drop every connection without an answer
     ack_loss_rate: float = 0.0  # record the effect, then drop the connection
@@ -47,7 +47,11 @@ class Effect:
     correlation_id: str | None
     order_id: str | None
     recorded_at: float
-    deliveries: int = 1
+    delivered_at: list[float] = field(default_factory=list)  # every call that carried its key
+
+    @property
+    def deliveries(self) -> int:
+        return len(self.delivered_at)
 
 
 @dataclass
@@ -62,12 +66,13 @@ class PartnerState:
     ) -> tuple[Effect, bool]:
         """The effect for (key, destination), and whether this delivery created it."""
         with self.lock:
+            now = time.time()
             effect = self.effects.get((key, destination))
             if effect is not None:
-                effect.deliveries += 1
+                effect.delivered_at.append(now)
                 return effect, False
             effect_id = hashlib.sha256(f"{key}|{destination}".encode()).hexdigest()[:16]
-            effect = Effect(effect_id, correlation_id, order_id, time.time())
+            effect = Effect(effect_id, correlation_id, order_id, now, [now])
             self.effects[(key, destination)] = effect
             return effect, True
 
@@ -79,6 +84,7 @@ class PartnerState:
                     "destination": dest,
                     "order_id": effect.order_id,
                     "deliveries": effect.deliveries,
+                    "delivered_at": list(effect.delivered_at),
                     "correlation_id": effect.correlation_id,
                     "recorded_at": effect.recorded_at,
                 }
@@ -132,10 +138,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"null")
 
+    def _in_scope(self) -> bool:
+        return self.path.startswith(self.server.state.faults.scope)
+
     def _injected_fault(self) -> bool:
         """Apply latency and faults for partner paths; True if the call was answered with one."""
         faults = self.server.state.faults
-        if not self.path.startswith(faults.scope):
+        if not self._in_scope():
             return False
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
@@ -193,9 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
         effect, created = state.record_delivery(
             key, destination, self.headers.get("X-Correlation-Id"), body.get("order_id")
         )
-        if state.faults.ack_loss_rate and random.random() < state.faults.ack_loss_rate:
+        if self._in_scope() and state.faults.ack_loss_rate and random.random() < state.faults.ack_loss_rate:
             return self._drop()
-        if state.faults.ack_delay_ms:
+        if self._in_scope() and state.faults.ack_delay_ms:
             time.sleep(state.faults.ack_delay_ms / 1000)
         return self._send(201 if created else 200, {"effect_id": effect.effect_id, "duplicate": not created})
 

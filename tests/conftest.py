@@ -21,7 +21,9 @@ os.environ.update(
     {
         "VETRO_BROKER_URL": REDIS_URL,
         "VETRO_RESULT_STORE_URL": REDIS_URL,
-        "VETRO_PARTNER_URL": "http://127.0.0.1:1",  # replaced by the partner fixture
+        "ORDERS_PARTNER_URL": "http://127.0.0.1:1",  # replaced by the partner fixture
+        # The reference pipelines, and the tests' own (tests/pipelines.py), in every process.
+        "VETRO_PIPELINES": "tasks.orders,tests.pipelines",
     }
 )
 # A migrated SQLite dead-letter store for every test that does not bring its own database.
@@ -49,7 +51,7 @@ def partner_server():
 
     server = PartnerServer()
     server.start_in_thread()
-    os.environ["VETRO_PARTNER_URL"] = server.url
+    os.environ["ORDERS_PARTNER_URL"] = os.environ["REFUNDS_PARTNER_URL"] = server.url
     from settings import reset_settings
 
     reset_settings()
@@ -66,8 +68,12 @@ def partner(partner_server):
     httpx.post(f"{partner_server.url}/reset")
 
 
+# Settings of vetro and of the reference pipelines, passed on to the processes tests start.
+SETTINGS_PREFIXES = ("VETRO_", "ORDERS_", "PROVIDER_SYNC_", "PAYMENTS_", "REFUNDS_")
+
+
 def worker_env(**overrides: str) -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key.startswith("VETRO_")} | overrides
+    return {key: value for key, value in os.environ.items() if key.startswith(SETTINGS_PREFIXES)} | overrides
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +81,11 @@ def worker(redis_server, partner_server) -> Iterator[WorkerProcess]:
     """A real prefork worker (2 processes) for a module's tests; modules that start their own don't use it."""
     process = WorkerProcess(
         worker_env(
-            VETRO_STAGES__OPERATE__BACKOFF_BASE="1",
-            VETRO_STAGES__OPERATE__BACKOFF_MAX="2",
-            VETRO_STAGES__ENRICH__BACKOFF_BASE="1",
-            VETRO_STAGES__ENRICH__BACKOFF_MAX="2",
+            VETRO_STAGES__ORDERS__OPERATE__BACKOFF_BASE="1",
+            VETRO_STAGES__ORDERS__OPERATE__BACKOFF_MAX="2",
+            VETRO_STAGES__ORDERS__ENRICH__BACKOFF_BASE="1",
+            VETRO_STAGES__ORDERS__ENRICH__BACKOFF_MAX="2",
+            VETRO_BREAKER__RESET_TIMEOUT="3",
         ),
         concurrency=2,
         name="session-worker",

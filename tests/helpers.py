@@ -18,9 +18,8 @@ import httpx
 import pytest
 
 from dlq import store
-from pipeline.jobs import COMPLETED, settled
+from pipeline.ledger import COMPLETED, settled
 from pipeline.local import WorkerProcess, free_port, wait_until
-from settings.config import STAGE_NAMES
 from tests.conftest import worker_env
 
 
@@ -55,16 +54,15 @@ def call_times(partner_url: str, path_prefix: str) -> list[float]:
 
 def fast_env(visibility: int, time_limit: int, **extra: str) -> dict[str, str]:
     """Worker settings for crash tests: short limits so redelivery takes seconds."""
-    env = worker_env(**{"VETRO_VISIBILITY_TIMEOUT": str(visibility), "VETRO_BREAKER__RESET_TIMEOUT": "3", **extra})
-    for stage in STAGE_NAMES:
-        prefix = f"VETRO_STAGES__{stage.upper()}__"
-        env |= {
-            prefix + "TIME_LIMIT": str(time_limit),
-            prefix + "SOFT_TIME_LIMIT": str(time_limit - 1),
-            prefix + "BACKOFF_BASE": "1",
-            prefix + "BACKOFF_MAX": "2",
-        }
-    return env
+    defaults = {
+        "VETRO_VISIBILITY_TIMEOUT": str(visibility),
+        "VETRO_BREAKER__RESET_TIMEOUT": "3",
+        "VETRO_ALL_STAGES__TIME_LIMIT": str(time_limit),
+        "VETRO_ALL_STAGES__SOFT_TIME_LIMIT": str(time_limit - 1),
+        "VETRO_ALL_STAGES__BACKOFF_BASE": "1",
+        "VETRO_ALL_STAGES__BACKOFF_MAX": "2",
+    }
+    return worker_env(**(defaults | extra))
 
 
 @contextmanager
@@ -97,7 +95,7 @@ def run_module(
 
 def vetro(*args: str, **options: Any) -> subprocess.CompletedProcess:
     """The `vetro` command."""
-    return run_module("pipeline.cli", *args, **options)
+    return run_module("vetro.cli", *args, **options)
 
 
 def celery_worker(env: dict[str, str]) -> subprocess.CompletedProcess:

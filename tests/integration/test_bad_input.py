@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import InvalidJobError, submit, submit_many
 from pipeline.store import redis_client
-from tasks.samples import sample_order
+from tasks.orders.samples import sample_order
 from tests.helpers import vetro
 
 pytestmark = pytest.mark.integration
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 def published_jobs() -> int:
     """Jobs the producer has recorded; every publish writes one record first."""
-    return sum(1 for _ in redis_client().scan_iter("vetro:job:*", count=1000))
+    return sum(1 for _ in redis_client().scan_iter("vetro:*:job:*", count=1000))
 
 
 @pytest.mark.parametrize("payload", [["not", "an", "object"], "text", {"blob": "x" * 300_000}, {"n": float("inf")}])
@@ -69,4 +69,4 @@ def test_the_cli_submits_a_file_and_prints_job_ids(worker, partner, tmp_path):
     result = vetro("submit", str(path))
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.split()) == 3
-    assert "submitted 3 job(s)" in result.stderr
+    assert "submitted 3 new job(s)" in result.stderr

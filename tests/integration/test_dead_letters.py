@@ -13,13 +13,14 @@ from dlq import spool, store
 from dlq.db import upgrade
 from dlq.models import Status
 from pipeline import submit, submit_many
-from pipeline.jobs import get_job
+from pipeline.ledger import get_job
 from pipeline.local import wait_until
 from settings import reset_settings
-from tasks.samples import invalid_order, sample_order
+from tasks.orders.samples import invalid_order, sample_order
 from tests.helpers import (
     PostgresServer,
     call_times,
+    dead_letter_event,
     effects_by_key,
     effects_summary,
     fast_env,
@@ -34,7 +35,9 @@ pytestmark = pytest.mark.integration
 
 
 def dlq_env(**extra: str) -> dict[str, str]:
-    return fast_env(visibility=20, time_limit=8, **({"VETRO_STAGES__TRANSFORM__TECHNICAL_RETRIES": "1"} | extra))
+    return fast_env(
+        visibility=20, time_limit=8, **({"VETRO_STAGES__ORDERS__TRANSFORM__TECHNICAL_RETRIES": "1"} | extra)
+    )
 
 
 def run_id() -> str:
@@ -50,14 +53,14 @@ def one_row(job_id: str):
 def assert_one_effect_per_destination(partner_url: str, records: list[dict]) -> None:
     effects = effects_by_key(partner_url)
     for record in records:
-        for destination in json.loads(record["destinations"]):
+        for destination in json.loads(record["branches"]):
             assert effects[(record["idempotency_key"], destination)]["deliveries"] == 1
     assert effects_summary(partner_url)["duplicate_effects"] == 0
 
 
 def test_a_permanent_failure_and_an_exhausted_retry_each_make_one_row(database, partner):
     set_faults(partner.url, down=True, scope="/webhooks/billing")
-    env = dlq_env(VETRO_BREAKERS_ENABLED="false", VETRO_STAGES__OPERATE__MAX_RETRIES="2")
+    env = dlq_env(VETRO_BREAKERS_ENABLED="false", VETRO_STAGES__ORDERS__OPERATE__MAX_RETRIES="2")
     invalid = invalid_order(1, prefix=f"perm-{run_id()}")
     with workers(env):
         bad = submit(invalid)
@@ -85,7 +88,7 @@ def test_a_permanent_failure_and_an_exhausted_retry_each_make_one_row(database, 
 
 
 def test_a_stage_bug_fails_fifty_jobs_and_one_replay_by_fingerprint_finishes_them(database, partner):
-    with workers(dlq_env(VETRO_DEMO_TRANSFORM_BUG="true"), concurrency=3):
+    with workers(dlq_env(ORDERS_TRANSFORM_BUG="true"), concurrency=3):
         run = run_id()
         job_ids = submit_many(sample_order(n, prefix=f"bug-{run}") for n in range(50))
         wait_for_jobs(job_ids, timeout=120)
@@ -173,7 +176,7 @@ def test_a_row_is_quarantined_after_failed_replays_and_force_overrides(database,
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_a_bulk_replay_of_a_thousand_rows_repeats_no_effect(database, partner):
-    env = dlq_env(VETRO_DEMO_TRANSFORM_BUG="true", VETRO_STAGES__TRANSFORM__TECHNICAL_RETRIES="0")
+    env = dlq_env(ORDERS_TRANSFORM_BUG="true", VETRO_STAGES__ORDERS__TRANSFORM__TECHNICAL_RETRIES="0")
     with workers(env, count=2):
         run = run_id()
         job_ids = submit_many(sample_order(n, prefix=f"bulk-{run}") for n in range(1000))
@@ -210,3 +213,32 @@ def test_a_step_whose_process_keeps_dying_is_dead_lettered_as_poison(database, p
     assert (row.scope, row.failure_class) == ("operate.billing", "technical")
     assert row.exception_type.endswith("PoisonJobError") and "never finished" in row.message
     assert killed == 2
+
+
+def test_a_replay_after_the_jobs_ledger_expired_is_refused(database):
+    job_id = str(uuid.uuid4())  # a row whose job's ledger is gone (older than VETRO_REPLAY_WINDOW)
+    with store.session() as active:
+        store.write(active, dead_letter_event(job_id))
+    row = one_row(job_id)
+    result = vetro("dlq", "replay", str(row.id), "--yes")
+    assert result.returncode == 1
+    assert f"not replayed: {row.id}: its job's record expired" in result.stderr
+    assert one_row(job_id).status == Status.FAILED and one_row(job_id).replay_count == 0
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_step_killed_by_its_hard_time_limit_is_run_again_then_dead_lettered_as_poison(database):
+    from tests import pipelines
+
+    env = dlq_env(
+        VETRO_MAX_DELIVERIES="2",
+        VETRO_STAGES__STUBBORN__VALIDATE__TIME_LIMIT="3",
+        VETRO_STAGES__STUBBORN__VALIDATE__SOFT_TIME_LIMIT="2",
+    )
+    with workers(env | {"VETRO_PIPELINES": "tasks.orders,tests.pipelines"}) as (worker,):
+        job_id = submit({"n": 1}, pipeline=pipelines.STUBBORN.name)
+        record = wait_for_jobs([job_id], timeout=120)[0]
+        kills = worker.log().count("Hard time limit (3s) exceeded")
+    assert (record["status"], record["failure_class"]) == ("failed", "technical")
+    assert "PoisonJobError" in record["error"] and kills == 2
+    assert one_row(job_id).exception_type.endswith("PoisonJobError")

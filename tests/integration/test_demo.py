@@ -23,6 +23,6 @@ def test_the_demo_runs_on_a_bare_machine_and_exits_zero():
 
 
 def test_a_worker_with_a_bad_setting_refuses_to_start_with_one_clear_line():
-    result = celery_worker(worker_env(VETRO_STAGES__OPERATE__TIME_LIMIT="soon"))
+    result = celery_worker(worker_env(VETRO_STAGES__ORDERS__OPERATE__TIME_LIMIT="soon"))
     assert result.returncode != 0
-    assert "VETRO_STAGES__OPERATE__TIME_LIMIT: Input should be a valid integer" in result.stderr
+    assert "VETRO_STAGES__ORDERS__OPERATE__TIME_LIMIT: Input should be a valid integer" in result.stderr

@@ -1,4 +1,4 @@
-"""The full canvas on a real Redis with a real prefork worker."""
+"""The whole order pipeline on a real Redis with a real prefork worker."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from pipeline import submit, submit_many
-from pipeline.jobs import get_job
-from tasks.samples import invalid_order, sample_order, unknown_customer_order
+from pipeline.ledger import get_job
+from tasks.orders.samples import invalid_order, sample_order, unknown_customer_order
 from tests.helpers import effects_by_key, wait_for_jobs
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def test_a_hundred_jobs_finish_with_one_effect_per_destination(worker, partner):
     assert [record["status"] for record in records] == ["completed"] * 100
     keys = {record["idempotency_key"] for record in records}
     effects = {pair: row for pair, row in effects_by_key(partner.url).items() if pair[0] in keys}
-    expected = {(record["idempotency_key"], dest) for record in records for dest in json.loads(record["destinations"])}
+    expected = {(record["idempotency_key"], dest) for record in records for dest in json.loads(record["branches"])}
     assert set(effects) == expected
     assert all(row["deliveries"] == 1 for row in effects.values())
     # The correlation id that reached the partner from `operate` is the one `submit` created.

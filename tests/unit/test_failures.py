@@ -8,6 +8,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from pipeline.failures import (
+    RETRY_AFTER_CAP,
     BusinessRuleError,
     FailureClass,
     FailureClassifier,
@@ -16,7 +17,7 @@ from pipeline.failures import (
     default_classifier,
     retry_after_seconds,
 )
-from pipeline.retry import retry_delay
+from pipeline.retry import retry_budget, retry_delay
 
 
 def http_error(status: int, headers: dict | None = None) -> httpx.HTTPStatusError:
@@ -64,6 +65,17 @@ def test_retry_after_accepts_an_http_date():
     assert retry_after_seconds(None) is None
 
 
+@pytest.mark.parametrize("value", ["soon", "", "nan", "inf", "-inf", "Mon, 99 Foo 2026", "1e400", "\x00", "12 34"])
+def test_a_malformed_retry_after_is_ignored_never_raised(value):
+    assert retry_after_seconds(value) is None
+    failure = default_classifier.classify(http_error(503, {"Retry-After": value}))
+    assert failure.failure_class is FailureClass.TRANSIENT
+
+
+def test_a_huge_retry_after_is_capped():
+    assert retry_after_seconds("99999999999") == RETRY_AFTER_CAP
+
+
 def test_a_pipeline_can_extend_the_mapping_without_touching_the_default():
     class OutOfStockError(Exception):
         pass
@@ -80,25 +92,24 @@ TASK = SimpleNamespace(
 )
 
 
-def test_transient_failures_back_off_exponentially_until_the_budget_is_spent():
+def test_transient_failures_back_off_exponentially_within_their_budget():
     transient = default_classifier.classify(httpx.ConnectError("x"))
-    assert [retry_delay(TASK, transient, n) for n in range(4)] == [2, 4, 8, None]
+    assert [retry_delay(TASK, transient, attempt) for attempt in (1, 2, 3)] == [2, 4, 8]
+    assert retry_budget(TASK, transient) == 3
 
 
 def test_technical_failures_get_their_own_smaller_budget():
-    technical = default_classifier.classify(KeyError("x"))
-    assert retry_delay(TASK, technical, 0) == 2
-    assert retry_delay(TASK, technical, 1) is None
+    assert retry_budget(TASK, default_classifier.classify(KeyError("x"))) == 1
 
 
 def test_permanent_and_business_failures_never_retry():
-    assert retry_delay(TASK, default_classifier.classify(PermanentError("x")), 0) is None
-    assert retry_delay(TASK, default_classifier.classify(BusinessRuleError("x")), 0) is None
+    assert retry_budget(TASK, default_classifier.classify(PermanentError("x"))) == 0
+    assert retry_budget(TASK, default_classifier.classify(BusinessRuleError("x"))) == 0
 
 
 def test_retry_after_is_a_floor_on_the_delay():
     failure = default_classifier.classify(http_error(503, {"Retry-After": "20"}))
-    assert retry_delay(TASK, failure, 0) == 20
+    assert retry_delay(TASK, failure, 1) == 20
 
 
 @pytest.mark.parametrize(

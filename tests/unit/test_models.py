@@ -5,8 +5,8 @@ from decimal import Decimal
 import pytest
 
 from pipeline.failures import FailureClass, PermanentError
-from tasks.models import Customer, parse_order_event, to_canonical
-from tasks.samples import invalid_order, sample_order
+from tasks.orders.models import Customer, parse_order_event, to_canonical
+from tasks.orders.samples import invalid_order, sample_order
 
 
 def test_a_good_order_parses():

@@ -2,10 +2,9 @@
 
 import pytest
 
-from settings import RouteRule, Settings
-from tasks.routing import destinations_for
-
-DEFAULT_RULES = Settings().routes
+from tasks.orders.config import DEFAULT_ROUTES as DEFAULT_RULES
+from tasks.orders.config import OrdersSettings, RouteRule
+from tasks.orders.routing import destinations_for
 
 
 @pytest.mark.parametrize(
@@ -31,6 +30,14 @@ def test_no_rule_matching_means_no_destination():
     assert destinations_for("refund", "apac", [RouteRule(destination="x", regions=["eu"])]) == []
 
 
-def test_rules_come_from_the_environment(monkeypatch):
-    monkeypatch.setenv("VETRO_ROUTES", '[{"destination": "crm", "order_types": ["refund"]}]')
-    assert destinations_for("refund", "eu", Settings().routes) == ["crm"]
+def test_rules_come_from_the_order_pipelines_own_settings(monkeypatch):
+    monkeypatch.setenv("ORDERS_ROUTES", '[{"destination": "crm", "order_types": ["refund"]}]')
+    assert destinations_for("refund", "eu", OrdersSettings().routes) == ["crm"]
+
+
+def test_destination_urls_default_to_the_partner(monkeypatch):
+    monkeypatch.setenv("ORDERS_PARTNER_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("ORDERS_DESTINATION_URLS", '{"billing": "http://127.0.0.1:9100/hook"}')
+    settings = OrdersSettings()
+    assert settings.destination_url("warehouse") == "http://127.0.0.1:9000/webhooks/warehouse"
+    assert settings.destination_url("billing") == "http://127.0.0.1:9100/hook"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from settings import ConfigError, Settings, get_settings, reset_settings
+from settings import ConfigError, StagePolicy, get_settings, reset_settings
 
 
 @pytest.fixture(autouse=True)
@@ -12,24 +12,37 @@ def _fresh_settings():
     reset_settings()
 
 
-def test_a_stage_value_can_be_overridden_alone(monkeypatch):
-    monkeypatch.setenv("VETRO_STAGES__OPERATE__MAX_RETRIES", "12")
-    settings = get_settings()
-    assert settings.stages.for_stage("operate").max_retries == 12
-    assert settings.stages.for_stage("operate").time_limit == Settings().stages.for_stage("operate").time_limit
+def test_a_stages_policy_is_the_defaults_then_its_decorator_then_the_settings(monkeypatch):
+    monkeypatch.setenv("VETRO_ALL_STAGES__BACKOFF_MAX", "9")
+    monkeypatch.setenv("VETRO_STAGES__REFUNDS__CHARGE_CARD__MAX_RETRIES", "12")
+    policy = get_settings().stage_policy("refunds", "charge_card", {"time_limit": 45, "max_retries": 3})
+    assert (policy.max_retries, policy.time_limit, policy.backoff_max) == (12, 45, 9)
+    assert policy.technical_retries == StagePolicy().technical_retries
+    other = get_settings().stage_policy("refunds", "notify", {})
+    assert (other.max_retries, other.backoff_max) == (StagePolicy().max_retries, 9)
+
+
+def test_a_stage_policy_that_does_not_hold_together_names_its_variable(monkeypatch):
+    monkeypatch.setenv("VETRO_STAGES__REFUNDS__NOTIFY__SOFT_TIME_LIMIT", "99")
+    with pytest.raises(ConfigError, match=r"^VETRO_STAGES__REFUNDS__NOTIFY: soft_time_limit \(99\) must be below"):
+        get_settings().stage_policy("refunds", "notify", {})
+    with pytest.raises(ConfigError, match=r"^VETRO_VISIBILITY_TIMEOUT \(60\) must be at least the time limit of"):
+        get_settings().stage_policy("refunds", "charge_card", {"time_limit": 90, "soft_time_limit": 80})
 
 
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
         (
-            "VETRO_STAGES__OPERATE__TIME_LIMIT",
+            "VETRO_STAGES__ORDERS__OPERATE__TIME_LIMIT",
             "soon",
-            "VETRO_STAGES__OPERATE__TIME_LIMIT: Input should be a valid integer",
+            "VETRO_STAGES__ORDERS__OPERATE__TIME_LIMIT: Input should be a valid integer",
         ),
+        ("VETRO_STAGES__ORDERS__OPERATE__TIMELIMIT", "5", "VETRO_STAGES__ORDERS__OPERATE__TIMELIMIT: Extra inputs"),
         ("VETRO_MAX_PAYLOAD_BYTES", "-1", "VETRO_MAX_PAYLOAD_BYTES: Input should be greater than or equal to 64"),
-        ("VETRO_VISIBILITY_TIMEOUT", "10", "VETRO_VISIBILITY_TIMEOUT (10) must exceed"),
-        ("VETRO_STAGES__ROUTE__SOFT_TIME_LIMIT", "99", "VETRO_STAGES__ROUTE: soft_time_limit (99) must be below"),
+        # Lifetimes are aligned, so that nothing outlives what it points to.
+        ("VETRO_SUBMIT_DEDUP_TTL", "3600", "VETRO_SUBMIT_DEDUP_TTL (3600) must be at least VETRO_JOB_TTL (604800)"),
+        ("VETRO_REPLAY_WINDOW", "3600", "VETRO_REPLAY_WINDOW (3600) must be at least VETRO_JOB_TTL (604800)"),
     ],
 )
 def test_a_bad_value_names_the_variable_in_one_line(monkeypatch, variable, value, expected):
@@ -46,15 +59,9 @@ def test_result_store_defaults_to_a_redis_broker(monkeypatch):
     assert get_settings().results_url == "redis://127.0.0.1:6390/3"
 
 
-def test_destination_urls_default_to_the_partner(monkeypatch):
-    monkeypatch.setenv("VETRO_PARTNER_URL", "http://127.0.0.1:9000")
-    monkeypatch.setenv("VETRO_DESTINATION_URLS", '{"billing": "http://127.0.0.1:9100/hook"}')
-    settings = get_settings()
-    assert settings.destination_url("warehouse") == "http://127.0.0.1:9000/webhooks/warehouse"
-    assert settings.destination_url("billing") == "http://127.0.0.1:9100/hook"
+def test_the_stall_bound_covers_a_redelivery_and_the_longest_stage(monkeypatch):
+    from pipeline.pipelines import load_pipelines, stall_after
 
-
-def test_a_breaker_must_reset_before_the_visibility_timeout(monkeypatch):
-    monkeypatch.setenv("VETRO_BREAKER__RESET_TIMEOUT", "90")
-    with pytest.raises(ConfigError, match=r"^VETRO_BREAKER__RESET_TIMEOUT \(90\) must be below"):
-        get_settings()
+    monkeypatch.setenv("VETRO_VISIBILITY_TIMEOUT", "40")
+    load_pipelines()  # the reference pipelines' stages: 30 s each by default
+    assert stall_after() == 40 + 30 + 10  # visibility + the longest time limit + margin

@@ -63,8 +63,7 @@ def submit(
     pipeline: str = typer.Option("orders", help="Pipeline to run."),
 ) -> None:
     """Enqueue jobs. Nothing is published unless every payload is valid."""
-    from pipeline.producer import InvalidJobError, submit_many
-    from pipeline.producer import submit as submit_one
+    from pipeline.producer import InvalidJobError, check_payload, submit_many
 
     if (file is None) == (payload_json is None):
         raise fail("give either --json '{...}' or a FILE.jsonl")
@@ -77,37 +76,82 @@ def submit(
         if key:
             raise fail("--key applies to --json; a file's payloads derive their own keys")
         payloads = _read_jsonl(file)
+    new = 0
+
+    def count_new(handled: int, fresh: int) -> None:
+        nonlocal new
+        new += fresh
+        if progress is not None:
+            progress.advance(bar, handled)
+
     try:
         if payload_json is not None:
-            job_ids = [submit_one(payloads[0], key, pipeline=pipeline)]
+            progress = None
+            check_payload(payloads[0], key)  # its error names the payload, not "item 0"
+            job_ids = submit_many([(payloads[0], key)], pipeline=pipeline, on_progress=count_new)
         else:
             with Progress(console=console, transient=True) as progress:
                 bar = progress.add_task("submitting", total=len(payloads))
-                job_ids = submit_many(payloads, pipeline=pipeline, on_progress=lambda n: progress.advance(bar, n))
+                job_ids = submit_many(payloads, pipeline=pipeline, on_progress=count_new)
     except (InvalidJobError, ValueError) as error:
         raise fail(str(error)) from None
     except (RedisError, OperationalError, OSError) as error:
         raise fail(f"cannot reach the broker or result store: {error}", code=1) from None
     for job_id in job_ids:
         print(job_id)
-    console.print(f"submitted {len(job_ids)} job(s) to pipeline {pipeline!r}", highlight=False)
+    known = len(job_ids) - new
+    again = f"; {known} submitted before under the same key (not run again: see vetro job show)" if known else ""
+    console.print(f"submitted {new} new job(s) to pipeline {pipeline!r}{again}", highlight=False)
 
 
 @job_cli.command("show")
 def job_show(job_id: str) -> None:
-    """Print a job's record (status, where it failed and why, retries) and each step's guard."""
-    from pipeline.jobs import describe_job
+    """Print a job's ledger: status, where it failed and why, retries, re-drives, and each step."""
+    from pipeline.ledger import describe_job
 
     record = describe_job(job_id)
     if record is None:
         raise fail(f"no job {job_id!r}")
-    print(json.dumps(record, indent=2, sort_keys=True))
+    print(json.dumps(record, indent=2, sort_keys=True, default=str))
+
+
+@cli.command()
+def reconcile(
+    dry_run: bool = typer.Option(False, help="Say what each due job needs, change nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Find jobs that stopped moving and drive them on (what celery beat runs every interval)."""
+    from collections import Counter
+    from dataclasses import asdict
+
+    import dlq.tasks  # noqa: F401 - registers the dead-letter store, for jobs dead-lettered as stalled
+    from pipeline.reconciler import sweep
+
+    findings = sweep(dry_run=dry_run)
+    if findings is None:
+        raise fail("another reconciler is sweeping right now; try again in a moment", code=1)
+    if as_json:
+        print(json.dumps([asdict(finding) for finding in findings], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table()
+    for column in ("job", "verdict", "steps", "reason"):
+        table.add_column(column, no_wrap=column != "reason", overflow="fold")
+    for finding in findings:
+        table.add_row(finding.job_id, finding.verdict, ", ".join(finding.steps), finding.reason)
+    if findings:
+        Console(soft_wrap=True).print(table)
+    counts = Counter(finding.verdict for finding in findings)
+    verb = "would be" if dry_run else "were"
+    summary = ", ".join(f"{count} {verdict}" for verdict, count in sorted(counts.items())) or "nothing to do"
+    console.print(f"{len(findings)} job(s) due ({verb}): {summary}", highlight=False)
 
 
 def _known_dependency(name: str) -> str:
-    from settings import get_settings
+    from pipeline.pipelines import dependencies
 
-    known = get_settings().dependencies
+    known = dependencies()
     if name not in known:
         raise fail(f"no breaker {name!r}; known: {', '.join(known)}")
     return name
@@ -123,9 +167,9 @@ def breakers_show(ctx: typer.Context, as_json: bool = typer.Option(False, "--jso
     from rich.table import Table
 
     from pipeline.breakers import status
-    from settings import get_settings
+    from pipeline.pipelines import dependencies
 
-    statuses = [status(name) for name in get_settings().dependencies]
+    statuses = [status(name) for name in dependencies()]
     if as_json:
         print(json.dumps([asdict(s) for s in statuses], indent=2))
         return
@@ -190,9 +234,36 @@ def demo(
     keep_running: bool = typer.Option(False, help="Keep everything running after the summary, for Flower."),
 ) -> None:
     """Run the whole pipeline on this machine and print what happened."""
-    from tasks.demo import run_demo
+    from vetro.demo import run_demo
 
     raise typer.Exit(run_demo(jobs=jobs, error_rate=error_rate, keep_running=keep_running))
+
+
+@cli.command()
+def chaos(
+    jobs: int = typer.Option(1000, min=1, help="Orders to submit."),
+    seed: int = typer.Option(1, help="Seed of the fault schedule and the orders."),
+    workers: int = typer.Option(3, min=1, help="Workers, each under pipeline.supervise."),
+    concurrency: int = typer.Option(2, min=1, help="Pool processes per worker."),
+    window: float = typer.Option(90, min=10, help="Seconds of submitting and injecting faults."),
+    pool_kills: int = typer.Option(45, min=0, help="SIGKILLs of pool processes."),
+    worker_kills: int = typer.Option(11, min=0, help="SIGKILLs of whole workers (started again)."),
+    sigterms: int = typer.Option(1, min=0, help="SIGTERMs of workers (a deploy: started again)."),
+    redis_restarts: int = typer.Option(1, min=0, help="Restarts of Redis (append-only file on)."),
+    outage: float = typer.Option(20, min=0, help="Seconds the partner is down."),
+    error_rate: float = typer.Option(0.2, min=0, max=0.9, help="Share of partner calls answered 503."),
+    drain_timeout: float = typer.Option(600, min=10, help="Seconds to wait for every job to end."),
+    output: str = typer.Option(None, help="Also write the JSON report to this file."),
+) -> None:
+    """Run the whole pipeline on this machine under seeded faults and check nothing was lost or repeated."""
+    from dataclasses import fields
+
+    from vetro.chaos import Plan
+    from vetro.chaos import main as run_chaos
+
+    options = locals()
+    plan = Plan(**{field.name: options[field.name] for field in fields(Plan)})
+    raise typer.Exit(run_chaos(plan, output))
 
 
 def main() -> None:

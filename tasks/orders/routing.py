@@ -1,10 +1,10 @@
-"""Which destinations an order goes to, by the rules in settings."""
+"""Which destinations an order goes to, by the rules in the order settings."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from settings import RouteRule
+from tasks.orders.config import RouteRule
 
 
 def destinations_for(order_type: str, region: str, rules: Iterable[RouteRule]) -> list[str]:

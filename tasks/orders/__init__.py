@@ -1,17 +1,17 @@
-"""The reference pipeline for order events: validate, enrich, transform, route, operate, finish."""
+"""The reference order pipeline: validate, enrich, transform, route, then operate per destination, then finish.
+
+Written only with vetro's public API (`pipeline`). Its own settings are ORDERS_* (config.py).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.canvas import FanOut, Pipeline, register
-from pipeline.failures import TechnicalError
-from pipeline.outcomes import complete
-from pipeline.stage import Stage, stage
-from settings import get_settings
-from tasks import clients
-from tasks.models import CanonicalOrder, Customer, parse_order_event, to_canonical
-from tasks.routing import destinations_for
+from pipeline import FanOut, Pipeline, Stage, TechnicalError, register, stage
+from tasks.orders import clients
+from tasks.orders.config import CUSTOMER_SERVICE, orders_settings, webhook_dependency
+from tasks.orders.models import CanonicalOrder, Customer, parse_order_event, to_canonical
+from tasks.orders.routing import destinations_for
 
 PIPELINE = "orders"
 
@@ -22,7 +22,7 @@ def validate(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
     return parse_order_event(payload).model_dump(mode="json")
 
 
-@stage("enrich", PIPELINE)
+@stage("enrich", PIPELINE, dependencies=[CUSTOMER_SERVICE])
 def enrich(self: Stage, event: dict[str, Any]) -> dict[str, Any]:
     """Attach the customer record from the customer service."""
     customer = clients.fetch_customer(event["customer_id"], self.job.correlation_id)
@@ -31,14 +31,20 @@ def enrich(self: Stage, event: dict[str, Any]) -> dict[str, Any]:
 
 @stage("transform", PIPELINE)
 def transform(self: Stage, enriched: dict[str, Any]) -> dict[str, Any]:
-    if get_settings().demo_transform_bug:  # a switchable bug, to show dead letters and their replay
+    if orders_settings().transform_bug:  # a switchable bug, to show dead letters and their replay
         raise TechnicalError(f"simulated bug in transform for order {enriched['event']['order_id']}")
     event = parse_order_event(enriched["event"])
     customer = Customer.model_validate(enriched["customer"])
     return to_canonical(event, customer).model_dump(mode="json")
 
 
-@stage("operate", PIPELINE, destination_arg="destination")
+@stage("route", PIPELINE)
+def route(self: Stage, order: dict[str, Any]) -> list[str]:
+    """Pick destinations by the routing rules; vetro runs `operate` once for each."""
+    return destinations_for(order["order_type"], order["region"], orders_settings().routes)
+
+
+@stage("operate", PIPELINE, dependencies=[webhook_dependency(d) for d in orders_settings().destinations])
 def operate(self: Stage, order: dict[str, Any], destination: str) -> dict[str, Any]:
     """Deliver the order to one destination, once: the idempotency key travels with the call."""
     CanonicalOrder.model_validate(order)
@@ -49,21 +55,8 @@ def operate(self: Stage, order: dict[str, Any], destination: str) -> dict[str, A
 
 @stage("finish", PIPELINE)
 def finish(self: Stage, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Record the job's outcome once every destination has its delivery."""
-    destinations = [delivery["destination"] for delivery in deliveries]
-    complete(self.job, destinations)
-    return {"job_id": self.job.job_id, "destinations": destinations}
+    """Once every destination has its delivery: the receipts, by destination (the job then completes)."""
+    return {delivery["destination"]: delivery["receipt"] for delivery in deliveries}
 
 
-DELIVERIES = FanOut(part=operate, join=finish, planner="route")
-
-
-@stage("route", PIPELINE)
-def route(self: Stage, order: dict[str, Any]) -> list[str]:
-    """Pick destinations by the routing rules and fan out one `operate` each, joined by `finish`."""
-    destinations = destinations_for(order["order_type"], order["region"], get_settings().routes)
-    DELIVERIES.publish(self.job, order, destinations)
-    return destinations
-
-
-ORDERS = register(Pipeline(PIPELINE, [validate, enrich, transform, route], fan_out=DELIVERIES))
+ORDERS = register(Pipeline(PIPELINE, [validate, enrich, transform, route], fan_out=FanOut(part=operate, join=finish)))

@@ -20,28 +20,28 @@ from rich.table import Table
 
 from dlq import store
 from dlq.db import upgrade
+from pipeline.app import reconfigure
 from pipeline.local import RedisServer, WorkerProcess, redis_reachable, wait_until
 from settings import get_settings, reset_settings
+from tasks.orders.samples import sample_batch
 from tasks.partner_stub import Faults, PartnerServer
-from tasks.samples import sample_batch
 
 DEMO_TIMEOUT = 300  # seconds to wait for every job
 # Short retry delays so the demo's flaky partner is retried within seconds.
-DEMO_STAGE_OVERRIDES = {"BACKOFF_BASE": "1", "BACKOFF_MAX": "4"}
+DEMO_STAGE_OVERRIDES = {"VETRO_ALL_STAGES__BACKOFF_BASE": "1", "VETRO_ALL_STAGES__BACKOFF_MAX": "4"}
 
 console = Console()
 
 
 def _demo_environment(broker_url: str, partner_url: str) -> dict[str, str]:
-    env = {"VETRO_BROKER_URL": broker_url, "VETRO_RESULT_STORE_URL": broker_url, "VETRO_PARTNER_URL": partner_url}
-    for stage in ("VALIDATE", "ENRICH", "TRANSFORM", "ROUTE", "OPERATE", "FINISH"):
-        for name, value in DEMO_STAGE_OVERRIDES.items():
-            env.setdefault(f"VETRO_STAGES__{stage}__{name}", os.environ.get(f"VETRO_STAGES__{stage}__{name}", value))
+    env = {"VETRO_BROKER_URL": broker_url, "VETRO_RESULT_STORE_URL": broker_url, "ORDERS_PARTNER_URL": partner_url}
+    for name, value in DEMO_STAGE_OVERRIDES.items():
+        env[name] = os.environ.get(name, value)  # the user's own setting wins
     return env
 
 
 def _wait_for_jobs(job_ids: list[str]) -> list[dict[str, str]]:
-    from pipeline.jobs import QUEUED, get_jobs
+    from pipeline.ledger import QUEUED, get_jobs
 
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("jobs finished", total=len(job_ids))
@@ -100,6 +100,7 @@ def run_demo(jobs: int = 300, error_rate: float = 0.15, keep_running: bool = Fal
         env = _demo_environment(broker_url, partner.url)
         os.environ.update(env)
         reset_settings()
+        reconfigure()
         worker = WorkerProcess(env, concurrency=2, name="demo-worker")
         stack.callback(worker.stop)
         console.print("starting a worker (celery -A pipeline worker, 2 processes) ...")

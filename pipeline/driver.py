@@ -1,0 +1,90 @@
+"""Moving jobs along: publish the steps that follow a recorded one, or the steps a job still needs.
+
+Every publish goes through `publish`, which stamps the job's headers and task ids and
+pushes the job's due time. A step published twice is harmless: its guard answers the second
+copy. So each path here errs on the side of publishing: after a step is recorded, when a
+redelivered step finds its result already recorded, when the reconciler finds a stalled job,
+and when an operator replays one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipeline import ledger
+from pipeline.context import JobContext
+from pipeline.guard import COMPLETED, JOINED, Record
+from pipeline.outcomes import completed
+from pipeline.pipelines import Pipeline, Role, Step, check_branches, get_pipeline, task_id
+
+log = logging.getLogger("vetro.driver")
+
+
+def publish(job: JobContext, steps: list[Step], producer: Any = None) -> None:
+    for step in steps:
+        step.task.apply_async(
+            args=step.args,
+            task_id=task_id(job.job_id, step.scope),
+            headers=job.headers(),
+            producer=producer,
+            # No time limits in the message: Celery would otherwise carry the publisher's, and the
+            # worker would obey them instead of the stage's own policy in its settings.
+            time_limit=None,
+            soft_time_limit=None,
+        )
+
+
+def advance(job: JobContext, pipeline: Pipeline, stage: str, args: tuple, result: Any, record: Record) -> None:
+    """A step was just recorded (`record`: what the guard made of it): start what follows it."""
+    if record.outcome == COMPLETED:
+        return completed(job, record.dead_lettered)
+    if pipeline.role(stage) is Role.PART:
+        if record.outcome == JOINED:
+            publish_join(job, pipeline)
+        return None
+    publish(job, pipeline.after(stage, args, result))
+    return None
+
+
+def resume(job: JobContext, pipeline: Pipeline, stage: str, args: tuple, result: Any) -> None:
+    """A redelivered step found its result recorded: start again whatever it started that has not run.
+
+    The first attempt may have died between recording and publishing; the steps it starts are
+    published again unless their results are recorded (a duplicate is answered by their guards).
+    """
+    role = pipeline.role(stage)
+    if role is Role.LAST:
+        state = ledger.load(job.pipeline, job.job_id)
+        return completed(job, state is not None and state.record.get("dead_lettered") == "1")
+    if role is Role.PART:
+        return publish_join(job, pipeline)
+    following = pipeline.after(stage, args, result)
+    recorded = ledger.results_of(job.pipeline, job.job_id, [step.scope for step in following])
+    publish(job, [step for step, done in zip(following, recorded, strict=True) if done is None])
+    return None
+
+
+def publish_join(job: JobContext, pipeline: Pipeline) -> None:
+    """Publish the join when every part is recorded and the join is not."""
+    planner = pipeline.stages[-1].stage
+    (planned,) = ledger.results_of(job.pipeline, job.job_id, [planner])
+    branches = check_branches(planned)
+    scopes = pipeline.part_scopes(branches)
+    *parts, joined = ledger.results_of(job.pipeline, job.job_id, [*scopes, pipeline.fan_out.join.stage])
+    if joined is None and all(part is not None for part in parts):
+        publish(job, [pipeline.join(parts)])
+
+
+def pending(state: ledger.JobState) -> list[Step]:
+    """What a job still needs, from its ledger alone."""
+    return get_pipeline(state.context.pipeline).pending(state.payload, state.results)
+
+
+def redrive(state: ledger.JobState, steps: list[Step], reason: str) -> None:
+    """Publish `steps` of a job found not moving, and note why on its record."""
+    job = state.context
+    log.warning("re-driving job %s at %s: %s", job.job_id, ", ".join(step.scope for step in steps), reason)
+    ledger.note_redrive(job.pipeline, job.job_id, [step.scope for step in steps], reason)
+    publish(job, steps)
+    ledger.expect(job.pipeline, job.job_id)

@@ -1,0 +1,260 @@
+"""The job ledger: where every job stands, kept in Redis so that whatever the broker drops can be found.
+
+Per job (all under the job's hash tag, see pipeline.store.JobKeys):
+- the record: identity, pipeline, payload, status (queued, completed, failed), when it was
+  submitted, last touched (claimed, recorded, retried, published) and last made progress
+  (a step recorded), retries, waits, re-drives;
+- each step's recorded result and its counters (pipeline.guard).
+
+Per pipeline:
+- the due set: each unfinished job scored by the time by which it must show a sign of life,
+  pushed forward every time it is touched. The reconciler reads only what is due, so finding
+  stalled jobs never scans the keyspace;
+Shared by all pipelines:
+- the queue frontier: the send time of the newest message a worker started, per queue, so a
+  job waiting behind a long queue is not mistaken for a lost one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from pipeline.context import JobContext
+from pipeline.guard import decode, encode
+from pipeline.pipelines import load_pipelines, stall_after
+from pipeline.store import JobKeys, key, redis_client
+from settings import get_settings
+
+QUEUED, COMPLETED, FAILED = "queued", "completed", "failed"
+FRONTIER_KEY = key("ledger", "frontier")
+REDRIVE_LOG_SIZE = 10  # re-drives kept on the record for `vetro job show`
+
+
+def _now() -> float:
+    return time.time()
+
+
+def due_key(pipeline: str) -> str:
+    return key(pipeline, "due")
+
+
+def dedup_key(pipeline: str, idempotency_key: str) -> str:
+    return key(pipeline, "submitted", idempotency_key)
+
+
+def open_job(pipe: redis.client.Pipeline, job: JobContext, payload: Any) -> None:
+    """Add a new job's record and due entry to a pipeline the producer is about to execute."""
+    keys = JobKeys(job.pipeline, job.job_id)
+    now = _now()
+    record = {**job.as_dict(), "status": QUEUED, "submitted_at": now, "touched_at": now, "payload": encode(payload)}
+    pipe.hset(keys.record, mapping=record)
+    pipe.expire(keys.record, get_settings().job_ttl)
+    _watch(pipe, job.pipeline, job.job_id, now + stall_after())
+
+
+def _watch(pipe: redis.client.Pipeline, pipeline: str, job_id: str, due_at: float) -> None:
+    """Put a job in the due set. The set lives a replay window past the last job put in it: any job
+    in it by then has long ended or been dead-lettered."""
+    pipe.zadd(due_key(pipeline), {job_id: due_at})
+    pipe.expire(due_key(pipeline), get_settings().replay_window)
+
+
+def expect(pipeline: str, job_id: str, within: float = 0.0, pipe: redis.client.Pipeline | None = None) -> None:
+    """The job is alive: push its due time to now + the stall bound (+ `within`, e.g. a retry's countdown).
+
+    XX: a finished job (removed from the set) is never put back by a late message.
+    """
+    (pipe or redis_client()).zadd(due_key(pipeline), {job_id: _now() + stall_after() + within}, xx=True)
+
+
+def advance_frontier(pipe: redis.client.Pipeline, queue: str, sent_at: float) -> None:
+    pipe.zadd(FRONTIER_KEY, {queue: sent_at}, gt=True)
+    pipe.expire(FRONTIER_KEY, get_settings().job_ttl)
+
+
+def frontier(queue: str) -> float:
+    return float(redis_client().zscore(FRONTIER_KEY, queue) or 0.0)
+
+
+def close(pipeline: str, job_id: str) -> None:
+    """The job has ended (completed or dead-lettered): nothing more to watch."""
+    redis_client().zrem(due_key(pipeline), job_id)
+
+
+def due(pipeline: str, now: float, limit: int) -> list[str]:
+    """The pipeline's unfinished jobs whose due time has passed, most overdue first."""
+    return [raw.decode() for raw in redis_client().zrangebyscore(due_key(pipeline), "-inf", now, start=0, num=limit)]
+
+
+def postpone(pipeline: str, job_id: str, until: float) -> None:
+    redis_client().zadd(due_key(pipeline), {job_id: until}, xx=True)
+
+
+def mark_completed(pipeline: str, job_id: str) -> None:
+    redis_client().hset(JobKeys(pipeline, job_id).record, mapping={"status": COMPLETED, "finished_at": _now()})
+
+
+def mark_failed(job: JobContext, scope: str, failure_class: str, error: str) -> None:
+    """The job was dead-lettered: keep its ledger (and submit's dedup key) for the replay window."""
+    keys = JobKeys(job.pipeline, job.job_id)
+    window = get_settings().replay_window
+    pipe = redis_client().pipeline()
+    pipe.hset(
+        keys.record,
+        mapping={
+            "status": FAILED,
+            "finished_at": _now(),
+            "failed_stage": scope,
+            "failure_class": failure_class,
+            "error": error[:2000],
+            "dead_lettered": 1,
+        },
+    )
+    for name in (keys.record, keys.results, keys.attempts):
+        pipe.expire(name, window)
+    pipe.zrem(due_key(job.pipeline), job.job_id)
+    pipe.execute()
+    redis_client().expire(dedup_key(job.pipeline, job.idempotency_key), window)
+
+
+def reopen(job: JobContext) -> None:
+    """A dead-lettered job runs again (a replay): fresh budgets, watched again, kept for the replay window."""
+    keys = JobKeys(job.pipeline, job.job_id)
+    window = get_settings().replay_window
+    pipe = redis_client().pipeline()
+    pipe.hset(
+        keys.record, mapping={"status": QUEUED, "replay": job.replay, "touched_at": _now(), "replayed_at": _now()}
+    )
+    pipe.hdel(keys.record, "failed_stage", "failure_class", "error", "finished_at", "stalls")
+    pipe.hincrby(keys.record, "replays", 1)
+    pipe.delete(keys.attempts)
+    for name in (keys.record, keys.results):
+        pipe.expire(name, window)
+    _watch(pipe, job.pipeline, job.job_id, _now() + stall_after())
+    pipe.execute()
+    redis_client().expire(dedup_key(job.pipeline, job.idempotency_key), window)
+
+
+def note_redrive(pipeline: str, job_id: str, scopes: list[str], reason: str) -> None:
+    """Remember a re-drive on the job's record (shown by `vetro job show`)."""
+    keys = JobKeys(pipeline, job_id)
+    client = redis_client()
+    entries = json.loads(client.hget(keys.record, "redrive_log") or "[]")
+    entries = [*entries, {"at": _now(), "steps": scopes, "reason": reason}][-REDRIVE_LOG_SIZE:]
+    pipe = client.pipeline()
+    pipe.hincrby(keys.record, "redrives", 1)
+    pipe.hincrby(keys.record, "stalls", 1)
+    pipe.hset(keys.record, mapping={"redrive_log": json.dumps(entries), "touched_at": _now()})
+    pipe.execute()
+
+
+@dataclass
+class JobState:
+    """Everything the reconciler and replay need to know about one job."""
+
+    record: dict[str, str]
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def context(self) -> JobContext:
+        r = self.record
+        return JobContext(r["job_id"], r["idempotency_key"], r["correlation_id"], r["pipeline"], int(r["replay"]))
+
+    @property
+    def status(self) -> str:
+        return self.record.get("status", QUEUED)
+
+    @property
+    def payload(self) -> Any:
+        return decode(self.record["payload"])
+
+    def number(self, name: str) -> float:
+        return float(self.record.get(name) or 0)
+
+
+def _text(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def load(pipeline: str, job_id: str) -> JobState | None:
+    keys = JobKeys(pipeline, job_id)
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.hgetall(keys.record)
+    pipe.hgetall(keys.results)
+    record, results = pipe.execute()
+    if not record:
+        return None
+    return JobState(_text(record), {scope.decode(): decode(value) for scope, value in results.items()})
+
+
+def leases_held(pipeline: str, job_id: str, scopes: Iterable[str]) -> dict[str, float]:
+    """Seconds left on each held lease among `scopes` (steps running now)."""
+    keys = JobKeys(pipeline, job_id)
+    scopes = list(scopes)
+    pipe = redis_client().pipeline(transaction=False)
+    for scope in scopes:
+        pipe.pttl(keys.lease(scope))
+    return {scope: ttl / 1000 for scope, ttl in zip(scopes, pipe.execute(), strict=True) if ttl > 0}
+
+
+def results_of(pipeline: str, job_id: str, scopes: list[str]) -> list[Any]:
+    """The recorded results of `scopes` (None where a step has none)."""
+    values = redis_client().hmget(JobKeys(pipeline, job_id).results, scopes) if scopes else []
+    return [decode(value) if value is not None else None for value in values]
+
+
+def get_job(job_id: str) -> dict[str, str] | None:
+    """The job's record (status, where it failed and why, retries, re-drives), or None if unknown."""
+    return get_jobs([job_id])[0]
+
+
+def get_jobs(job_ids: list[str]) -> list[dict[str, str] | None]:
+    """The jobs' records, whatever their pipelines (each loaded pipeline is asked)."""
+    pipelines = sorted(load_pipelines())
+    pipe = redis_client().pipeline(transaction=False)
+    for job_id in job_ids:
+        for pipeline in pipelines:
+            pipe.hgetall(JobKeys(pipeline, job_id).record)
+    answers = iter(pipe.execute())
+    found = [next(filter(None, [next(answers) for _ in pipelines]), None) for _ in job_ids]
+    return [_public(_text(raw)) if raw else None for raw in found]
+
+
+def _public(record: dict[str, str]) -> dict[str, str]:
+    """The record without the payload, which can be large and is shown only by `describe_job`."""
+    record.pop("payload", None)
+    return record
+
+
+def settled(job_ids: list[str], status: str | None = None) -> list[dict[str, str]] | None:
+    """The jobs' records once none is still queued (or, given a status, once all have it); else None."""
+    records = get_jobs(job_ids)
+    done = all(record and (record["status"] == status if status else record["status"] != QUEUED) for record in records)
+    return records if done else None
+
+
+def describe_job(job_id: str) -> dict[str, Any] | None:
+    """The job's record, each step (done with its result, or running, with its counters), and its re-drives."""
+    record = get_job(job_id)
+    if record is None:
+        return None
+    pipeline = record["pipeline"]
+    keys = JobKeys(pipeline, job_id)
+    state = load(pipeline, job_id)
+    counters = _text(redis_client().hgetall(keys.attempts))
+    record = dict(state.record)
+    payload = decode(record.pop("payload"))
+    redrives = json.loads(record.pop("redrive_log", "[]"))
+    steps: dict[str, dict[str, Any]] = {scope: {"status": "done", "result": r} for scope, r in state.results.items()}
+    for name, value in counters.items():
+        counter, scope = name.split(":", 1)
+        steps.setdefault(scope, {"status": "pending"})[counter] = int(value)
+    for scope, seconds in leases_held(pipeline, job_id, steps).items():
+        steps[scope].update(status="running", lease_seconds_left=seconds)
+    return {**record, "payload": payload, "steps": dict(sorted(steps.items())), "redrives": redrives}

@@ -1,0 +1,88 @@
+"""Pipelines of the tests' own, outside vetro's packages (workers load them with VETRO_PIPELINES).
+
+- clock: stage results plain JSON cannot carry (a datetime, a Decimal);
+- stubborn: a stage that ignores its soft time limit;
+- refunds: a team's pipeline with stage names of its own and settings of its own (REFUNDS_*),
+  written only with vetro's public API.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline import PermanentError, Pipeline, Stage, TechnicalError, read_settings, register, stage
+from pipeline.dependencies import http_request
+
+
+@stage("validate", "clock")
+def stamp(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
+    """A result with a datetime and a Decimal, as a stage written with the standard library returns."""
+    return {"at": datetime.now(UTC), "amount": Decimal(payload["amount"])}
+
+
+@stage("finish", "clock")
+def double(self: Stage, stamped: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(stamped["at"], datetime) or not isinstance(stamped["amount"], Decimal):
+        raise TypeError(f"the previous result lost its types: {stamped!r}")
+    return {"stamped_at": stamped["at"], "doubled": stamped["amount"] * 2}
+
+
+CLOCK = register(Pipeline("clock", [stamp, double]))
+
+
+@stage("validate", "stubborn")
+def hang(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
+    """A stage that ignores its soft time limit, so only the hard limit stops it."""
+    while True:
+        try:
+            time.sleep(0.2)
+        except SoftTimeLimitExceeded:
+            continue
+
+
+STUBBORN = register(Pipeline("stubborn", [hang]))
+
+
+class RefundsSettings(BaseSettings):
+    """A team's own pipeline keeps its own settings, with its own prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="REFUNDS_", extra="ignore")
+
+    partner_url: str = "http://127.0.0.1:8765"
+    card_service_down: bool = False  # charge_card fails, as a bug of the card service would make it
+
+
+@stage("validate", "refunds")
+def check_refund(self: Stage, refund: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(refund.get("amount"), str) or Decimal(refund["amount"]) <= 0:
+        raise PermanentError(f"refund {refund.get('refund_id')!r}: amount must be a positive decimal string")
+    return {"refund_id": refund["refund_id"], "amount": Decimal(refund["amount"])}
+
+
+@stage("charge_card", "refunds", time_limit=20, soft_time_limit=15, dependencies=["card-service"])
+def charge_card(self: Stage, refund: dict[str, Any]) -> dict[str, Any]:
+    settings = read_settings(RefundsSettings)
+    if settings.card_service_down:
+        raise TechnicalError(f"card service rejected refund {refund['refund_id']}")
+    receipt = http_request(
+        "card-service",
+        "POST",
+        f"{settings.partner_url}/webhooks/card-refunds",
+        json={"order_id": refund["refund_id"], "amount": str(refund["amount"])},
+        headers={"Idempotency-Key": self.job.idempotency_key},
+    )
+    return {**refund, "charge": receipt}
+
+
+@stage("notify", "refunds")
+def notify(self: Stage, charged: dict[str, Any]) -> dict[str, Any]:
+    return {"refund_id": charged["refund_id"], "notified": True}
+
+
+REFUNDS = register(Pipeline("refunds", [check_refund, charge_card, notify]))

@@ -1,0 +1,76 @@
+"""What a job still needs, worked out from its ledger alone, and how long waits are split into hops."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline.failures import TechnicalError
+from pipeline.pipelines import FanOut, Pipeline, Role, check_branches
+from pipeline.retry import hop
+
+
+def task(name: str) -> SimpleNamespace:
+    return SimpleNamespace(stage=name)
+
+
+ORDERS = Pipeline(
+    "orders", [task("validate"), task("route")], fan_out=FanOut(part=task("operate"), join=task("finish"))
+)
+LINEAR = Pipeline("refunds", [task("validate"), task("charge"), task("notify")])
+
+
+def plan(pipeline: Pipeline, payload: object, results: dict) -> list[tuple[str, tuple]]:
+    return [(step.scope, step.args) for step in pipeline.pending(payload, results)]
+
+
+def test_a_new_job_starts_at_its_first_stage_with_its_payload():
+    assert plan(LINEAR, {"p": 1}, {}) == [("validate", ({"p": 1},))]
+
+
+def test_a_linear_job_resumes_at_its_first_unrecorded_step_with_the_previous_result():
+    assert plan(LINEAR, {"p": 1}, {"validate": "v", "charge": "c"}) == [("notify", ("c",))]
+    assert plan(LINEAR, {"p": 1}, {"validate": "v", "charge": "c", "notify": "n"}) == []
+
+
+def test_a_fan_out_resumes_with_every_unrecorded_part_given_the_planners_input():
+    results = {"validate": "order", "route": ["billing", "warehouse", "mail"], "operate.warehouse": "w"}
+    assert plan(ORDERS, "payload", results) == [
+        ("operate.billing", ("order", "billing")),
+        ("operate.mail", ("order", "mail")),
+    ]
+
+
+def test_a_fan_out_whose_parts_are_all_recorded_needs_its_join_with_results_in_branch_order():
+    results = {"validate": "order", "route": ["b", "a"], "operate.a": "ra", "operate.b": "rb"}
+    assert plan(ORDERS, "payload", results) == [("finish", (["rb", "ra"],))]
+    assert plan(ORDERS, "payload", {**results, "finish": "done"}) == []
+
+
+def test_a_fan_out_with_no_branches_goes_straight_to_its_join():
+    assert plan(ORDERS, "payload", {"validate": "order", "route": []}) == [("finish", ([],))]
+    assert [step.scope for step in ORDERS.after("route", ("order",), [])] == ["finish"]
+
+
+def test_roles_and_scopes_follow_the_declaration():
+    assert [ORDERS.role(name) for name in ("validate", "route", "operate", "finish")] == [
+        Role.STEP,
+        Role.PLANNER,
+        Role.PART,
+        Role.LAST,
+    ]
+    assert LINEAR.role("notify") is Role.LAST
+    assert ORDERS.scope("operate", ("order", "billing")) == "operate.billing"
+    with pytest.raises(ValueError, match="has no stage 'charge'"):
+        ORDERS.role("charge")
+
+
+@pytest.mark.parametrize("planned", ["billing", [1], ["a b"], ["../x"], ["a", "a"], [""], ["x" * 65], None])
+def test_a_planner_must_name_distinct_safe_branches(planned):
+    with pytest.raises(TechnicalError):
+        check_branches(planned)
+
+
+def test_a_wait_longer_than_a_worker_may_hold_a_message_is_split_into_hops():
+    stage = SimpleNamespace(time_limit=30)  # with the default visibility timeout, 60 s
+    assert hop(stage, 10, now=1000.0) == (10, None)
+    assert hop(stage, 300, now=1000.0) == (28, 1300.0)  # held at most 60 - 30 - 2 s, then hops on

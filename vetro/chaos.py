@@ -1,0 +1,379 @@
+"""`vetro chaos`: the whole pipeline under seeded faults on this machine, checked at the partner.
+
+Everything runs on 127.0.0.1 and is started here: a Redis with its append-only file on,
+a SQLite dead-letter store, the partner stub, workers (each under pipeline.supervise, as
+the Procfile runs them) and celery beat. Orders are submitted while faults are injected:
+SIGKILLs of pool processes and of whole workers (their supervisor starts them again), a
+SIGTERM (a deploy: the worker shuts down warm and is started again), a Redis restart, a
+partner outage and a partner error rate. Then the faults stop, the system drains, and the
+outcome is checked against what the partner recorded, not against vetro's own records:
+
+- every job completed or dead-lettered with a reason; none lost;
+- every completed job's effect at each destination its routing rules name;
+- no order took effect twice at a destination (under any key);
+- every worker alive at the end.
+
+It also lists each duplicate delivery (a key the partner got twice and absorbed) with the
+faults that happened between the two deliveries. It prints a JSON report and returns
+non-zero when a check fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.app import reconfigure
+from pipeline.local import BeatProcess, RedisServer, WorkerProcess
+from settings import reset_settings
+from tasks.orders.config import orders_settings
+from tasks.orders.routing import destinations_for
+from tasks.orders.samples import sample_batch
+from tasks.partner_stub import Faults, PartnerServer
+
+SUBMIT_BATCH = 10
+SUBMIT_SHARE = 0.7  # jobs are submitted over this share of the fault window
+# Short limits, so that redelivery and reconciliation happen within the run: a stalled job is
+# looked at after 16 + 10 + 10 = 36 s.
+CHAOS_SETTINGS = {
+    "VETRO_VISIBILITY_TIMEOUT": "16",
+    "VETRO_RECONCILE_INTERVAL": "2",
+    "VETRO_SPOOL_FLUSH_INTERVAL": "5",
+    "VETRO_BREAKER__RESET_TIMEOUT": "5",
+    "VETRO_TASK_EVENTS": "false",
+    "VETRO_ALL_STAGES__TIME_LIMIT": "10",
+    "VETRO_ALL_STAGES__SOFT_TIME_LIMIT": "8",
+    "VETRO_ALL_STAGES__BACKOFF_BASE": "1",
+    "VETRO_ALL_STAGES__BACKOFF_MAX": "4",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run and which faults to inject (counts over `window` seconds)."""
+
+    jobs: int = 1000
+    seed: int = 1
+    workers: int = 3
+    concurrency: int = 2
+    window: float = 90.0
+    pool_kills: int = 45
+    worker_kills: int = 11
+    sigterms: int = 1
+    redis_restarts: int = 1
+    outage: float = 20.0  # seconds the partner is down
+    error_rate: float = 0.2  # share of partner calls answered 503 during the window
+    drain_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float  # seconds after the start of the window
+    kind: str  # pool-kill, worker-kill, sigterm, redis-restart, outage-start, outage-end
+    worker: int = 0
+
+
+def schedule(plan: Plan) -> list[Fault]:
+    """The faults, spread over the window by a seeded random generator."""
+    rng = random.Random(plan.seed)
+    span = plan.window * 0.9
+
+    def spread(kind: str, count: int) -> list[Fault]:
+        return [Fault(rng.uniform(1, span), kind, rng.randrange(plan.workers)) for _ in range(count)]
+
+    outage_start = rng.uniform(0.2, 0.5) * plan.window
+    faults = [
+        *spread("pool-kill", plan.pool_kills),
+        *spread("worker-kill", plan.worker_kills),
+        *spread("sigterm", plan.sigterms),
+        *[Fault(rng.uniform(0.3, 0.7) * plan.window, "redis-restart") for _ in range(plan.redis_restarts)],
+        *(
+            [Fault(outage_start, "outage-start"), Fault(outage_start + plan.outage, "outage-end")]
+            if plan.outage
+            else []
+        ),
+    ]
+    return sorted(faults, key=lambda fault: fault.at)
+
+
+@dataclass
+class Run:
+    """The parts of one run and what happened to them."""
+
+    plan: Plan
+    redis: RedisServer
+    partner: PartnerServer
+    workers: list[WorkerProcess]
+    started: float = field(default_factory=time.time)
+    orders: dict[str, dict] = field(default_factory=dict)  # job id -> order
+    log: list[dict[str, Any]] = field(default_factory=list)  # faults as injected
+    load_at_start: tuple[float, float, float] = field(default_factory=os.getloadavg)
+
+    def note(self, kind: str, **detail: Any) -> None:
+        self.log.append({"at": round(time.time() - self.started, 2), "kind": kind, **detail})
+
+
+def _environment(redis_url: str, partner_url: str, database_url: str) -> dict[str, str]:
+    return {
+        "VETRO_BROKER_URL": redis_url,
+        "VETRO_RESULT_STORE_URL": redis_url,
+        "ORDERS_PARTNER_URL": partner_url,
+        "VETRO_DATABASE_URL": database_url,
+        **CHAOS_SETTINGS,
+    }
+
+
+def _submit(run: Run) -> None:
+    """Submit the orders in small batches spread over the window, retrying a batch Redis refused."""
+    from pipeline.producer import submit_many
+
+    orders = sample_batch(run.plan.jobs, prefix=f"chaos{run.plan.seed}-{int(run.started)}")
+    pause = run.plan.window * SUBMIT_SHARE / max(1, len(orders) / SUBMIT_BATCH)
+    for first in range(0, len(orders), SUBMIT_BATCH):
+        batch = [(order, order["order_id"]) for order in orders[first : first + SUBMIT_BATCH]]
+        while True:
+            try:
+                job_ids = submit_many(batch)
+                break
+            except Exception as error:  # Redis restarting: the same keys again, deduplicated
+                run.note("submit-retried", error=type(error).__name__)
+                time.sleep(0.5)
+        run.orders.update(zip(job_ids, (order for order, _ in batch), strict=True))
+        time.sleep(pause)  # pacing the submissions over the window
+
+
+def _running(run: Run, preferred: int) -> WorkerProcess:
+    """The scheduled worker if it is up, else the next one that is (waiting while all restart)."""
+    deadline = time.time() + 30
+    while True:
+        for offset in range(len(run.workers)):
+            worker = run.workers[(preferred + offset) % len(run.workers)]
+            if worker.pool_pids():
+                return worker
+        if time.time() > deadline:
+            return run.workers[preferred]
+        time.sleep(0.2)  # polling for a worker that is up
+
+
+def _inject(run: Run, fault: Fault, rng: random.Random) -> None:
+    worker = _running(run, fault.worker)
+    if fault.kind == "pool-kill":
+        run.note(fault.kind, worker=worker.name, pid=worker.kill_pool_child(rng))
+    elif fault.kind == "worker-kill":
+        run.note(fault.kind, worker=worker.name, pid=worker.main_pid())
+        worker.kill(signal.SIGKILL)  # its supervisor starts it again
+    elif fault.kind == "sigterm":
+        run.note(fault.kind, worker=worker.name)
+        threading.Thread(target=_redeploy, args=(worker,), daemon=True).start()
+    elif fault.kind == "redis-restart":
+        run.note(fault.kind)
+        run.redis.restart()
+        run.note("redis-back")
+    else:
+        run.partner.state.faults.down = fault.kind == "outage-start"
+        run.note(fault.kind)
+
+
+def _redeploy(worker: WorkerProcess) -> None:
+    """SIGTERM to the worker's supervisor (a deploy): a warm shutdown, then the worker starts again."""
+    worker.stop(timeout=60)
+    worker.start(wait=False)
+
+
+def _inject_all(run: Run) -> None:
+    rng = random.Random(run.plan.seed + 1)
+    for fault in schedule(run.plan):
+        delay = run.started + fault.at - time.time()
+        if delay > 0:
+            time.sleep(delay)  # the fault's moment in the schedule
+        _inject(run, fault, rng)
+
+
+def _drain(run: Run) -> list[dict[str, str] | None]:
+    """Wait (up to the drain timeout) until no job is still queued; the jobs' records."""
+    from pipeline.ledger import QUEUED, get_jobs
+
+    deadline = time.time() + run.plan.drain_timeout
+    while True:
+        records = get_jobs(list(run.orders))
+        if all(record and record["status"] != QUEUED for record in records) or time.time() > deadline:
+            return records
+        time.sleep(2)  # polling the ledger
+
+
+CRASHES = ("pool-kill", "worker-kill", "sigterm", "redis-restart")
+
+
+def _faults_between(run: Run, first: float, last: float) -> list[str]:
+    """The crashes between two deliveries of one key."""
+    start, end = first - run.started, last - run.started
+    return [
+        " ".join(str(part) for part in (entry["kind"], entry.get("worker"), f"at {entry['at']}s") if part)
+        for entry in run.log
+        if start <= entry["at"] <= end and entry["kind"] in CRASHES
+    ]
+
+
+def report(run: Run, records: list[dict[str, str] | None], seconds: float) -> dict[str, Any]:
+    """Check the outcome against the partner's own record; the JSON report."""
+    from dlq import store
+
+    store.flush_spool()
+    routes = orders_settings().routes
+    status = {
+        job_id: (record or {}).get("status", "missing") for job_id, record in zip(run.orders, records, strict=True)
+    }
+    statuses = Counter(status.values())
+    lost = [
+        {"job_id": job_id, **{k: (record or {}).get(k) for k in ("status", "last_step", "touched_at", "redrives")}}
+        for job_id, record in zip(run.orders, records, strict=True)
+        if status[job_id] not in ("completed", "failed")
+    ]
+    failed = [job_id for job_id in run.orders if status[job_id] == "failed"]
+    rows = {row.job_id: row for row in store.rows(store.RowFilter()) if row.job_id in run.orders}
+    without_reason = [job_id for job_id in failed if not (job_id in rows and rows[job_id].message)]
+    reasons = Counter(
+        f"{row.failure_class} at {row.scope}: {row.exception_type.rsplit('.', 1)[-1]}" for row in rows.values()
+    )
+
+    redriven = Counter(
+        step
+        for record in records
+        for entry in json.loads((record or {}).get("redrive_log") or "[]")
+        for step in entry["steps"]
+    )
+    partner = run.partner.state.summary()
+    effects = {(row["key"], row["destination"]): row for row in partner["effects"]}
+    expected = [
+        (order["order_id"], destination)
+        for job_id, order in run.orders.items()
+        if status[job_id] == "completed"
+        for destination in destinations_for(order["order_type"], order["region"], routes)
+    ]
+    missing = [f"{key} at {destination}" for key, destination in expected if (key, destination) not in effects]
+    repeated = []
+    for row in partner["effects"]:
+        if row["deliveries"] > 1:
+            crashes = _faults_between(run, row["delivered_at"][0], row["delivered_at"][-1])
+            repeated.append(
+                {
+                    "key": row["key"],
+                    "destination": row["destination"],
+                    "deliveries": row["deliveries"],
+                    "seconds_between": round(row["delivered_at"][-1] - row["delivered_at"][0], 1),
+                    # The first crash after the first delivery: the process that made the call died before
+                    # its guard recorded the result, and the redelivered step called again.
+                    "likely_cause": crashes[0] if crashes else "none (a timeout on an answer that was on its way)",
+                    "crashes_between": len(crashes),
+                }
+            )
+    dead_workers = [worker.name for worker in run.workers if not worker.alive() or worker.main_pid() is None]
+    logs = [worker.log() for worker in run.workers]
+    kinds = Counter(entry["kind"] for entry in run.log)
+    restarts = sum(log.count("supervise: ") for log in logs)
+    unrecoverable = Counter(
+        line.split("Unrecoverable error: ", 1)[1][:200]
+        for log in logs
+        for line in log.splitlines()
+        if "Unrecoverable error: " in line
+    )
+    checks = {
+        "no_job_lost": not lost,
+        "every_dead_letter_has_a_reason": not without_reason,
+        "no_effect_missing": not missing,
+        "no_duplicate_effect": partner["duplicate_effects"] == 0,
+        "no_worker_left_dead": not dead_workers,
+    }
+    return {
+        "plan": asdict(run.plan),
+        "seconds": round(seconds, 1),
+        "load_average_at_start": run.load_at_start,
+        "load_average_at_end": os.getloadavg(),
+        "faults": {kind: kinds[kind] for kind in CRASHES}
+        | {"partner_outage_s": run.plan.outage, "partner_error_rate": run.plan.error_rate},
+        "jobs": {
+            "submitted": len(run.orders),
+            "completed": statuses["completed"],
+            "dead_lettered": statuses["failed"],
+            "lost": len(lost),
+            "dead_letter_reasons": dict(reasons.most_common()),
+            "redriven_by_the_reconciler": sum(int((record or {}).get("redrives") or 0) > 0 for record in records),
+            "redriven_steps": dict(redriven.most_common()),
+        },
+        "effects": {
+            "expected": len(expected),
+            "missing": len(missing),
+            "duplicate_effects": partner["duplicate_effects"],
+            "duplicate_deliveries": len(repeated),
+            "duplicate_delivery_details": repeated,
+        },
+        "workers": {
+            "restarted_by_their_supervisor": restarts,
+            "exits_not_caused_by_a_worker_kill": restarts - kinds["worker-kill"],
+            "unrecoverable_errors": dict(unrecoverable),
+            "left_dead": dead_workers,
+        },
+        "lost_jobs": lost,
+        "missing_effects": missing[:50],
+        "jobs_without_reason": without_reason[:50],
+        "fault_log": run.log,
+        "checks": checks,
+        "passed": all(checks.values()),
+    }
+
+
+def run_chaos(plan: Plan) -> dict[str, Any]:
+    """Run the plan and return the report (every process started here is stopped here)."""
+    with ExitStack() as stack:
+        redis = stack.enter_context(RedisServer(appendonly=True))
+        database = f"sqlite:///{tempfile.mkdtemp(prefix='vetro-chaos-')}/dlq.db"
+        partner = PartnerServer("127.0.0.1", 0, Faults(error_rate=plan.error_rate))
+        partner.start_in_thread()
+        stack.callback(partner.server_close)
+        stack.callback(partner.shutdown)
+        env = _environment(redis.url, partner.url, database)
+        os.environ.update(env)
+        reset_settings()
+        reconfigure()
+        from dlq.db import upgrade
+
+        upgrade()
+        workers = [WorkerProcess(env, plan.concurrency, name=f"chaos{n}", supervised=True) for n in range(plan.workers)]
+        for worker in workers:
+            stack.callback(worker.stop)
+            worker.start()
+        beat = BeatProcess(env)
+        stack.callback(beat.stop)
+        beat.start()
+
+        run = Run(plan, redis, partner, workers)
+        submitter = threading.Thread(target=_submit, args=(run,), daemon=True)
+        submitter.start()
+        _inject_all(run)
+        submitter.join()
+        remaining = run.started + plan.window - time.time()
+        if remaining > 0:
+            time.sleep(remaining)  # the end of the fault window
+        partner.state.faults = Faults()
+        run.note("faults-stopped")
+        records = _drain(run)
+        return report(run, records, time.time() - run.started)
+
+
+def main(plan: Plan, output: str | None = None) -> int:
+    result = run_chaos(plan)
+    text = json.dumps(result, indent=2, default=str)
+    if output:
+        with open(output, "w", encoding="utf-8") as stream:
+            stream.write(text + "\n")
+    print(text)
+    return 0 if result["passed"] else 1
