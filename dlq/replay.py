@@ -1,7 +1,8 @@
 """Replay dead letters: drive each job on again from its ledger, with the same job id and idempotency key.
 
 A replay publishes the steps the job still needs (pipeline.driver.pending): the failed step, or
-for a fan-out every part not yet recorded, or the join. Steps that already succeeded answer
+for a fan-out every part not yet recorded, or the join; for a saga whose compensation failed,
+the compensations not yet run. Steps that already succeeded answer
 from their idempotency guards, so a replay never repeats a completed effect, however often it
 is run. A job's ledger is kept for VETRO_REPLAY_WINDOW after it is dead-lettered; past that a
 replay would run its completed steps again, so it is refused.
@@ -35,6 +36,7 @@ def refusal(row: DeadLetter, force: bool) -> str | None:
 
 
 EXPIRED = "its job's record expired (kept VETRO_REPLAY_WINDOW after it failed): a replay would repeat its steps"
+UNDONE = "its job was compensated after this failure (its earlier steps undone): submit it again as a new job"
 
 
 def replay_row(row: DeadLetter) -> str | None:
@@ -42,6 +44,8 @@ def replay_row(row: DeadLetter) -> str | None:
     state = ledger.load(row.pipeline, row.job_id)
     if state is None:
         return EXPIRED
+    if state.compensations is not None and row.scope not in state.compensations:
+        return UNDONE  # only a compensation that failed may be replayed: it goes on undoing
     if state.status == ledger.COMPLETED:
         # An earlier replay (or a redelivery) already finished the job: nothing to run again.
         store.mark_replaying(row.id, task_id(row.job_id, row.scope))

@@ -2,6 +2,7 @@
 
     from pipeline import FanOut, Pipeline, Stage, register, stage, submit
     from pipeline import PermanentError, BusinessRuleError, TransientError, TechnicalError
+    from pipeline import DependencyWaitError  # wait (an open breaker, a 429) without spending retries
     from pipeline import read_settings         # a pipeline's own settings class, read once
     from pipeline.dependencies import http_request
 
@@ -11,6 +12,7 @@ See the README's "Writing a pipeline".
 from pipeline.app import app
 from pipeline.failures import (
     BusinessRuleError,
+    DependencyWaitError,
     FailureClass,
     PermanentError,
     TechnicalError,
@@ -24,6 +26,7 @@ from settings import read_settings
 
 __all__ = [
     "BusinessRuleError",
+    "DependencyWaitError",
     "FailureClass",
     "FanOut",
     "InvalidJobError",

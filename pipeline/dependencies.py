@@ -42,9 +42,16 @@ def http() -> httpx.Client:
     return _client[1]
 
 
+ERROR_BODY_CHARS = 300  # of an error answer's body, kept in the error: the partner's reason is the cause
+
+
 def _json(method: str, url: str, **options: Any) -> Any:
     response = http().request(method, url, **options)
-    response.raise_for_status()
+    if response.is_error:
+        reason = f"{response.status_code} {response.reason_phrase} from {method} {url}"
+        body = response.text[:ERROR_BODY_CHARS].strip()
+        message = f"{reason}: {body}" if body else reason
+        raise httpx.HTTPStatusError(message, request=response.request, response=response)
     return response.json() if response.content else None
 
 

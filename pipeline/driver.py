@@ -14,8 +14,9 @@ from typing import Any
 
 from pipeline import ledger
 from pipeline.context import JobContext
+from pipeline.failures import FailureClass
 from pipeline.guard import COMPLETED, JOINED, Record
-from pipeline.outcomes import completed
+from pipeline.outcomes import FailedStep, completed, hand_off
 from pipeline.pipelines import Pipeline, Role, Step, check_branches, get_pipeline, task_id
 
 log = logging.getLogger("vetro.driver")
@@ -39,6 +40,8 @@ def advance(job: JobContext, pipeline: Pipeline, stage: str, args: tuple, result
     """A step was just recorded (`record`: what the guard made of it): start what follows it."""
     if record.outcome == COMPLETED:
         return completed(job, record.dead_lettered)
+    if pipeline.role(stage) is Role.UNDO:
+        return compensate_next(job, pipeline)
     if pipeline.role(stage) is Role.PART:
         if record.outcome == JOINED:
             publish_join(job, pipeline)
@@ -59,6 +62,8 @@ def resume(job: JobContext, pipeline: Pipeline, stage: str, args: tuple, result:
         return completed(job, state is not None and state.record.get("dead_lettered") == "1")
     if role is Role.PART:
         return publish_join(job, pipeline)
+    if role is Role.UNDO:
+        return compensate_next(job, pipeline)
     following = pipeline.after(stage, args, result)
     recorded = ledger.results_of(job.pipeline, job.job_id, [step.scope for step in following])
     publish(job, [step for step, done in zip(following, recorded, strict=True) if done is None])
@@ -76,9 +81,51 @@ def publish_join(job: JobContext, pipeline: Pipeline) -> None:
         publish(job, [pipeline.join(parts)])
 
 
+def compensate_next(job: JobContext, pipeline: Pipeline) -> None:
+    """A compensation is recorded: publish the plan's next one, or end the job compensated."""
+    state = ledger.load(job.pipeline, job.job_id)
+    if state is None:
+        return
+    steps = pipeline.pending_compensation(state.compensations or [], state.results)
+    if steps:
+        publish(job, steps)
+    else:
+        ledger.mark_compensated(job.pipeline, job.job_id)
+
+
+def fail(step: FailedStep, failure_class: FailureClass, exc: BaseException, attempts: int) -> None:
+    """A step failed for good: dead-letter it, and undo the job's recorded steps if its pipeline says how.
+
+    A compensation that fails for good ends the job failed; replaying it goes on compensating.
+    """
+    pipeline = get_pipeline(step.job.pipeline)
+    state, plan = None, []
+    if pipeline.role(step.stage) is not Role.UNDO:
+        state = ledger.load(step.job.pipeline, step.job.job_id)
+        if state is not None and state.compensations is None:
+            plan = pipeline.compensation_plan(state.results)
+    hand_off(step, failure_class, exc, attempts, plan)
+    if plan:
+        log.warning("job %s: compensating %s", step.job.job_id, ", ".join(plan))
+        publish(step.job, pipeline.pending_compensation(plan, state.results))
+
+
+def finish(state: ledger.JobState) -> None:
+    """Every step the job needs is recorded but its ending is not (a crash in between): end it now."""
+    job = state.context
+    if state.compensations is not None:
+        ledger.mark_compensated(job.pipeline, job.job_id)
+    else:
+        ledger.mark_completed(job.pipeline, job.job_id)
+        completed(job, state.record.get("dead_lettered") == "1")
+
+
 def pending(state: ledger.JobState) -> list[Step]:
-    """What a job still needs, from its ledger alone."""
-    return get_pipeline(state.context.pipeline).pending(state.payload, state.results)
+    """What a job still needs, from its ledger alone: its next steps, or once it is undoing, its next compensation."""
+    pipeline = get_pipeline(state.context.pipeline)
+    if state.compensations is not None:
+        return pipeline.pending_compensation(state.compensations, state.results)
+    return pipeline.pending(state.payload, state.results)
 
 
 def redrive(state: ledger.JobState, steps: list[Step], reason: str) -> None:

@@ -22,18 +22,21 @@ from kombu.utils.json import dumps, loads
 from pipeline.context import JobContext
 from pipeline.store import JobKeys, redis_client
 
-CLAIMED, DONE, BUSY, UNKNOWN = "claimed", "done", "busy", "unknown"
+CLAIMED, DONE, BUSY, UNKNOWN, UNDOING = "claimed", "done", "busy", "unknown", "undoing"
 # What recording a step did: the job is now complete, a fan-out's last part completed the count,
 # or another attempt had already recorded the step (the caller then resumes, as for DONE).
 RECORDED, COMPLETED, JOINED, DUPLICATE = "recorded", "completed", "joined", "duplicate"
 
 _IDENTITY = "local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay')\n"
 
-# KEYS: record, results, attempts, lease. ARGV: scope, owner, lease ms, now.
+# KEYS: record, results, attempts, lease. ARGV: scope, owner, lease ms, now, '1' for a compensation.
 _CLAIM = (
     _IDENTITY
     + """
 if not job[1] then return {'unknown'} end
+if ARGV[5] ~= '1' and redis.call('HEXISTS', KEYS[1], 'compensations') == 1 then
+    return {'undoing', '', job[1], job[2], job[3], job[4] or '0'}
+end
 local stored = redis.call('HGET', KEYS[2], ARGV[1])
 if stored then
     redis.call('HINCRBY', KEYS[1], 'hits:' .. ARGV[1], 1)
@@ -49,7 +52,7 @@ return {'busy', tostring(redis.call('PTTL', KEYS[4])), job[1], job[2], job[3], j
 """
 )
 
-# KEYS: record, results, attempts, lease. ARGV: scope, owner, result, now, ttl, role, branch count.
+# KEYS: record, results, attempts, lease. ARGV: scope, owner, result, now, ttl, role, branch count, branch names (JSON).
 _RECORD = """
 local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
 if redis.call('GET', KEYS[4]) == ARGV[2] then redis.call('DEL', KEYS[4]) end
@@ -60,7 +63,7 @@ local outcome = 'duplicate'
 if new == 1 then
     outcome = 'recorded'
     if ARGV[6] == 'planner' then
-        redis.call('HSET', KEYS[1], 'parts_expected', ARGV[7], 'branches', ARGV[3])
+        redis.call('HSET', KEYS[1], 'parts_expected', ARGV[7], 'branches', ARGV[8])
     elseif ARGV[6] == 'part' then
         local done = redis.call('HINCRBY', KEYS[1], 'parts_done', 1)
         if done == tonumber(redis.call('HGET', KEYS[1], 'parts_expected')) then outcome = 'joined' end
@@ -142,9 +145,19 @@ class Guard:
     def _keys(self) -> list[str]:
         return [self.keys.record, self.keys.results, self.keys.attempts, self.keys.lease(self.scope)]
 
-    def claim(self, owner: str, lease_seconds: float, now: float, pipe: redis.client.Pipeline | None = None) -> Any:
-        """Claim the step; with `pipe`, queue the call there and parse its answer with `parse_claim`."""
-        args = [self.scope, owner, int(lease_seconds * 1000), now]
+    def claim(
+        self,
+        owner: str,
+        lease_seconds: float,
+        now: float,
+        pipe: redis.client.Pipeline | None = None,
+        compensation: bool = False,
+    ) -> Any:
+        """Claim the step; with `pipe`, queue the call there and parse its answer with `parse_claim`.
+
+        Once a job is being compensated, only compensations may claim: its other steps get UNDOING.
+        """
+        args = [self.scope, owner, int(lease_seconds * 1000), now, "1" if compensation else "0"]
         return _script("claim", _CLAIM)(keys=self._keys(), args=args, client=pipe)
 
     def parse_claim(self, answer: list) -> Claim:
@@ -157,10 +170,15 @@ class Guard:
             return Claim(DONE, job, result=decode(value))
         if status == BUSY:
             return Claim(BUSY, job, retry_in=max(int(value), 0) / 1000)
+        if status == UNDOING:
+            return Claim(UNDOING, job)
         return Claim(CLAIMED, job, crashed_runs=int(value))
 
-    def record(self, owner: str, encoded_result: str, now: float, ttl: int, role: str, branches: int = 0) -> Record:
-        args = [self.scope, owner, encoded_result, now, ttl, role, branches]
+    def record(
+        self, owner: str, encoded_result: str, now: float, ttl: int, role: str, branches: list[str] | None = None
+    ) -> Record:
+        """Record the step's result; a planner's `branches` are noted on the job for the fan-in and for operators."""
+        args = [self.scope, owner, encoded_result, now, ttl, role, len(branches or []), dumps(branches or [])]
         outcome, dead_lettered = _script("record", _RECORD)(keys=self._keys(), args=args)
         return Record(outcome.decode(), dead_lettered == b"1")
 

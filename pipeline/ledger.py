@@ -1,9 +1,10 @@
 """The job ledger: where every job stands, kept in Redis so that whatever the broker drops can be found.
 
 Per job (all under the job's hash tag, see pipeline.store.JobKeys):
-- the record: identity, pipeline, payload, status (queued, completed, failed), when it was
-  submitted, last touched (claimed, recorded, retried, published) and last made progress
-  (a step recorded), retries, waits, re-drives;
+- the record: identity, pipeline, payload, status (queued, completed, failed; for a saga also
+  compensating and compensated, with the compensation plan), when it was submitted, last
+  touched (claimed, recorded, retried, published) and last made progress (a step recorded),
+  retries, waits, re-drives;
 - each step's recorded result and its counters (pipeline.guard).
 
 Per pipeline:
@@ -32,6 +33,8 @@ from pipeline.store import JobKeys, key, redis_client
 from settings import get_settings
 
 QUEUED, COMPLETED, FAILED = "queued", "completed", "failed"
+COMPENSATING, COMPENSATED = "compensating", "compensated"
+UNFINISHED = frozenset({QUEUED, COMPENSATING})  # statuses of a job that still has steps to run
 FRONTIER_KEY = key("ledger", "frontier")
 REDRIVE_LOG_SIZE = 10  # re-drives kept on the record for `vetro job show`
 
@@ -100,36 +103,47 @@ def mark_completed(pipeline: str, job_id: str) -> None:
     redis_client().hset(JobKeys(pipeline, job_id).record, mapping={"status": COMPLETED, "finished_at": _now()})
 
 
-def mark_failed(job: JobContext, scope: str, failure_class: str, error: str) -> None:
-    """The job was dead-lettered: keep its ledger (and submit's dedup key) for the replay window."""
+def mark_compensated(pipeline: str, job_id: str) -> None:
+    """Every compensation the job's failure called for has run: it has ended."""
+    pipe = redis_client().pipeline()
+    pipe.hset(JobKeys(pipeline, job_id).record, mapping={"status": COMPENSATED, "finished_at": _now()})
+    pipe.zrem(due_key(pipeline), job_id)
+    pipe.execute()
+
+
+def mark_failed(job: JobContext, scope: str, failure_class: str, error: str, compensations: list[str]) -> None:
+    """The job was dead-lettered: keep its ledger (and submit's dedup key) for the replay window.
+
+    With `compensations` to run, it is compensating (and still watched) rather than failed.
+    """
     keys = JobKeys(job.pipeline, job.job_id)
     window = get_settings().replay_window
+    failure = {"failed_stage": scope, "failure_class": failure_class, "error": error[:2000], "dead_lettered": 1}
     pipe = redis_client().pipeline()
-    pipe.hset(
-        keys.record,
-        mapping={
-            "status": FAILED,
-            "finished_at": _now(),
-            "failed_stage": scope,
-            "failure_class": failure_class,
-            "error": error[:2000],
-            "dead_lettered": 1,
-        },
-    )
+    if compensations:
+        plan = {"compensations": json.dumps(compensations), "compensating_for": f"{scope}: {error}"[:2000]}
+        pipe.hset(keys.record, mapping={"status": COMPENSATING, "touched_at": _now(), **failure, **plan})
+        _watch(pipe, job.pipeline, job.job_id, _now() + stall_after())
+    else:
+        pipe.hset(keys.record, mapping={"status": FAILED, "finished_at": _now(), **failure})
+        pipe.zrem(due_key(job.pipeline), job.job_id)
     for name in (keys.record, keys.results, keys.attempts):
         pipe.expire(name, window)
-    pipe.zrem(due_key(job.pipeline), job.job_id)
     pipe.execute()
     redis_client().expire(dedup_key(job.pipeline, job.idempotency_key), window)
 
 
 def reopen(job: JobContext) -> None:
-    """A dead-lettered job runs again (a replay): fresh budgets, watched again, kept for the replay window."""
+    """A dead-lettered job runs again (a replay): fresh budgets, watched again, kept for the replay window.
+
+    A job whose compensation failed goes on compensating: once undoing has begun, it never goes forward.
+    """
     keys = JobKeys(job.pipeline, job.job_id)
     window = get_settings().replay_window
+    status = COMPENSATING if redis_client().hexists(keys.record, "compensations") else QUEUED
     pipe = redis_client().pipeline()
     pipe.hset(
-        keys.record, mapping={"status": QUEUED, "replay": job.replay, "touched_at": _now(), "replayed_at": _now()}
+        keys.record, mapping={"status": status, "replay": job.replay, "touched_at": _now(), "replayed_at": _now()}
     )
     pipe.hdel(keys.record, "failed_stage", "failure_class", "error", "finished_at", "stalls")
     pipe.hincrby(keys.record, "replays", 1)
@@ -173,6 +187,12 @@ class JobState:
     @property
     def payload(self) -> Any:
         return decode(self.record["payload"])
+
+    @property
+    def compensations(self) -> list[str] | None:
+        """The compensation plan, once a failure started one (then the job only ever undoes)."""
+        plan = self.record.get("compensations")
+        return json.loads(plan) if plan is not None else None
 
     def number(self, name: str) -> float:
         return float(self.record.get(name) or 0)
@@ -233,10 +253,10 @@ def _public(record: dict[str, str]) -> dict[str, str]:
 
 
 def settled(job_ids: list[str], status: str | None = None) -> list[dict[str, str]] | None:
-    """The jobs' records once none is still queued (or, given a status, once all have it); else None."""
+    """The jobs' records once none is unfinished (or, given a status, once all have it); else None."""
     records = get_jobs(job_ids)
-    done = all(record and (record["status"] == status if status else record["status"] != QUEUED) for record in records)
-    return records if done else None
+    wanted = (lambda found: found == status) if status else (lambda found: found not in UNFINISHED)
+    return records if all(record and wanted(record["status"]) for record in records) else None
 
 
 def describe_job(job_id: str) -> dict[str, Any] | None:
@@ -257,4 +277,9 @@ def describe_job(job_id: str) -> dict[str, Any] | None:
         steps.setdefault(scope, {"status": "pending"})[counter] = int(value)
     for scope, seconds in leases_held(pipeline, job_id, steps).items():
         steps[scope].update(status="running", lease_seconds_left=seconds)
-    return {**record, "payload": payload, "steps": dict(sorted(steps.items())), "redrives": redrives}
+    described = {**record, "payload": payload, "steps": dict(sorted(steps.items())), "redrives": redrives}
+    if state.compensations is not None:
+        described["compensations"] = [
+            {"stage": name, "status": steps.get(name, {}).get("status", "pending")} for name in state.compensations
+        ]
+    return described

@@ -59,8 +59,10 @@ def on_recovered(callback: Callable[[JobContext], None]) -> Callable[[JobContext
     return callback
 
 
-def hand_off(step: FailedStep, failure_class: FailureClass, exc: BaseException, attempts: int) -> None:
-    """Dead-letter the step and mark the job failed.
+def hand_off(
+    step: FailedStep, failure_class: FailureClass, exc: BaseException, attempts: int, compensations: list[str]
+) -> None:
+    """Dead-letter the step and mark the job failed (or compensating, with `compensations` to run).
 
     Raises if the step could not be stored: the caller must then keep the message (or the job
     stays in the reconciler's due set) rather than lose the job.
@@ -77,7 +79,7 @@ def hand_off(step: FailedStep, failure_class: FailureClass, exc: BaseException, 
     load_dead_letter_store()
     for sink in _sinks:
         sink(step, failure_class, exc, attempts)
-    ledger.mark_failed(step.job, step.scope, failure_class, error)
+    ledger.mark_failed(step.job, step.scope, failure_class, error, compensations)
 
 
 def load_dead_letter_store() -> None:

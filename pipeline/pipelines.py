@@ -7,14 +7,19 @@ rebuild any job, whatever the broker dropped.
 
 A step's task id is '<job id>.<scope>', where the scope is the stage, or '<stage>.<branch>'
 for a fan-out part: a retry, a redelivery or a replay of a step has the same id.
+
+A saga declares compensations: when a step fails for good, the compensations of the steps
+already recorded run, last first, each a guarded step of its own given the result of the
+step it undoes. Which ones must run (the plan) is fixed on the job's record when the failure
+happens, so what is left of a compensation can also be worked out from the ledger alone.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -39,6 +44,7 @@ class Role(StrEnum):
     PLANNER = "planner"  # the last stage of the sequence when a fan-out follows: its result names the branches
     PART = "part"  # the fan-out's stage, run once per branch
     LAST = "last"  # the stage whose recorded result completes the job (the join, or the sequence's end)
+    UNDO = "undo"  # a compensation: undoes a recorded step of a job that failed for good
 
 
 def task_id(job_id: str, scope: str) -> str:
@@ -56,7 +62,12 @@ class Step:
 
 @dataclass(frozen=True)
 class FanOut:
-    """`part(planner_input, branch)` once per branch the planner returns, then `join([results in branch order])`."""
+    """`part(part_input, branch)` once per branch the planner plans, then `join([results in branch order])`.
+
+    The planner returns either a list of branch names, each part then getting the planner's own
+    input (orders: one delivery per destination), or a mapping of branch name to that part's
+    input (provider sync: one part per page, carrying the page's records).
+    """
 
     part: Any
     join: Any
@@ -64,16 +75,26 @@ class FanOut:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A named sequence of stages; with a fan-out, the last stage of the sequence plans it."""
+    """A named sequence of stages; with a fan-out, the last stage of the sequence plans it.
+
+    `compensations` maps a stage of the sequence to the stage that undoes it (a saga).
+    """
 
     name: str
     stages: Sequence[Any]
     fan_out: FanOut | None = None
+    compensations: Mapping[Any, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name("pipeline", self.name)
         if not self.stages:
             raise ValueError(f"pipeline {self.name!r} has no stages")
+        if self.compensations and self.fan_out:
+            # A failing part would leave its sibling parts running while the sequence is undone.
+            raise ValueError(f"pipeline {self.name!r}: compensations are for pipelines without a fan-out")
+        for task in self.compensations:
+            if task not in self.stages:
+                raise ValueError(f"pipeline {self.name!r}: {task.name} is compensated but is not one of its stages")
         for task in self.tasks():
             if getattr(task, "pipeline_name", self.name) != self.name:
                 raise ValueError(f"stage {task.name} belongs to pipeline {task.pipeline_name!r}, not {self.name!r}")
@@ -82,10 +103,13 @@ class Pipeline:
             raise ValueError(f"pipeline {self.name!r} names a stage twice: {names}")
 
     def tasks(self) -> list[Any]:
-        return [*self.stages, *((self.fan_out.part, self.fan_out.join) if self.fan_out else ())]
+        fan_out = (self.fan_out.part, self.fan_out.join) if self.fan_out else ()
+        return [*self.stages, *fan_out, *self.compensations.values()]
 
     def role(self, stage: str) -> Role:
         names = [task.stage for task in self.stages]
+        if stage in self._undoes:
+            return Role.UNDO
         if self.fan_out and stage == self.fan_out.part.stage:
             return Role.PART
         if self.fan_out and stage == self.fan_out.join.stage:
@@ -112,16 +136,35 @@ class Pipeline:
             task = self.stages[names.index(stage) + 1]
             return [Step(task, task.stage, (result,))]
         if role is Role.PLANNER:
-            branches = check_branches(result)
-            return self.parts(args[0], branches) if branches else [self.join([])]
+            return self.parts(args[0], result) or [self.join([])]
         return []
 
-    def parts(self, planner_input: Any, branches: list[str]) -> list[Step]:
+    def parts(self, planner_input: Any, planned: Any) -> list[Step]:
+        """One step per planned branch, with the part's input: the mapping's value, else the planner's input."""
         part = self.fan_out.part
-        return [Step(part, f"{part.stage}.{branch}", (planner_input, branch)) for branch in branches]
+        inputs = planned if isinstance(planned, dict) else dict.fromkeys(check_branches(planned), planner_input)
+        return [Step(part, f"{part.stage}.{branch}", (inputs[branch], branch)) for branch in check_branches(planned)]
 
     def join(self, part_results: list[Any]) -> Step:
         return Step(self.fan_out.join, self.fan_out.join.stage, (part_results,))
+
+    @property
+    def _undoes(self) -> dict[str, str]:
+        """Each compensation's stage name, and the stage it undoes."""
+        return {undo.stage: task.stage for task, undo in self.compensations.items()}
+
+    def compensation_plan(self, results: dict[str, Any]) -> list[str]:
+        """The compensations a failure now calls for: those of the recorded steps, last first."""
+        recorded = [task for task in self.stages if task.stage in results]
+        return [self.compensations[task].stage for task in reversed(recorded) if task in self.compensations]
+
+    def pending_compensation(self, plan: list[str], results: dict[str, Any]) -> list[Step]:
+        """The next compensation of `plan` not yet recorded, given the result it undoes; [] when all ran."""
+        tasks = {undo.stage: undo for undo in self.compensations.values()}
+        for name in plan:
+            if name not in results:
+                return [Step(tasks[name], name, (results[self._undoes[name]],))]
+        return []
 
     def stage_names(self) -> list[str]:
         return [task.stage for task in self.tasks()]
@@ -142,22 +185,25 @@ class Pipeline:
             planner_input, step_input = step_input, results[task.stage]
         if not self.fan_out:
             return []
-        branches = check_branches(step_input)
-        missing = [step for step in self.parts(planner_input, branches) if step.scope not in results]
+        missing = [step for step in self.parts(planner_input, step_input) if step.scope not in results]
         if missing:
             return missing
         if self.fan_out.join.stage in results:
             return []
-        return [self.join([results[scope] for scope in self.part_scopes(branches)])]
+        return [self.join([results[scope] for scope in self.part_scopes(check_branches(step_input))])]
 
 
 def check_branches(planned: Any) -> list[str]:
-    """The planner's result as branch names: distinct short names made of letters, digits, '_' and '-'."""
-    if not isinstance(planned, list) or not all(isinstance(b, str) and BRANCH_NAME.match(b) for b in planned):
-        raise TechnicalError(f"a fan-out planner must return a list of branch names, got {planned!r:.200}")
-    if len(set(planned)) != len(planned):
+    """The planner's branch names (a list, or a mapping's keys): distinct short names of letters, digits, '_', '-'."""
+    names = list(planned) if isinstance(planned, dict) else planned
+    if not isinstance(names, list) or not all(isinstance(b, str) and BRANCH_NAME.match(b) for b in names):
+        raise TechnicalError(
+            f"a fan-out planner must return branch names (a list, or a mapping to each part's input), "
+            f"got {planned!r:.200}"
+        )
+    if len(set(names)) != len(names):
         raise TechnicalError(f"a fan-out planner returned a branch twice: {planned!r:.200}")
-    return planned
+    return names
 
 
 def register(pipeline: Pipeline) -> Pipeline:

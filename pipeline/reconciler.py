@@ -28,7 +28,7 @@ from redis.exceptions import LockError
 from pipeline import driver, ledger
 from pipeline.app import app
 from pipeline.failures import FailureClass, TechnicalError
-from pipeline.outcomes import FailedStep, completed, hand_off
+from pipeline.outcomes import FailedStep, completed
 from pipeline.pipelines import Step, load_pipelines, stall_after
 from pipeline.store import key, redis_client
 from settings import get_settings
@@ -94,17 +94,16 @@ def examine(pipeline: str, job_id: str, now: float, queues: _Queues, dry_run: bo
     """Decide what a due job needs, and (unless `dry_run`) do it."""
     settings = get_settings()
     state = ledger.load(pipeline, job_id)
-    if state is None or state.status != ledger.QUEUED:
+    if state is None or state.status not in ledger.UNFINISHED:
         if not dry_run:
             if state is not None and state.status == ledger.COMPLETED:
                 completed(state.context, state.record.get("dead_lettered") == "1")  # in case a crash skipped it
             ledger.close(pipeline, job_id)
         return Finding(job_id, Verdict.ENDED, state.status if state else "its record expired")
     steps = driver.pending(state)
-    if not steps:  # every step recorded, the completion itself interrupted
+    if not steps:  # every step recorded, the ending itself interrupted
         if not dry_run:
-            ledger.mark_completed(pipeline, job_id)
-            completed(state.context, state.record.get("dead_lettered") == "1")
+            driver.finish(state)
         return Finding(job_id, Verdict.ENDED, "every step recorded")
     scopes = [step.scope for step in steps]
     leases = ledger.leases_held(pipeline, job_id, scopes)
@@ -125,7 +124,7 @@ def examine(pipeline: str, job_id: str, now: float, queues: _Queues, dry_run: bo
         if not dry_run:
             for step in steps:
                 failed = FailedStep(state.context, step.task.stage, step.scope, list(step.args))
-                hand_off(failed, FailureClass.TECHNICAL, StalledJobError(reason), attempts=stalls)
+                driver.fail(failed, FailureClass.TECHNICAL, StalledJobError(reason), attempts=stalls)
         return Finding(job_id, Verdict.DEAD_LETTERED, reason, scopes)
     if not dry_run:
         driver.redrive(state, steps, reason)

@@ -28,8 +28,8 @@ from pipeline import driver, ledger
 from pipeline.app import app
 from pipeline.context import JOB_ID, NOT_BEFORE, SENT_AT, JobContext
 from pipeline.failures import Failure, FailureClass, FailureClassifier, TechnicalError, default_classifier
-from pipeline.guard import BUSY, DONE, DUPLICATE, UNKNOWN, Guard, encode
-from pipeline.outcomes import FailedStep, hand_off
+from pipeline.guard import BUSY, DONE, DUPLICATE, UNDOING, UNKNOWN, Guard, encode
+from pipeline.outcomes import FailedStep
 from pipeline.pipelines import Pipeline, Role, check_branches, check_name, get_pipeline
 from pipeline.retry import hop, retry_budget, retry_delay
 from pipeline.store import redis_client
@@ -114,12 +114,15 @@ class Stage(Task):
         role = pipeline.role(self.stage)
         guard = Guard(pipeline.name, job_id, pipeline.scope(self.stage, args))
         owner = uuid.uuid4().hex
-        claim = guard.parse_claim(self._claim(guard, owner, now))
+        claim = guard.parse_claim(self._claim(guard, owner, now, role is Role.UNDO))
         if claim.status == UNKNOWN:
             job = JobContext.from_headers(self.request)
             return self._hand_off(job, guard.scope, UnknownJobError(f"job {job_id} has no ledger record"), args)
         job = claim.job
         self.request.vetro_job = job
+        if claim.status == UNDOING:
+            log.info("job %s is being compensated: %s does not run", job_id, guard.scope)
+            return None
         if claim.status == DONE:
             driver.resume(job, pipeline, self.stage, args, claim.result)
             return claim.result
@@ -140,7 +143,7 @@ class Stage(Task):
         except Exception as exc:
             return self._failed(job, guard, owner, exc, args, kwargs)
         try:
-            record = guard.record(owner, encoded, time.time(), settings.job_ttl, role, len(branches))
+            record = guard.record(owner, encoded, time.time(), settings.job_ttl, role, branches)
         except Exception:
             with contextlib.suppress(Exception):  # if Redis is gone, the lease ends by itself
                 guard.release(owner, time.time())
@@ -151,10 +154,10 @@ class Stage(Task):
             driver.advance(job, pipeline, self.stage, args, result, record)
         return result
 
-    def _claim(self, guard: Guard, owner: str, now: float) -> list:
+    def _claim(self, guard: Guard, owner: str, now: float, compensation: bool) -> list:
         """Claim the step, push the job's due time and the queue's frontier: one round trip."""
         pipe = redis_client().pipeline(transaction=False)
-        guard.claim(owner, self.lease_seconds, now, pipe)
+        guard.claim(owner, self.lease_seconds, now, pipe, compensation)
         ledger.expect(guard.pipeline, guard.job_id, pipe=pipe)
         sent_at = self.request.get(SENT_AT)
         if sent_at and now - _frontier_written["at"] >= FRONTIER_EVERY:
@@ -205,7 +208,7 @@ class Stage(Task):
         attempts: int = 1,
     ) -> HandedOff:
         step = FailedStep(job, self.stage, scope, list(args), dict(kwargs or {}), self.request.hostname)
-        hand_off(step, failure_class, exc, attempts)
+        driver.fail(step, failure_class, exc, attempts)
         return HandedOff(exc)
 
 

@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ENV_PREFIX = "VETRO_"
 MIN_HOLD_SECONDS = 3  # the shortest countdown a retry may be held for below the visibility timeout
 STALL_MARGIN_SECONDS = 10  # added to the stall bound for clock skew between hosts and sweep delay
-REFERENCE_PIPELINES = ["tasks.orders"]
+REFERENCE_PIPELINES = ["tasks.orders", "tasks.provider_sync", "tasks.payments"]
 
 
 class ConfigError(ValueError):

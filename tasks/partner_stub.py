@@ -1,14 +1,24 @@
-"""A stand-in for the partners a pipeline calls: a customer service and destination webhooks.
+"""A stand-in for the partners the reference pipelines call, with fault injection.
+
+- orders: a customer service (GET /customers/<id>) and destination webhooks (POST /webhooks/<name>);
+- provider sync: a provider's records, paged by an opaque cursor
+  (GET /providers/<provider>/records?cursor=&limit=), and a destination that upserts them
+  (PUT /destination/<provider>/<record id>);
+- payment saga: a payment service (POST /payments/<action>: reservations, releases,
+  charges, refunds, shipments; a shipment to country "AQ" is refused with a 422).
 
 It keeps what a test or the demo needs to see: every effect keyed by (idempotency key,
 destination), how many deliveries carried that key (an effect is recorded once however
 many times the key arrives), and the time of every call. Faults can be set at start or at
 run time with POST /faults: error rate and status, latency, down (connections dropped),
-429/503 with Retry-After, and ack loss (the effect is recorded but the answer never sent).
+429/503 with Retry-After, and ack loss (the effect is recorded but the answer never sent),
+all limited to the paths under `scope`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import random
@@ -19,8 +29,12 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 CALL_LOG_SIZE = 200_000
+PROVIDER_RECORDS = 45  # records each provider holds unless POST /providers/<provider> says otherwise
+MAX_PAGE = 100
+UNSHIPPABLE = "AQ"  # no carrier serves it: the payment saga's permanent failure at ship
 
 
 @dataclass
@@ -60,6 +74,9 @@ class PartnerState:
     effects: dict[tuple[str, str], Effect] = field(default_factory=dict)
     calls: deque = field(default_factory=lambda: deque(maxlen=CALL_LOG_SIZE))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    providers: dict[str, dict[str, int]] = field(default_factory=dict)  # provider -> {"count", "version"}
+    destination: dict[tuple[str, str], dict] = field(default_factory=dict)  # (provider, record id) -> record
+    upsert_keys: dict[str, str] = field(default_factory=dict)  # idempotency key -> the outcome it had
 
     def record_delivery(
         self, key: str, destination: str, correlation_id: str | None, order_id: str | None
@@ -104,7 +121,56 @@ class PartnerState:
         with self.lock:
             self.effects.clear()
             self.calls.clear()
+            self.providers.clear()
+            self.destination.clear()
+            self.upsert_keys.clear()
             self.faults = Faults()
+
+    def provider_page(self, provider: str, offset: int, limit: int) -> tuple[list[dict], int | None]:
+        """Records [offset, offset + limit) of a provider, and the offset of the next page (None at the end)."""
+        with self.lock:
+            shape = self.providers.get(provider, {})
+        count, version = shape.get("count", PROVIDER_RECORDS), shape.get("version", 1)
+        records = [provider_record(provider, n, version) for n in range(offset, min(offset + limit, count))]
+        following = offset + limit
+        return records, (following if following < count else None)
+
+    def upsert(self, key: str, provider: str, record_id: str, record: dict) -> str:
+        """Store a record: 'created', 'updated' or 'unchanged'; a repeated key gets its first outcome again."""
+        with self.lock:
+            if key in self.upsert_keys:
+                return self.upsert_keys[key]
+            previous = self.destination.get((provider, record_id))
+            outcome = "created" if previous is None else "unchanged" if previous == record else "updated"
+            self.destination[(provider, record_id)] = record
+            self.upsert_keys[key] = outcome
+            return outcome
+
+    def destination_summary(self) -> dict[str, Any]:
+        with self.lock:
+            per_provider = Counter(provider for provider, _ in self.destination)
+            return {"records": len(self.destination), "by_provider": dict(per_provider), "keys": len(self.upsert_keys)}
+
+
+def provider_record(provider: str, number: int, version: int) -> dict[str, Any]:
+    """A provider's record as providers send them: mixed-case emails, and now and then one without."""
+    email = None if number % 20 == 13 else f"Contact.{number}@{provider.title()}.example"
+    return {"id": f"{provider}-{number:05d}", "name": f"Contact {number}", "email": email, "version": version}
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": offset}).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    """The offset a cursor stands for; ValueError for a cursor this provider did not issue."""
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(cursor.encode()))["after"]
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        raise ValueError(f"invalid cursor {cursor!r:.60}") from None
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"invalid cursor {cursor!r:.60}")
+    return offset
 
 
 def customer_record(customer_id: str) -> dict[str, str] | None:
@@ -168,6 +234,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/calls"):
             with state.lock:
                 return self._send(200, {"calls": [{"t": t, "path": p} for t, p in state.calls]})
+        if self.path.startswith("/providers/"):
+            state.calls.append((time.time(), self.path))
+            if self._injected_fault():
+                return None
+            return self._provider_records()
+        if self.path == "/destination":
+            return self._send(200, state.destination_summary())
         if self.path.startswith("/customers/"):
             state.calls.append((time.time(), self.path))
             if self._injected_fault():
@@ -175,6 +248,39 @@ class _Handler(BaseHTTPRequestHandler):
             customer = customer_record(self.path.removeprefix("/customers/"))
             return self._send(200, customer) if customer else self._send(404, {"error": "no such customer"})
         return self._send(404, {"error": "not found"})
+
+    def _provider_records(self) -> None:
+        url = urlsplit(self.path)
+        provider, _, rest = url.path.removeprefix("/providers/").partition("/")
+        if rest != "records" or not provider:
+            return self._send(404, {"error": "not found"})
+        query = parse_qs(url.query)
+        try:
+            limit = int(query.get("limit", ["10"])[0])
+            offset = decode_cursor(query["cursor"][0]) if query.get("cursor", [""])[0] else 0
+        except ValueError as error:
+            return self._send(400, {"error": str(error)})
+        if not 1 <= limit <= MAX_PAGE:
+            return self._send(400, {"error": f"limit must be 1..{MAX_PAGE}"})
+        records, following = self.server.state.provider_page(provider, offset, limit)
+        return self._send(200, {"records": records, "next_cursor": encode_cursor(following) if following else None})
+
+    def do_PUT(self) -> None:
+        state = self.server.state
+        if not self.path.startswith("/destination/"):
+            return self._send(404, {"error": "not found"})
+        state.calls.append((time.time(), self.path))
+        body = self._body()
+        if self._injected_fault():
+            return None
+        provider, _, record_id = self.path.removeprefix("/destination/").partition("/")
+        key = self.headers.get("Idempotency-Key")
+        if not key:
+            return self._send(400, {"error": "Idempotency-Key header required"})
+        if not (provider and record_id) or not isinstance(body, dict):
+            return self._send(422, {"error": "PUT /destination/<provider>/<record id> with a JSON object"})
+        outcome = state.upsert(key, provider, record_id, body)
+        return self._send(201 if outcome == "created" else 200, {"outcome": outcome})
 
     def do_POST(self) -> None:
         state = self.server.state
@@ -187,7 +293,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/reset":
             state.reset()
             return self._send(200, {"ok": True})
-        if not self.path.startswith("/webhooks/"):
+        if self.path.startswith("/providers/"):  # set a provider's record count and version
+            body = self._body() or {}
+            with state.lock:
+                state.providers[self.path.removeprefix("/providers/")] = {
+                    "count": int(body.get("count", PROVIDER_RECORDS)),
+                    "version": int(body.get("version", 1)),
+                }
+            return self._send(200, {"ok": True})
+        if not self.path.startswith(("/webhooks/", "/payments/")):
             return self._send(404, {"error": "not found"})
         state.calls.append((time.time(), self.path))
         body = self._body()
@@ -198,7 +312,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, {"error": "Idempotency-Key header required"})
         if not isinstance(body, dict):
             return self._send(422, {"error": "body must be a JSON object"})
-        destination = self.path.removeprefix("/webhooks/")
+        if self.path == "/payments/shipments" and body.get("country") == UNSHIPPABLE:
+            return self._send(422, {"error": f"no carrier ships to {UNSHIPPABLE}"})
+        destination = self.path.removeprefix("/webhooks/").lstrip("/")  # payments: "payments/<action>"
         effect, created = state.record_delivery(
             key, destination, self.headers.get("X-Correlation-Id"), body.get("order_id")
         )

@@ -17,13 +17,21 @@ from pipeline.local import RedisServer, WorkerProcess, free_port
 
 REDIS_PORT = free_port()
 REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+# Where the pipelines find their partners: nowhere until the partner fixture starts the stub.
+PARTNER_URLS = (
+    "ORDERS_PARTNER_URL",
+    "REFUNDS_PARTNER_URL",
+    "PROVIDER_SYNC_PROVIDER_URL",
+    "PROVIDER_SYNC_DESTINATION_URL",
+    "PAYMENTS_SERVICE_URL",
+)
+os.environ.update(dict.fromkeys(PARTNER_URLS, "http://127.0.0.1:1"))
 os.environ.update(
     {
         "VETRO_BROKER_URL": REDIS_URL,
         "VETRO_RESULT_STORE_URL": REDIS_URL,
-        "ORDERS_PARTNER_URL": "http://127.0.0.1:1",  # replaced by the partner fixture
         # The reference pipelines, and the tests' own (tests/pipelines.py), in every process.
-        "VETRO_PIPELINES": "tasks.orders,tests.pipelines",
+        "VETRO_PIPELINES": "tasks.orders,tasks.provider_sync,tasks.payments,tests.pipelines",
     }
 )
 # A migrated SQLite dead-letter store for every test that does not bring its own database.
@@ -51,7 +59,8 @@ def partner_server():
 
     server = PartnerServer()
     server.start_in_thread()
-    os.environ["ORDERS_PARTNER_URL"] = os.environ["REFUNDS_PARTNER_URL"] = server.url
+    for name in PARTNER_URLS:
+        os.environ[name] = server.url
     from settings import reset_settings
 
     reset_settings()

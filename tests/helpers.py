@@ -82,13 +82,16 @@ def workers(env: dict[str, str], count: int = 1, concurrency: int = 2, plugins: 
 def run_module(
     *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess:
-    """Run `python -m <args>` as an operator would, with the tests' settings (or `env`)."""
+    """Run `python -m <args>` as an operator would, with the tests' settings (and `env` over them).
+
+    Always over them: a partial `env` must never send a command to the machine's shared Redis.
+    """
     return subprocess.run(
         [sys.executable, "-m", *args],
         input=stdin,
         capture_output=True,
         text=True,
-        env=env or worker_env(),
+        env=worker_env() | (env or {}),
         timeout=timeout,
     )
 

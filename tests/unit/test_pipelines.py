@@ -9,8 +9,15 @@ from pipeline.pipelines import FanOut, Pipeline, Role, check_branches
 from pipeline.retry import hop
 
 
-def task(name: str) -> SimpleNamespace:
-    return SimpleNamespace(stage=name)
+class FakeStage:
+    """Just what a declaration reads of a stage (hashable, as compensations are keyed by stage)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage, self.name = stage, f"test.{stage}"
+
+
+def task(name: str) -> FakeStage:
+    return FakeStage(name)
 
 
 ORDERS = Pipeline(
@@ -64,7 +71,21 @@ def test_roles_and_scopes_follow_the_declaration():
         ORDERS.role("charge")
 
 
-@pytest.mark.parametrize("planned", ["billing", [1], ["a b"], ["../x"], ["a", "a"], [""], ["x" * 65], None])
+def test_a_planner_may_give_each_part_its_own_input_with_a_mapping():
+    pages = {"page-1": [{"id": 1}], "page-2": [{"id": 2}]}
+    results = {"validate": "sync", "route": pages, "operate.page-1": "r1"}
+    assert plan(ORDERS, "payload", results) == [("operate.page-2", ([{"id": 2}], "page-2"))]
+    assert plan(ORDERS, "payload", {**results, "operate.page-2": "r2"}) == [("finish", (["r1", "r2"],))]
+    assert [step.args for step in ORDERS.after("route", ("sync",), pages)] == [
+        ([{"id": 1}], "page-1"),
+        ([{"id": 2}], "page-2"),
+    ]
+    assert [step.scope for step in ORDERS.after("route", ("sync",), {})] == ["finish"]
+
+
+@pytest.mark.parametrize(
+    "planned", ["billing", [1], ["a b"], ["../x"], ["a", "a"], [""], ["x" * 65], None, {"a b": 1}, {1: "x"}]
+)
 def test_a_planner_must_name_distinct_safe_branches(planned):
     with pytest.raises(TechnicalError):
         check_branches(planned)
@@ -74,3 +95,34 @@ def test_a_wait_longer_than_a_worker_may_hold_a_message_is_split_into_hops():
     stage = SimpleNamespace(time_limit=30)  # with the default visibility timeout, 60 s
     assert hop(stage, 10, now=1000.0) == (10, None)
     assert hop(stage, 300, now=1000.0) == (28, 1300.0)  # held at most 60 - 30 - 2 s, then hops on
+
+
+RESERVE, CHARGE, SHIP = task("reserve"), task("charge"), task("ship")
+RELEASE, REFUND = task("release"), task("refund")
+SAGA = Pipeline("payments", [task("validate"), RESERVE, CHARGE, SHIP], compensations={RESERVE: RELEASE, CHARGE: REFUND})
+
+
+def test_a_failure_compensates_the_recorded_steps_last_first():
+    assert SAGA.compensation_plan({"validate": "v", "reserve": "r", "charge": "c"}) == ["refund", "release"]
+    assert SAGA.compensation_plan({"validate": "v", "reserve": "r"}) == ["release"]  # charge never succeeded
+    assert SAGA.compensation_plan({"validate": "v"}) == []
+    assert SAGA.role("refund") is Role.UNDO and SAGA.scope("refund", ("c",)) == "refund"
+
+
+def test_a_compensation_is_given_the_result_of_the_step_it_undoes_and_resumes_from_the_ledger():
+    results = {"validate": "v", "reserve": "r", "charge": "c"}
+    assert [(s.scope, s.args) for s in SAGA.pending_compensation(["refund", "release"], results)] == [
+        ("refund", ("c",))
+    ]
+    results["refund"] = "refunded"
+    assert [(s.scope, s.args) for s in SAGA.pending_compensation(["refund", "release"], results)] == [
+        ("release", ("r",))
+    ]
+    assert SAGA.pending_compensation(["refund", "release"], {**results, "release": "released"}) == []
+
+
+def test_compensations_are_declared_for_stages_of_a_pipeline_without_a_fan_out():
+    with pytest.raises(ValueError, match="is compensated but is not one of its stages"):
+        Pipeline("p", [task("a")], compensations={task("x"): task("undo")})
+    with pytest.raises(ValueError, match="without a fan-out"):
+        Pipeline("p", [RESERVE], fan_out=FanOut(part=task("part"), join=task("join")), compensations={RESERVE: RELEASE})
