@@ -200,12 +200,12 @@ def _inject_all(run: Run) -> None:
 
 def _drain(run: Run) -> list[dict[str, str] | None]:
     """Wait (up to the drain timeout) until no job is still queued; the jobs' records."""
-    from pipeline.ledger import QUEUED, get_jobs
+    from pipeline.ledger import UNFINISHED, get_jobs
 
     deadline = time.time() + run.plan.drain_timeout
     while True:
         records = get_jobs(list(run.orders))
-        if all(record and record["status"] != QUEUED for record in records) or time.time() > deadline:
+        if all(record and record["status"] not in UNFINISHED for record in records) or time.time() > deadline:
             return records
         time.sleep(2)  # polling the ledger
 

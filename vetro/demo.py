@@ -41,14 +41,14 @@ def _demo_environment(broker_url: str, partner_url: str) -> dict[str, str]:
 
 
 def _wait_for_jobs(job_ids: list[str]) -> list[dict[str, str]]:
-    from pipeline.ledger import QUEUED, get_jobs
+    from pipeline.ledger import UNFINISHED, get_jobs
 
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("jobs finished", total=len(job_ids))
 
         def all_done() -> list[dict[str, str]] | None:
             records = get_jobs(job_ids)
-            done = sum(1 for record in records if record and record["status"] != QUEUED)
+            done = sum(1 for record in records if record and record["status"] not in UNFINISHED)
             progress.update(bar, completed=done)
             return records if done == len(job_ids) else None
 
