@@ -134,21 +134,26 @@ def resolve_recovered(job: JobContext) -> None:
     resolve_job(job.job_id)
 
 
-def resolve_job(job_id: str) -> None:
-    """The job finished: its open rows are resolved (spooled if the database is down)."""
+def resolve_compensated(job: JobContext, compensations: list[str]) -> None:
+    """The core's callback for a job whose dead-lettered compensation has now run: resolve its rows
+    (the failure that started the compensations stays open, for the operator to see)."""
+    resolve_job(job.job_id, compensations)
+
+
+def resolve_job(job_id: str, scopes: list[str] | None = None) -> None:
+    """The job finished: its open rows (or those of `scopes`) are resolved (spooled if the database is down)."""
     try:
         with session() as active:
-            _resolve(active, job_id, utcnow())
+            _resolve(active, job_id, utcnow(), scopes)
     except SQLAlchemyError:
-        spool.push({"kind": "resolve", "job_id": job_id, "at": utcnow().isoformat()})
+        spool.push({"kind": "resolve", "job_id": job_id, "at": utcnow().isoformat(), "scopes": scopes})
 
 
-def _resolve(active: Session, job_id: str, at: datetime) -> None:
-    active.execute(
-        update(DeadLetter)
-        .where(DeadLetter.job_id == job_id, DeadLetter.status.in_(OPEN))
-        .values(status=Status.RESOLVED, resolved_at=at, updated_at=at)
-    )
+def _resolve(active: Session, job_id: str, at: datetime, scopes: list[str] | None = None) -> None:
+    selected = update(DeadLetter).where(DeadLetter.job_id == job_id, DeadLetter.status.in_(OPEN))
+    if scopes is not None:
+        selected = selected.where(DeadLetter.scope.in_(scopes))
+    active.execute(selected.values(status=Status.RESOLVED, resolved_at=at, updated_at=at))
 
 
 def write_spooled(entries: list[dict[str, Any]]) -> None:
@@ -158,7 +163,7 @@ def write_spooled(entries: list[dict[str, Any]]) -> None:
             if kind == "failure":
                 write(active, DeadLetterEvent(**entry))
             else:
-                _resolve(active, entry["job_id"], datetime.fromisoformat(entry["at"]))
+                _resolve(active, entry["job_id"], datetime.fromisoformat(entry["at"]), entry.get("scopes"))
 
 
 def flush_spool() -> int:

@@ -17,6 +17,7 @@ log = logging.getLogger("vetro.dlq")
 
 outcomes.dead_letter_sink(store.record_failure)
 outcomes.on_recovered(store.resolve_recovered)
+outcomes.on_compensated(store.resolve_compensated)
 
 FLUSH_TASK = "vetro.dlq.flush_spool"
 PURGE_TASK = "vetro.dlq.purge"

@@ -16,7 +16,7 @@ from pipeline import ledger
 from pipeline.context import JobContext
 from pipeline.failures import FailureClass
 from pipeline.guard import COMPLETED, JOINED, Record
-from pipeline.outcomes import FailedStep, completed, hand_off
+from pipeline.outcomes import FailedStep, compensated, completed, hand_off
 from pipeline.pipelines import Pipeline, Role, Step, check_branches, get_pipeline, task_id
 
 log = logging.getLogger("vetro.driver")
@@ -90,7 +90,13 @@ def compensate_next(job: JobContext, pipeline: Pipeline) -> None:
     if steps:
         publish(job, steps)
     else:
-        ledger.mark_compensated(job.pipeline, job.job_id)
+        _end_compensated(state)
+
+
+def _end_compensated(state: ledger.JobState) -> None:
+    plan = state.compensations or []
+    # Only a replay revives a job whose compensation was dead-lettered, so only a replayed job has rows to resolve.
+    compensated(state.context, plan, int(state.number("replays")) > 0)
 
 
 def fail(step: FailedStep, failure_class: FailureClass, exc: BaseException, attempts: int) -> None:
@@ -114,7 +120,7 @@ def finish(state: ledger.JobState) -> None:
     """Every step the job needs is recorded but its ending is not (a crash in between): end it now."""
     job = state.context
     if state.compensations is not None:
-        ledger.mark_compensated(job.pipeline, job.job_id)
+        _end_compensated(state)
     else:
         ledger.mark_completed(job.pipeline, job.job_id)
         completed(job, state.record.get("dead_lettered") == "1")

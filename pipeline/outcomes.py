@@ -40,6 +40,7 @@ class FailedStep:
 DeadLetterSink = Callable[[FailedStep, FailureClass, BaseException, int], None]
 _sinks: list[DeadLetterSink] = []
 _on_recovered: list[Callable[[JobContext], None]] = []
+_on_compensated: list[Callable[[JobContext, list[str]], None]] = []
 
 
 def dead_letter_sink(sink: DeadLetterSink) -> DeadLetterSink:
@@ -56,6 +57,14 @@ def on_recovered(callback: Callable[[JobContext], None]) -> Callable[[JobContext
     """
     if callback not in _on_recovered:
         _on_recovered.append(callback)
+    return callback
+
+
+def on_compensated(callback: Callable[[JobContext, list[str]], None]) -> Callable[[JobContext, list[str]], None]:
+    """Register a callback run when a replayed job (its compensation had been dead-lettered) ends
+    compensated, given the compensations' scopes. Like `on_recovered`, make it idempotent."""
+    if callback not in _on_compensated:
+        _on_compensated.append(callback)
     return callback
 
 
@@ -101,3 +110,11 @@ def completed(job: JobContext, dead_lettered: bool) -> None:
         for callback in _on_recovered:
             callback(job)
     ledger.close(job.pipeline, job.job_id)
+
+
+def compensated(job: JobContext, plan: list[str], replayed: bool) -> None:
+    """Every compensation of the job has run: it has ended (a replayed compensation's rows are resolved)."""
+    if replayed:
+        for callback in _on_compensated:
+            callback(job, plan)
+    ledger.mark_compensated(job.pipeline, job.job_id)
