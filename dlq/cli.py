@@ -140,6 +140,11 @@ def _selection(rows: store.RowFilter, everything: bool, verb: str, default_statu
     return selected
 
 
+def _nothing_selected(verb: str) -> None:
+    """An empty selection acts on nothing, and says so."""
+    err.print(f"no dead letter matches: nothing to {verb}", highlight=False)
+
+
 def _table(rows: list[DeadLetter]) -> Table:
     table = Table()
     for column in ("id", "job", "step", "class", "status", "replays", "last failed (UTC)", "error"):
@@ -256,6 +261,8 @@ def replay(
 
     per_second = _parse_rate(rate)
     selected = _selection(rows, everything, "replay", (Status.FAILED, Status.QUARANTINED))
+    if not selected:
+        return _nothing_selected("replay")
     if dry_run:
         out.print(_table(selected))
         err.print(f"would replay {len(selected)} dead letter(s)", highlight=False)
@@ -284,12 +291,14 @@ def discard(
     import getpass
 
     selected = _selection(rows, everything, "discard", (Status.FAILED, Status.QUARANTINED, Status.REPLAYING))
+    if not selected:
+        return _nothing_selected("discard")
     if dry_run:
         out.print(_table(selected))
         err.print(f"would discard {len(selected)} dead letter(s)", highlight=False)
         return
     _confirm(len(selected), "discarding", yes)
-    discarded = store.discard(store.RowFilter(ids=[row.id for row in selected]), by or getpass.getuser(), reason)
+    discarded = store.discard([row.id for row in selected], by or getpass.getuser(), reason)
     err.print(f"discarded {discarded} dead letter(s)", highlight=False)
 
 

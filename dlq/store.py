@@ -179,7 +179,7 @@ class RowFilter:
     stage: str | None = None
     status: str | None = None
     failure_class: str | None = None
-    error: str | None = None  # text in the exception type or message
+    error: str | None = None  # text in the exception type or message, matched literally (no wildcards)
     fingerprint: str | None = None
     job: str | None = None
     since: datetime | None = None
@@ -199,9 +199,12 @@ class RowFilter:
         if self.failure_class:
             conditions.append(DeadLetter.failure_class == self.failure_class)
         if self.error:
-            pattern = f"%{self.error.lower()}%"
+            text = self.error.lower()  # '%' and '_' are escaped: an operator's text is text, not a pattern
             conditions.append(
-                or_(func.lower(DeadLetter.message).like(pattern), func.lower(DeadLetter.exception_type).like(pattern))
+                or_(
+                    func.lower(DeadLetter.message).contains(text, autoescape=True),
+                    func.lower(DeadLetter.exception_type).contains(text, autoescape=True),
+                )
             )
         if self.fingerprint:
             conditions.append(DeadLetter.fingerprint == self.fingerprint)
@@ -288,16 +291,17 @@ def stats() -> dict[str, dict[str, int]]:
         }
 
 
-def discard(row_filter: RowFilter, by: str, reason: str) -> int:
-    """Mark the selected open rows discarded; returns how many."""
+def discard(row_ids: list[int], by: str, reason: str) -> int:
+    """Mark exactly the rows `row_ids` names discarded, those still open; returns how many (none for [])."""
+    if not row_ids:
+        return 0
     with session() as active:
-        ids = active.scalars(row_filter.apply(select(DeadLetter.id)).where(DeadLetter.status.in_(OPEN))).all()
-        active.execute(
+        discarded = active.execute(
             update(DeadLetter)
-            .where(DeadLetter.id.in_(ids))
+            .where(DeadLetter.id.in_(row_ids), DeadLetter.status.in_(OPEN))
             .values(status=Status.DISCARDED, discarded_by=by, discard_reason=reason, updated_at=utcnow())
         )
-        return len(ids)
+        return discarded.rowcount
 
 
 def purge(older_than: timedelta, max_rows: int | None = None) -> int:

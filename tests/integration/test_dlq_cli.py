@@ -100,3 +100,20 @@ def test_a_worker_refuses_an_unmigrated_database(tmp_path):
     result = celery_worker(env)
     assert result.returncode != 0
     assert "is at revision none, the code needs 0001: run `vetro db upgrade`" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "no_match",
+    [["--job", "00000000-nope"], ["--error", "%"]],  # '%' is matched literally: no row has one
+)
+def test_a_filter_that_matches_nothing_changes_nothing_for_every_verb(rows, no_match, tmp_path):
+    before = {row.id: (row.status, row.replay_count) for row in store.rows(store.RowFilter())}
+    discarded = vetro("dlq", "discard", *no_match, "--reason", "none", "--yes")
+    assert discarded.returncode == 0 and "no dead letter matches: nothing to discard" in discarded.stderr
+    replayed = vetro("dlq", "replay", *no_match, "--yes")
+    assert replayed.returncode == 0 and "no dead letter matches: nothing to replay" in replayed.stderr
+    exported = vetro("dlq", "export", *no_match, "--output", str(tmp_path / "none.jsonl"))
+    assert exported.returncode == 0 and (tmp_path / "none.jsonl").read_text() == ""
+    purged = vetro("dlq", "purge", "--older-than", "0s", "--yes")  # only resolved and discarded rows, and none are
+    assert purged.returncode == 0 and "purged 0 dead letter(s)" in purged.stderr
+    assert {row.id: (row.status, row.replay_count) for row in store.rows(store.RowFilter())} == before

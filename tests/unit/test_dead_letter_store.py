@@ -84,9 +84,24 @@ def test_a_finished_job_resolves_its_rows_and_purge_removes_old_finished_rows(sq
 
 def test_discard_keeps_the_row_with_who_and_why(sqlite_store):
     store.record(event("x"))
-    assert store.discard(store.RowFilter(job="x"), by="ana", reason="duplicate order") == 1
+    [row] = store.rows(store.RowFilter(job="x"))
+    assert store.discard([row.id], by="ana", reason="duplicate order") == 1
     row = store.rows(store.RowFilter(job="x"))[0]
     assert (row.status, row.discarded_by, row.discard_reason) == (Status.DISCARDED, "ana", "duplicate order")
+
+
+def test_discarding_no_rows_changes_none(sqlite_store):
+    store.record(event("x"))
+    assert store.discard([], by="ana", reason="an empty selection") == 0
+    assert store.rows(store.RowFilter(job="x"))[0].status == Status.FAILED
+
+
+def test_an_error_filter_is_matched_literally(sqlite_store):
+    store.record(event("plain", message="timeout after 5s"))
+    store.record(event("percent", message="disk 100% full"))
+    assert [row.job_id for row in store.rows(store.RowFilter(error="%"))] == ["percent"]
+    assert store.rows(store.RowFilter(error="_")) == []
+    assert [row.job_id for row in store.rows(store.RowFilter(error="100% FULL"))] == ["percent"]
 
 
 def test_a_spooled_failure_is_written_by_flush(sqlite_store, monkeypatch):
