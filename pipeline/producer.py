@@ -42,19 +42,92 @@ def canonical_json(payload: Any) -> bytes:
 
 
 def check_payload(payload: Any, idempotency_key: str | None = None, position: str = "payload") -> JobRequest:
-    """Refuse what is not a JSON object or is too large; derive the key from the payload if none given."""
+    """Refuse what is not a JSON object, too large, too deep or not plain JSON, and a bad key;
+    derive the key from the payload if none is given."""
     if not isinstance(payload, dict):
         raise InvalidJobError(f"{position}: expected a JSON object, got {type(payload).__name__}")
+    settings = get_settings()
+    _check_shape(payload, position, settings.max_payload_depth, settings.max_payload_elements)
     try:
         encoded = canonical_json(payload)
     except (TypeError, ValueError) as error:
         raise InvalidJobError(f"{position}: not JSON-serialisable: {error}") from None
-    limit = get_settings().max_payload_bytes
+    limit = settings.max_payload_bytes
     if len(encoded) > limit:
         raise InvalidJobError(f"{position}: {len(encoded)} bytes, over the limit of {limit} (VETRO_MAX_PAYLOAD_BYTES)")
-    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key.strip()):
-        raise InvalidJobError(f"{position}: idempotency key must be a non-empty string")
+    if idempotency_key is not None:
+        check_key(idempotency_key, position, settings.max_key_length)
     return JobRequest(payload, idempotency_key or hashlib.sha256(encoded).hexdigest())
+
+
+def check_key(key: Any, position: str, max_length: int) -> None:
+    """A key travels in HTTP headers and database columns: printable text of a bounded length."""
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidJobError(f"{position}: idempotency key must be a non-empty string")
+    if len(key) > max_length:
+        limit = f"over {max_length} (VETRO_MAX_KEY_LENGTH)"
+        raise InvalidJobError(f"{position}: idempotency key of {len(key)} characters, {limit}")
+    if not key.isprintable() or not key.isascii():
+        raise InvalidJobError(f"{position}: idempotency key must be printable ASCII, got {key[:40]!r}")
+
+
+def _check_shape(payload: dict, position: str, max_depth: int, max_elements: int) -> None:
+    """Walk the payload without recursion: only JSON's types, valid Unicode, bounded depth and size."""
+    pending: list[tuple[Any, int]] = [(payload, 1)]
+    elements = 0
+    while pending:
+        value, depth = pending.pop()
+        elements += 1
+        if elements > max_elements:
+            raise InvalidJobError(f"{position}: over {max_elements} values (VETRO_MAX_PAYLOAD_ELEMENTS)")
+        if isinstance(value, dict | list):
+            if depth > max_depth:
+                raise InvalidJobError(f"{position}: nested deeper than {max_depth} levels (VETRO_MAX_PAYLOAD_DEPTH)")
+            if isinstance(value, dict):
+                for name in value:
+                    if not isinstance(name, str):
+                        raise InvalidJobError(f"{position}: object keys must be strings, got {name!r:.40}")
+                    _check_text(name, position)
+            pending.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+        elif isinstance(value, str):
+            _check_text(value, position)
+        elif not (value is None or isinstance(value, bool | int | float)):
+            raise InvalidJobError(f"{position}: {type(value).__name__} is not a JSON value")
+
+
+def _check_text(text: str, position: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidJobError(f"{position}: a string is not valid Unicode: {text[:40]!r}") from None
+
+
+def parse_payload(text: str, position: str) -> Any:
+    """One JSON document, or InvalidJobError naming what is wrong (never a RecursionError or a traceback)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidJobError(f"{position}: not valid JSON: {error.msg} (column {error.colno})") from None
+    except RecursionError:
+        raise InvalidJobError(f"{position}: not valid JSON: nested too deeply") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise InvalidJobError(f"{position}: not valid JSON: {error}") from None
+
+
+def parse_json_lines(data: bytes, source: str) -> list[dict[str, Any]]:
+    """Payloads from UTF-8 JSON Lines, each checked; lines end at '\\n' only (a U+2028 inside a string is
+    text), and a blank line is skipped."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidJobError(f"{source}: not UTF-8 (at byte {error.start})") from None
+    payloads = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if line.strip():
+            position = f"{source}:{number}"
+            payloads.append(check_payload(parse_payload(line, position), position=position).payload)
+    return payloads
 
 
 def submit(

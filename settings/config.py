@@ -102,8 +102,13 @@ class Settings(BaseSettings):
     all_stages: StageOverride = Field(default_factory=StageOverride, description="over every stage's own values")
     stages: dict[str, dict[str, StageOverride]] = Field(default_factory=dict, description="per pipeline and stage")
 
-    # Lifetimes of what vetro keeps in Redis, aligned so that each outlives what depends on it.
+    # What a producer may submit: anything larger, deeper or stranger is refused before publishing.
     max_payload_bytes: int = Field(256 * 1024, ge=64)
+    max_payload_depth: int = Field(32, ge=1, le=200, description="nesting of objects and lists")
+    max_payload_elements: int = Field(50_000, ge=1, description="values in a payload, containers included")
+    max_key_length: int = Field(200, ge=8, le=256, description="characters of an idempotency key")
+
+    # Lifetimes of what vetro keeps in Redis, aligned so that each outlives what depends on it.
     submit_dedup_ttl: int = Field(8 * 24 * 3600, ge=60, description="seconds an idempotency key maps to its job id")
     job_ttl: int = Field(
         7 * 24 * 3600, ge=60, description="seconds a job's ledger and step results live after its last step"

@@ -80,20 +80,22 @@ def workers(env: dict[str, str], count: int = 1, concurrency: int = 2, plugins: 
 
 
 def run_module(
-    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, stdin: str | bytes | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess:
     """Run `python -m <args>` as an operator would, with the tests' settings (and `env` over them).
 
     Always over them: a partial `env` must never send a command to the machine's shared Redis.
+    `stdin` as bytes is sent as it is (its output is still read as text).
     """
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", *args],
         input=stdin,
         capture_output=True,
-        text=True,
         env=worker_env() | (env or {}),
         timeout=timeout,
     )
+    result.stdout, result.stderr = (stream.decode(errors="replace") for stream in (result.stdout, result.stderr))
+    return result
 
 
 def vetro(*args: str, **options: Any) -> subprocess.CompletedProcess:

@@ -33,26 +33,19 @@ cli.add_typer(db_cli, name="db")
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    """Every payload of a .jsonl file, each checked; the first bad line stops everything."""
-    from pipeline.producer import InvalidJobError, check_payload
+    """Every payload of a .jsonl file (or stdin), each checked; the first bad line stops everything."""
+    from pipeline.producer import InvalidJobError, parse_json_lines
 
     if path == "-":
-        lines = sys.stdin.read().splitlines()
+        data = sys.stdin.buffer.read()
     elif Path(path).is_file():
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        data = Path(path).read_bytes()
     else:
         raise fail(f"{path}: no such file")
-    payloads = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            payloads.append(check_payload(json.loads(line), position=f"{path}:{number}").payload)
-        except json.JSONDecodeError as error:
-            raise fail(f"{path}:{number}: not valid JSON: {error.msg}") from None
-        except InvalidJobError as error:
-            raise fail(str(error)) from None
-    return payloads
+    try:
+        return parse_json_lines(data, path)
+    except InvalidJobError as error:
+        raise fail(str(error)) from None
 
 
 @cli.command()
@@ -63,15 +56,15 @@ def submit(
     pipeline: str = typer.Option("orders", help="Pipeline to run."),
 ) -> None:
     """Enqueue jobs. Nothing is published unless every payload is valid."""
-    from pipeline.producer import InvalidJobError, check_payload, submit_many
+    from pipeline.producer import InvalidJobError, check_payload, parse_payload, submit_many
 
     if (file is None) == (payload_json is None):
         raise fail("give either --json '{...}' or a FILE.jsonl")
     if payload_json is not None:
         try:
-            payloads = [json.loads(payload_json)]
-        except json.JSONDecodeError as error:
-            raise fail(f"--json: not valid JSON: {error.msg}") from None
+            payloads = [parse_payload(payload_json, "--json")]
+        except InvalidJobError as error:
+            raise fail(str(error)) from None
     else:
         if key:
             raise fail("--key applies to --json; a file's payloads derive their own keys")

@@ -9,7 +9,7 @@ import pytest
 from pipeline import InvalidJobError, submit, submit_many
 from pipeline.store import redis_client
 from tasks.orders.samples import sample_order
-from tests.helpers import vetro
+from tests.helpers import run_module, vetro
 
 pytestmark = pytest.mark.integration
 
@@ -19,11 +19,45 @@ def published_jobs() -> int:
     return sum(1 for _ in redis_client().scan_iter("vetro:*:job:*", count=1000))
 
 
-@pytest.mark.parametrize("payload", [["not", "an", "object"], "text", {"blob": "x" * 300_000}, {"n": float("inf")}])
-def test_submit_refuses_bad_payloads_and_publishes_nothing(redis_server, payload):
+def nested(levels: int) -> dict:
+    payload: dict = {"leaf": 1}
+    for _ in range(levels):
+        payload = {"n": payload}
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (["not", "an", "object"], "expected a JSON object"),
+        ("text", "expected a JSON object"),
+        ({"blob": "x" * 300_000}, "over the limit of"),
+        ({"n": float("inf")}, "not JSON-serialisable"),
+        (nested(500), "nested deeper than 32 levels"),
+        (nested(10_000), "nested deeper than 32 levels"),
+        ({"items": [0] * 60_000}, "over 50000 values"),
+        ({"lone": "\ud800"}, "not valid Unicode"),
+        ({1: "int key"}, "object keys must be strings"),
+        ({"when": object()}, "object is not a JSON value"),
+        ({"big": 10**5000}, "not JSON-serialisable"),
+    ],
+)
+def test_submit_refuses_bad_payloads_in_one_line_and_publishes_nothing(redis_server, payload, message):
     before = published_jobs()
-    with pytest.raises(InvalidJobError):
+    with pytest.raises(InvalidJobError, match=message) as refused:
         submit(payload)
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 300
+    assert published_jobs() == before
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("a\nb", "printable ASCII"), ("k" * 201, "201 characters, over 200"), ("", "non-empty"), ("é", "ASCII")],
+)
+def test_submit_refuses_a_key_that_cannot_travel_in_a_header(redis_server, key, message):
+    before = published_jobs()
+    with pytest.raises(InvalidJobError, match=message):
+        submit(sample_order(1, prefix="bad-key"), key)
     assert published_jobs() == before
 
 
@@ -42,6 +76,10 @@ def test_one_bad_payload_in_a_batch_publishes_none_of_it(redis_server):
         (["submit", "--json", "{nope"], "error: --json: not valid JSON"),
         (["submit"], "error: give either --json"),
         (["submit", "/no/such/file.jsonl"], "error: /no/such/file.jsonl: no such file"),
+        (["submit", "--json", "[" * 10_000 + "]" * 10_000], "error: --json: not valid JSON: nested too deeply"),
+        (["submit", "--json", '{"n": ' + "9" * 5000 + "}"], "error: --json: not valid JSON: Exceeds the limit"),
+        (["submit", "--json", json.dumps(nested(40))], "error: payload: nested deeper than 32 levels"),
+        (["submit", "--json", "{}", "--key", "x" * 300], "error: payload: idempotency key of 300 characters"),
     ],
 )
 def test_the_cli_refuses_bad_input_in_one_line(redis_server, args, message):
@@ -61,6 +99,32 @@ def test_a_bad_line_in_a_file_stops_the_whole_file(redis_server, tmp_path):
     assert result.returncode == 2
     assert f"{path}:3: expected a JSON object, got str" in result.stderr
     assert published_jobs() == before
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"a": 1}\n{"b": "\xff\xfe"}\n', "not UTF-8 (at byte 16)"),
+        (b'{"a": 1}\n' + b"[" * 10_000 + b"]" * 10_000 + b"\n", ":2: not valid JSON: nested too deeply"),
+        (b'{"n": ' + b"9" * 5000 + b"}\n", ":1: not valid JSON: Exceeds the limit"),
+    ],
+)
+def test_a_file_or_stdin_that_is_not_utf8_json_lines_is_refused_in_one_line(redis_server, tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    before = published_jobs()
+    for args, stdin in (([str(path)], None), (["-"], content)):
+        result = run_module("vetro.cli", "submit", *args, stdin=stdin)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert message in result.stderr
+    assert published_jobs() == before
+
+
+def test_a_line_separator_inside_a_string_is_text_not_a_line_break(redis_server, tmp_path):
+    path = tmp_path / "u2028.jsonl"
+    path.write_bytes(json.dumps({"note": "one\u2028two"}, ensure_ascii=False).encode() + b"\n")
+    result = vetro("submit", str(path))
+    assert result.returncode == 0 and "submitted 1 new job(s)" in result.stderr, result.stderr
 
 
 def test_the_cli_submits_a_file_and_prints_job_ids(worker, partner, tmp_path):
