@@ -49,11 +49,19 @@ def _database_ready() -> None:
         raise fail(f"cannot reach the dead-letter database: {type(error).__name__}: {detail}") from None
 
 
+MAX_ROW_ID = 2**63 - 1  # the largest id a database column holds
+
+
 def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if not match:
         raise fail(f"{text!r} is not a duration like 30d, 12h or 15m")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        store.utcnow() - duration  # that long ago must be a date
+    except OverflowError:
+        raise fail(f"{text!r:.40} reaches back past any date vetro can hold") from None
+    return duration
 
 
 def parse_when(text: str | None) -> datetime | None:
@@ -122,6 +130,9 @@ def with_filter(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _check_ids(ids: list[int]) -> None:
+    for row_id in ids:
+        if not 0 < row_id <= MAX_ROW_ID:
+            raise fail(f"no dead letter with id {row_id}")
     found = {row.id for row in store.rows(store.RowFilter(ids=ids))}
     missing = [row_id for row_id in ids if row_id not in found]
     if missing:
@@ -171,8 +182,8 @@ def _print_json(value: Any) -> None:
 @with_filter
 def list_rows(
     rows: store.RowFilter,
-    page: int = typer.Option(1, min=1),
-    page_size: int = typer.Option(50, min=1),
+    page: int = typer.Option(1, min=1, max=1_000_000),
+    page_size: int = typer.Option(50, min=1, max=10_000),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Dead letters, newest failure first, a page at a time."""
@@ -191,7 +202,7 @@ def list_rows(
 @dlq_cli.command()
 def show(row_id: int = typer.Argument(..., metavar="ID"), as_json: bool = typer.Option(False, "--json")) -> None:
     """Everything about one dead letter, its input and traceback included."""
-    row = store.get_row(row_id)
+    row = store.get_row(row_id) if 0 < row_id <= MAX_ROW_ID else None
     if row is None:
         raise fail(f"no dead letter with id {row_id}")
     record = row.as_dict()

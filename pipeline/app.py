@@ -41,6 +41,8 @@ def celery_config(settings: Settings) -> dict:
         # the guard counts the run, and VETRO_MAX_DELIVERIES of them make the step a poison job.
         "task_acks_on_timeout": False,
         "worker_prefetch_multiplier": 1,
+        # Every message is inspected before Celery takes it; what it cannot take is quarantined.
+        "worker_consumer": "pipeline.shield:ShieldedConsumer",
         # A stage keeps running when the broker connection drops, and acks once it is back: killing it
         # mid-call would repeat the call after the visibility timeout. A copy of its message given back
         # meanwhile finds the stage's lease held and waits (pipeline.guard).

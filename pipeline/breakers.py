@@ -27,7 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pipeline.failures import DependencyWaitError
+from pipeline.failures import UNBUILDABLE_REQUEST, DependencyWaitError
 from settings import get_settings
 
 log = logging.getLogger("vetro.breakers")
@@ -68,6 +68,8 @@ def is_unhealthy(exc: BaseException) -> bool:
     """Does this failure say the dependency is unhealthy (as opposed to rejecting our request)?"""
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code >= 500
+    if isinstance(exc, UNBUILDABLE_REQUEST):
+        return False
     return isinstance(exc, httpx.TransportError | TimeoutError | ConnectionError)
 
 

@@ -2,7 +2,8 @@
 
 transient  - the world was flaky (network, timeout, 408/429/5xx): retry with backoff; an open
              breaker or a spent rate limit is a wait, retried without spending the budget;
-permanent  - the input can never succeed (bad payload, schema, other 4xx): hand off at once;
+permanent  - the input can never succeed (bad payload, schema, other 4xx, a request that cannot
+             be built): hand off at once;
 business   - a stage's own rule said no (raise BusinessRuleError): hand off at once;
 technical  - anything else, i.e. our bug: retry a few times, then hand off.
 """
@@ -112,6 +113,16 @@ def _http_status(exc: BaseException) -> Failure | None:
     return Failure(FailureClass.PERMANENT)
 
 
+# A request that could not even be built (a header with a newline, a URL with a bad scheme or
+# port): our input's fault, never the dependency's. Checked before the transport errors, of
+# which httpx makes some of these a kind.
+UNBUILDABLE_REQUEST = (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL)
+
+
+def _unbuildable_request(exc: BaseException) -> Failure | None:
+    return Failure(FailureClass.PERMANENT) if isinstance(exc, UNBUILDABLE_REQUEST) else None
+
+
 _TRANSIENT_TYPES = (
     httpx.TransportError,
     ConnectionError,
@@ -131,6 +142,9 @@ def _by_type(exc: BaseException) -> Failure | None:
     return None
 
 
+DEFAULT_RULES: list[Rule] = [_vetro_error, _http_status, _unbuildable_request, _by_type]
+
+
 class FailureClassifier:
     """Maps an exception to a Failure by the first rule that answers; unknown means technical.
 
@@ -139,7 +153,7 @@ class FailureClassifier:
     """
 
     def __init__(self, rules: list[Rule] | None = None) -> None:
-        self._rules: list[Rule] = list(rules if rules is not None else [_vetro_error, _http_status, _by_type])
+        self._rules: list[Rule] = list(rules if rules is not None else DEFAULT_RULES)
 
     def register(self, rule: Rule) -> None:
         self._rules.insert(0, rule)

@@ -133,6 +133,12 @@ def mark_failed(job: JobContext, scope: str, failure_class: str, error: str, com
     redis_client().expire(dedup_key(job.pipeline, job.idempotency_key), window)
 
 
+def planned_branches(pipeline: str, job_id: str) -> list[str]:
+    """The branches the job's planner recorded ([] before it has)."""
+    branches = redis_client().hget(JobKeys(pipeline, job_id).record, "branches")
+    return json.loads(branches) if branches else []
+
+
 def reopen(job: JobContext) -> None:
     """A dead-lettered job runs again (a replay): fresh budgets, watched again, kept for the replay window.
 

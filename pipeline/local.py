@@ -66,6 +66,7 @@ class RedisServer:
     """A private, throwaway redis-server on a free loopback port; with `appendonly`, it survives a restart."""
 
     def __init__(self, port: int | None = None, appendonly: bool = False) -> None:
+        self.chosen_port = port is None  # a port of our own choosing may be retried on a clash
         self.port = port or free_port()
         self.appendonly = appendonly
         self.directory = tempfile.mkdtemp(prefix="vetro-redis-")
@@ -94,8 +95,27 @@ class RedisServer:
             "warning",
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: redis_reachable(self.url), 15, f"redis-server on port {self.port}")
+        wait_until(lambda: self._serving() is not None, 15, f"redis-server on port {self.port}")
+        if not self._serving():
+            # Another server holds the port (a port chosen free, then taken by someone else before we
+            # bound it): never use a server that is not ours.
+            self.process.wait(10)
+            if not self.chosen_port:
+                raise RuntimeError(f"port {self.port} is taken by another redis-server")
+            self.port = free_port()
+            return self.start()
         return self
+
+    def _serving(self) -> bool | None:
+        """None while starting; then whether the server answering on the port is this one's process."""
+        if self.process.poll() is not None:
+            return False  # ours has exited (the port was taken)
+        try:
+            client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=1)
+            client.ping()  # refused while the server still loads its append-only file
+            return client.info("server")["process_id"] == self.process.pid
+        except (redis.RedisError, OSError):
+            return None
 
     def shutdown(self) -> None:
         """Stop the server (SIGTERM: it writes its append-only file first); its data stays for `start`."""

@@ -24,7 +24,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 
-from pipeline import driver, ledger
+from pipeline import driver, ledger, quarantine
 from pipeline.app import app
 from pipeline.context import JOB_ID, NOT_BEFORE, SENT_AT, JobContext
 from pipeline.failures import Failure, FailureClass, FailureClassifier, TechnicalError, default_classifier
@@ -83,8 +83,11 @@ class Stage(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         job_id = self.request.get(JOB_ID)
-        if not job_id:  # called directly, outside any job: nothing to guard
-            return super().__call__(*args, **kwargs)
+        if not job_id:
+            if self.request.called_directly:  # a plain function call, outside any job: nothing to guard
+                return super().__call__(*args, **kwargs)
+            # A message with no job (the shield quarantines these before they get here): never run it.
+            raise Reject(f"{self.name}: a message without a job ({JOB_ID})", requeue=False)
         try:
             result = self._run_guarded(job_id, args, kwargs)
         except (Retry, Ignore, Reject):
@@ -112,6 +115,9 @@ class Stage(Task):
             self._wait(job_id, not_before - now)
         pipeline = self.pipeline
         role = pipeline.role(self.stage)
+        if role is Role.PART and args[-1] not in ledger.planned_branches(pipeline.name, job_id):
+            # Checked before claiming: a forged part never takes the step's lease, so it never delays a real one.
+            return self._refuse(f"branch {args[-1]!r} was not planned for job {job_id}", args, kwargs)
         guard = Guard(pipeline.name, job_id, pipeline.scope(self.stage, args))
         owner = uuid.uuid4().hex
         claim = guard.parse_claim(self._claim(guard, owner, now, role is Role.UNDO))
@@ -153,6 +159,14 @@ class Stage(Task):
         else:
             driver.advance(job, pipeline, self.stage, args, result, record)
         return result
+
+    def _refuse(self, reason: str, args: tuple, kwargs: dict) -> None:
+        """A message no job asked for (forged, or a bug): kept in the quarantine, never run, the job untouched."""
+        headers = {"task": self.name, "id": self.request.id, **JobContext.from_headers(self.request).headers()}
+        body = encode([list(args), kwargs, None])
+        queue = (self.request.delivery_info or {}).get("routing_key")
+        entry = quarantine.put(reason, headers, body, "application/json", queue)
+        log.error("quarantined message %s: %s", entry, reason)
 
     def _claim(self, guard: Guard, owner: str, now: float, compensation: bool) -> list:
         """Claim the step, push the job's due time and the queue's frontier: one round trip."""

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 ENV_PREFIX = "VETRO_"
 MIN_HOLD_SECONDS = 3  # the shortest countdown a retry may be held for below the visibility timeout
 STALL_MARGIN_SECONDS = 10  # added to the stall bound for clock skew between hosts and sweep delay
 REFERENCE_PIPELINES = ["tasks.orders", "tasks.provider_sync", "tasks.payments"]
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
+SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+# Celery reads these from the environment ahead of the app's own configuration (celery/app/utils.py):
+# left set, the broker would silently be another server than the one vetro's ledger and guards use.
+CELERY_OVERRIDES = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL", "CELERY_RESULT_BACKEND")
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _hide_password(url: str) -> str:
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
 class ConfigError(ValueError):
@@ -155,6 +173,33 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _servers_given(self) -> Settings:
+        """Every server named explicitly and of a kind vetro speaks: none is ever guessed."""
+        checks = [
+            ("BROKER_URL", self.broker_url, BROKER_SCHEMES),
+            ("DATABASE_URL", self.database_url, SQL_SCHEMES),
+            ("RESULT_STORE_URL", self.result_store_url, REDIS_SCHEMES),
+            ("BREAKER_STORE_URL", self.breaker_store_url, REDIS_SCHEMES),
+        ]
+        for name, url, schemes in checks:
+            if url is not None and _scheme(url) not in schemes:
+                shown = _hide_password(url)[:80]
+                raise ValueError(f"{ENV_PREFIX}{name}: {shown!r} is not a {' / '.join(schemes)}:// URL")
+        if _scheme(self.broker_url) not in REDIS_SCHEMES and not self.result_store_url:
+            raise ValueError(
+                f"{ENV_PREFIX}RESULT_STORE_URL: required with a broker that is not Redis "
+                f"({_hide_password(self.broker_url)}): the ledger, guards and breakers live in Redis"
+            )
+        for variable in CELERY_OVERRIDES:
+            value = os.environ.get(variable)
+            if value and (variable == "CELERY_RESULT_BACKEND" or value != self.broker_url):
+                raise ValueError(
+                    f"{variable} is set ({_hide_password(value)[:80]}): Celery would use it instead of vetro's "
+                    f"{ENV_PREFIX}BROKER_URL; unset it (vetro keeps results in its own Redis)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _lifetimes_aligned(self) -> Settings:
         # A resubmission must find the job while its ledger lives; a dead letter must find its ledger.
         for longer, shorter in (("submit_dedup_ttl", "job_ttl"), ("replay_window", "job_ttl")):
@@ -192,11 +237,7 @@ class Settings(BaseSettings):
 
     @property
     def results_url(self) -> str:
-        if self.result_store_url:
-            return self.result_store_url
-        if self.broker_url.startswith(("redis://", "rediss://")):
-            return self.broker_url
-        return "redis://127.0.0.1:6379/0"
+        return self.result_store_url or self.broker_url  # the broker is Redis unless a store is named
 
     @property
     def sql_url(self) -> str:
@@ -231,10 +272,16 @@ def read_settings(cls: type[T]) -> T:
     """One settings class (vetro's, or a pipeline's with its own prefix), read once; a bad value
     raises ConfigError with one line naming the variable."""
     if cls not in _read:
+        prefix = cls.model_config.get("env_prefix", "")
         try:
             _read[cls] = cls()
         except ValidationError as error:
-            raise ConfigError(_one_line(error, cls.model_config.get("env_prefix", ""))) from None
+            raise ConfigError(_one_line(error, prefix)) from None
+        except SettingsError as error:  # a value pydantic-settings could not even parse (malformed JSON)
+            field = re.search(r'field "([^"]+)"', str(error))
+            cause = f": {error.__cause__}" if error.__cause__ else ""
+            name = f"{prefix}{field.group(1).upper()}" if field else prefix.rstrip("_")
+            raise ConfigError(f"{name}: not valid JSON{cause}") from None
     return _read[cls]
 
 

@@ -1,11 +1,14 @@
 """Shared fixtures: a private Redis, the partner stub and real worker processes.
 
-The broker URL is fixed at import, before anything reads settings, so no test ever talks to
-the machine's shared Redis.
+The private Redis starts at import, before anything reads settings, so no test ever talks to
+the machine's shared Redis, and its port is held from that moment: a port merely chosen free
+could be taken by a server another test process starts, and two processes' tests would then
+share one broker.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 from collections.abc import Iterator
@@ -13,10 +16,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from pipeline.local import RedisServer, WorkerProcess, free_port
+from pipeline.local import RedisServer, WorkerProcess
 
-REDIS_PORT = free_port()
-REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+SESSION_REDIS = RedisServer().start()
+atexit.register(SESSION_REDIS.stop)
+REDIS_URL = SESSION_REDIS.url
 # Where the pipelines find their partners: nowhere until the partner fixture starts the stub.
 PARTNER_URLS = (
     "ORDERS_PARTNER_URL",
@@ -49,8 +53,7 @@ def migrated_database() -> None:
 @pytest.fixture(scope="session", autouse=True)
 def redis_server() -> Iterator[RedisServer]:
     """The tests' private Redis, for every test: a stray connection must never reach the shared one."""
-    with RedisServer(port=REDIS_PORT) as server:
-        yield server
+    yield SESSION_REDIS
 
 
 @pytest.fixture(scope="session")

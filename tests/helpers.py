@@ -89,7 +89,7 @@ def run_module(
     """
     result = subprocess.run(
         [sys.executable, "-m", *args],
-        input=stdin,
+        input=stdin.encode() if isinstance(stdin, str) else stdin,
         capture_output=True,
         env=worker_env() | (env or {}),
         timeout=timeout,

@@ -18,6 +18,7 @@ from dlq.cli import db_cli, dlq_cli
 from pipeline.console import fail
 from pipeline.console import messages as console
 from settings import ConfigError
+from vetro.quarantine_cli import quarantine_cli
 
 cli = typer.Typer(
     help="vetro: multi-stage pipelines on Celery that lose nothing and repeat nothing.",
@@ -30,6 +31,7 @@ breakers_cli = typer.Typer(help="Show the circuit breakers, or force one open or
 cli.add_typer(breakers_cli, name="breakers")
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(db_cli, name="db")
+cli.add_typer(quarantine_cli, name="quarantine")
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline import FanOut, Pipeline, Stage, TechnicalError, register, stage
+from pipeline import FanOut, PermanentError, Pipeline, Stage, TechnicalError, register, stage
 from tasks.orders import clients
 from tasks.orders.config import CUSTOMER_SERVICE, orders_settings, webhook_dependency
 from tasks.orders.models import CanonicalOrder, Customer, parse_order_event, to_canonical
@@ -47,6 +47,8 @@ def route(self: Stage, order: dict[str, Any]) -> list[str]:
 @stage("operate", PIPELINE, dependencies=[webhook_dependency(d) for d in orders_settings().destinations])
 def operate(self: Stage, order: dict[str, Any], destination: str) -> dict[str, Any]:
     """Deliver the order to one destination, once: the idempotency key travels with the call."""
+    if destination not in orders_settings().destinations:
+        raise PermanentError(f"no route leads to destination {destination!r}")
     CanonicalOrder.model_validate(order)
     job = self.job
     receipt = clients.deliver(destination, order, job.idempotency_key, job.correlation_id)

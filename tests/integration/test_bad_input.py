@@ -134,3 +134,22 @@ def test_the_cli_submits_a_file_and_prints_job_ids(worker, partner, tmp_path):
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.split()) == 3
     assert "submitted 3 new job(s)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("CELERY_BROKER_URL", "redis://127.0.0.1:1/0", "CELERY_BROKER_URL is set"),
+        ("VETRO_BROKER_URL", "foo://x", "VETRO_BROKER_URL: 'foo://x' is not a"),
+        ("ORDERS_ROUTES", "[nope", "ORDERS_ROUTES: not valid JSON"),
+    ],
+)
+def test_a_bad_setting_is_one_line_from_the_worker_and_from_vetro(redis_server, variable, value, expected):
+    from tests.helpers import celery_worker
+
+    worker = celery_worker({variable: value})
+    assert worker.returncode != 0 and len(worker.stderr.strip().splitlines()) == 1, worker.stderr
+    assert expected in worker.stderr
+    command = vetro("breakers", env={variable: value})
+    assert command.returncode == 2 and len(command.stderr.strip().splitlines()) == 1, command.stderr
+    assert command.stderr.startswith(f"error: bad configuration: {expected}")

@@ -117,3 +117,19 @@ def test_a_filter_that_matches_nothing_changes_nothing_for_every_verb(rows, no_m
     purged = vetro("dlq", "purge", "--older-than", "0s", "--yes")  # only resolved and discarded rows, and none are
     assert purged.returncode == 0 and "purged 0 dead letter(s)" in purged.stderr
     assert {row.id: (row.status, row.replay_count) for row in store.rows(store.RowFilter())} == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "99999999999999999999"],
+        ["list", "--since", "99999999d"],
+        ["list", "--page", "99999999999"],
+        ["list", "--page-size", "99999999999"],
+        ["purge", "--older-than", "99999999999d", "--yes"],
+    ],
+)
+def test_an_out_of_range_operator_input_is_one_line_and_exit_2(args):
+    result = vetro("dlq", *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr

@@ -123,9 +123,24 @@ def test_retry_after_is_a_floor_on_the_delay():
         (http_error(404), False),
         (http_error(422), False),
         (ValueError("our bug"), False),
+        (httpx.LocalProtocolError("Illegal header value b'a\\nb'"), False),
+        (httpx.UnsupportedProtocol("Request URL has an unsupported protocol 'nope://'."), False),
+        (httpx.InvalidURL("Invalid port"), False),
     ],
 )
 def test_only_unhealthy_answers_count_against_a_breaker(exc, unhealthy):
     from pipeline.breakers import is_unhealthy
 
     assert is_unhealthy(exc) is unhealthy
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        httpx.LocalProtocolError("Illegal header value"),
+        httpx.UnsupportedProtocol("unsupported protocol"),
+        httpx.InvalidURL("Invalid port"),
+    ],
+)
+def test_a_request_that_cannot_be_built_is_a_permanent_failure(exc):
+    assert default_classifier.classify(exc).failure_class is FailureClass.PERMANENT

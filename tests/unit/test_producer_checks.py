@@ -12,7 +12,7 @@ def test_only_json_objects_are_jobs(payload):
 
 
 def test_values_json_cannot_carry_are_refused():
-    with pytest.raises(InvalidJobError, match="not JSON-serialisable"):
+    with pytest.raises(InvalidJobError, match="object is not a JSON value"):
         check_payload({"when": object()})
     with pytest.raises(InvalidJobError, match="not JSON-serialisable"):
         check_payload({"amount": float("nan")})

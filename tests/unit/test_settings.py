@@ -65,3 +65,45 @@ def test_the_stall_bound_covers_a_redelivery_and_the_longest_stage(monkeypatch):
     monkeypatch.setenv("VETRO_VISIBILITY_TIMEOUT", "40")
     load_pipelines()  # the reference pipelines' stages: 30 s each by default
     assert stall_after() == 40 + 30 + 10  # visibility + the longest time limit + margin
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"VETRO_BROKER_URL": "foo://x"}, "VETRO_BROKER_URL: 'foo://x' is not a redis / rediss / unix / amqp"),
+        ({"VETRO_BROKER_URL": "not-a-url"}, "VETRO_BROKER_URL: 'not-a-url' is not a"),
+        (
+            {"VETRO_BROKER_URL": "amqp://guest:secret@127.0.0.1//", "VETRO_RESULT_STORE_URL": None},
+            "VETRO_RESULT_STORE_URL: required with a broker",
+        ),
+        ({"VETRO_DATABASE_URL": "nosuchdb://x"}, "VETRO_DATABASE_URL: 'nosuchdb://x' is not a sqlite"),
+        ({"VETRO_RESULT_STORE_URL": "http://x"}, "VETRO_RESULT_STORE_URL: 'http://x' is not a redis"),
+        ({"CELERY_BROKER_URL": "redis://elsewhere:6379/0"}, "CELERY_BROKER_URL is set (redis://elsewhere:6379/0)"),
+        ({"CELERY_RESULT_BACKEND": "redis://x/1"}, "CELERY_RESULT_BACKEND is set"),
+    ],
+)
+def test_a_server_that_is_not_given_or_not_usable_stops_start_up_in_one_line(monkeypatch, variables, expected):
+    for name, value in variables.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as refused:
+        get_settings()
+    assert str(refused.value).startswith(expected) and "\n" not in str(refused.value)
+    assert "secret" not in str(refused.value)
+
+
+def test_a_celery_broker_variable_equal_to_vetros_is_accepted(monkeypatch):
+    monkeypatch.setenv("VETRO_BROKER_URL", "redis://127.0.0.1:6399/0")
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:6399/0")
+    assert get_settings().broker_url == "redis://127.0.0.1:6399/0"
+
+
+def test_malformed_json_in_a_pipelines_setting_names_the_variable(monkeypatch):
+    from settings import read_settings
+    from tasks.orders.config import OrdersSettings
+
+    monkeypatch.setenv("ORDERS_ROUTES", "[nope")
+    with pytest.raises(ConfigError, match=r"^ORDERS_ROUTES: not valid JSON: Expecting value"):
+        read_settings(OrdersSettings)
