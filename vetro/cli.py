@@ -262,10 +262,18 @@ def chaos(
 
 
 def main() -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         cli()
     except ConfigError as error:
         raise SystemExit(fail(f"bad configuration: {error}").exit_code) from None
+    except (RedisError, OperationalError, SQLAlchemyError) as error:
+        # A server that does not answer is the operator's to fix: say which, in one line.
+        first = next(iter(str(error).strip().splitlines()), type(error).__name__)
+        raise SystemExit(
+            fail(f"cannot reach a server vetro needs ({type(error).__name__}): {first[:200]}").exit_code
+        ) from None
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def parse_order_event(payload: Any) -> OrderEvent:
     if not isinstance(payload, dict):
         raise PermanentError(f"order event must be a JSON object, got {type(payload).__name__}")
     version = payload.get("schema_version")
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_SCHEMA_VERSIONS:  # true and 1.0 equal 1, but are not
         raise PermanentError(f"schema_version: unsupported version {version!r}; supported: {SUPPORTED_SCHEMA_VERSIONS}")
     try:
         return OrderEvent.model_validate(payload)

@@ -44,7 +44,7 @@ def test_a_missing_field_is_named():
         parse_order_event(order)
 
 
-@pytest.mark.parametrize("version", [None, 2, "1"])
+@pytest.mark.parametrize("version", [None, 2, "1", True, 1.0])
 def test_an_unsupported_schema_version_is_refused(version):
     with pytest.raises(PermanentError, match=r"^schema_version: unsupported version"):
         parse_order_event({**sample_order(1), "schema_version": version})
