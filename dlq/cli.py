@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -335,9 +336,13 @@ def export(
     """Write the selected rows, everything included, one JSON object a line."""
     _choice(export_format, ["jsonl"], "--format")
     stream = output.open("w", encoding="utf-8") if output else sys.stdout
+    if stream is None:
+        raise fail("standard output is closed: give --output FILE")
     try:
         for row in store.rows(rows):
             stream.write(json.dumps(row.as_dict(), default=str) + "\n")
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as a Unix filter does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's documented remedy
     finally:
         if output:
             stream.close()

@@ -133,3 +133,20 @@ def test_an_out_of_range_operator_input_is_one_line_and_exit_2(args):
     result = vetro("dlq", *args)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_export_to_a_closed_standard_output_is_one_line():
+    import os
+    import subprocess
+    import sys
+
+    exported = subprocess.run(
+        [sys.executable, "-m", "vetro.cli", "dlq", "export"],
+        stderr=subprocess.PIPE,
+        env=worker_env(),
+        preexec_fn=lambda: os.close(1),  # as `vetro dlq export >&-` runs it
+        text=True,
+        timeout=60,
+    )
+    assert exported.returncode == 2
+    assert exported.stderr.strip() == "error: standard output is closed: give --output FILE"
