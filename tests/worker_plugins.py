@@ -63,7 +63,9 @@ _apply_async = Task.apply_async
 
 def _apply_async_or_refuse(self, args=None, kwargs=None, **options):
     job = getattr(self.request, "vetro_job", None) if self.request else None
-    if options.get("countdown") and _fault(job) == "fail-retry-publish" and _first_time(job, "fail-retry-publish"):
+    # A retry always names its countdown, which full jitter can make 0.
+    retry = options.get("countdown") is not None
+    if retry and _fault(job) == "fail-retry-publish" and _first_time(job, "fail-retry-publish"):
         raise OperationalError("injected: the broker refused the retry's message")
     return _apply_async(self, args, kwargs, **options)
 
