@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from settings import get_settings
@@ -45,11 +45,19 @@ def engine(url: str | None = None) -> Engine:
     return _engine_and_sessions(url)[0]
 
 
+def _create_private(path: str | None) -> None:
+    """Create a SQLite file readable by its owner only (dead letters hold job inputs) before SQLite does."""
+    if path and path != ":memory:" and not os.path.exists(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def _engine_and_sessions(url: str | None = None) -> tuple[Engine, sessionmaker]:
     url = _database_url(url)
     key = (os.getpid(), url)
     if key not in _engines:
         if url.startswith("sqlite"):
+            _create_private(make_url(url).database)
             created = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             event.listen(created, "connect", _tune_sqlite)
         else:

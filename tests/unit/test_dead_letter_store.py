@@ -111,3 +111,14 @@ def test_a_spooled_failure_is_written_by_flush(sqlite_store, monkeypatch):
     ]
     store.write_spooled(entries)
     assert store.rows(store.RowFilter(job="spooled"))[0].status == Status.FAILED
+
+
+def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path):
+    import stat
+
+    from dlq.db import engine
+
+    path = tmp_path / "private" / "dlq.db"
+    with engine(f"sqlite:///{path}").connect():
+        pass
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
