@@ -60,6 +60,26 @@ HOSTILE = {
 }
 
 
+def quarantined(marker: str) -> quarantine.Entry:
+    """The quarantine entry whose headers or reason carry `marker`, once there is one.
+
+    Found by content, not as the newest: a raw message published with bare kombu can be
+    delivered twice, so another test's copy may land after this test's message.
+    """
+
+    def found() -> quarantine.Entry | None:
+        return next((e for e in quarantine.entries(limit=500) if marker in e.headers or marker in e.reason), None)
+
+    return wait_until(found, 60, f"a quarantined message marked {marker}")
+
+
+def publish_probe(headers: dict, body: str | bytes, content_type: str = "application/json") -> quarantine.Entry:
+    """Publish a raw message marked with a probe header; its quarantine entry."""
+    probe = uuid.uuid4().hex
+    publish_raw(headers | {"probe": probe}, body, content_type)
+    return quarantined(probe)
+
+
 def publish_raw(headers: dict, body: str | bytes, content_type: str = "application/json") -> None:
     with app.connection_for_write() as connection:
         Producer(connection.default_channel).publish(
@@ -75,10 +95,7 @@ def publish_raw(headers: dict, body: str | bytes, content_type: str = "applicati
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_a_malformed_message_is_quarantined_and_the_worker_goes_on(worker, partner, case):
     headers, body, reason = HOSTILE[case]
-    before = quarantine.count()
-    publish_raw(headers, body)
-    wait_until(lambda: quarantine.count() > before, 60, "the message to be quarantined")
-    [entry] = quarantine.entries(limit=1)
+    entry = publish_probe(headers, body)
     assert reason in entry.reason and entry.body == (body if isinstance(body, bytes) else body.encode())
     assert worker.alive()
     job_id = submit(sample_order(1, prefix=f"after-{case.replace(' ', '-')}-{uuid.uuid4().hex[:6]}"))
@@ -89,18 +106,13 @@ def test_a_malformed_message_is_quarantined_and_the_worker_goes_on(worker, partn
 def test_a_pickled_message_is_quarantined_never_unpickled(worker, tmp_path):
     marker = tmp_path / "unpickled"
     body = pickle.dumps((open, (str(marker), "w")))  # would create the file if anything unpickled it
-    before = quarantine.count()
-    publish_raw(task_headers(), body, content_type="application/x-python-serialize")
-    wait_until(lambda: quarantine.count() > before, 60, "the message to be quarantined")
-    assert "body cannot be decoded" in quarantine.entries(limit=1)[0].reason and not marker.exists()
+    entry = publish_probe(task_headers(), body, content_type="application/x-python-serialize")
+    assert "body cannot be decoded" in entry.reason and not marker.exists()
     assert worker.alive()
 
 
 def test_an_operator_lists_shows_and_drops_quarantined_messages(worker):
-    before = quarantine.count()
-    publish_raw(task_headers("refunds.nope"), GOOD_BODY)
-    wait_until(lambda: quarantine.count() > before, 60, "the message to be quarantined")
-    [entry] = quarantine.entries(limit=1)
+    entry = publish_probe(task_headers("refunds.nope"), GOOD_BODY)
     listed = vetro("quarantine", "list", "--json")
     assert listed.returncode == 0 and entry.id in [item["id"] for item in json.loads(listed.stdout)]
     shown = vetro("quarantine", "show", entry.id)
@@ -119,10 +131,8 @@ def test_a_forged_part_for_a_real_job_is_quarantined_and_reaches_no_partner(work
     job_id = submit(sample_order(1, prefix=f"forged-{uuid.uuid4().hex[:6]}"))
     record = wait_for_jobs([job_id], timeout=90)[0]
     assert record["status"] == "completed"
-    before = quarantine.count()
     headers = task_headers("orders.operate", job_id=job_id) | {"id": f"{job_id}.operate.evil"}
     publish_raw(headers, json.dumps([[{"order_id": "x"}, "evil"], {}, {}]))
-    wait_until(lambda: quarantine.count() > before, 60, "the forged part to be quarantined")
-    assert "branch 'evil' was not planned" in quarantine.entries(limit=1)[0].reason
+    assert "branch 'evil' was not planned" in quarantined(f"not planned for job {job_id}").reason
     assert call_times(partner.url, "/webhooks/evil") == []
     assert wait_for_jobs([job_id])[0]["status"] == "completed"
