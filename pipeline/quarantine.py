@@ -8,6 +8,7 @@ at QUARANTINE_MAX entries, that lives a replay window past the last message put 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from kombu.utils.json import dumps
 from pipeline.store import key, redis_client
 from settings import get_settings
 
+log = logging.getLogger("vetro.quarantine")
 QUARANTINE_KEY = key("quarantine")
 QUARANTINE_MAX = 10_000  # entries kept; the oldest go first
 RAW_BODY_MAX = 1024 * 1024  # bytes of a message's body kept
@@ -63,7 +65,9 @@ def put(reason: str, headers: Any, body: Any, content_type: Any, queue: Any) -> 
     pipe = redis_client().pipeline()
     pipe.xadd(QUARANTINE_KEY, fields, maxlen=QUARANTINE_MAX, approximate=True)
     pipe.expire(QUARANTINE_KEY, get_settings().replay_window)
-    return pipe.execute()[0].decode()
+    entry = pipe.execute()[0].decode()
+    log.error("quarantined message %s: %s (vetro quarantine show %s)", entry, reason, entry)
+    return entry
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:

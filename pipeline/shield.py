@@ -173,11 +173,10 @@ class ShieldedConsumer(Consumer):
 def _quarantine(message: Any, reason: str) -> None:
     queue = (getattr(message, "delivery_info", None) or {}).get("routing_key")
     try:
-        entry = quarantine.put(reason, message.headers, message.body, message.content_type, queue)
+        quarantine.put(reason, message.headers, message.body, message.content_type, queue)
     except Exception:
         # Nowhere to keep it: give it back rather than lose it (it comes back to this shield).
         log.exception("could not quarantine a message (%s); it goes back to the queue", reason)
         message.reject_log_error(log, (Exception,), requeue=True)
         return
-    log.error("quarantined message %s: %s (vetro quarantine show %s)", entry, reason, entry)
     message.ack_log_error(log, (Exception,))

@@ -165,8 +165,7 @@ class Stage(Task):
         headers = {"task": self.name, "id": self.request.id, **JobContext.from_headers(self.request).headers()}
         body = encode([list(args), kwargs, None])
         queue = (self.request.delivery_info or {}).get("routing_key")
-        entry = quarantine.put(reason, headers, body, "application/json", queue)
-        log.error("quarantined message %s: %s", entry, reason)
+        quarantine.put(reason, headers, body, "application/json", queue)
 
     def _claim(self, guard: Guard, owner: str, now: float, compensation: bool) -> list:
         """Claim the step, push the job's due time and the queue's frontier: one round trip."""
