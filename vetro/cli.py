@@ -265,7 +265,11 @@ def main() -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        cli()
+        code = cli(prog_name="vetro", standalone_mode=False)  # errors come here, to be printed in one line
+    except USAGE_ERROR as error:
+        raise SystemExit(_usage_error(error)) from None
+    except typer.Abort:
+        raise SystemExit(fail("aborted", 1).exit_code) from None
     except ConfigError as error:
         raise SystemExit(fail(f"bad configuration: {error}").exit_code) from None
     except (RedisError, OperationalError, SQLAlchemyError) as error:
@@ -274,6 +278,21 @@ def main() -> None:
         raise SystemExit(
             fail(f"cannot reach a server vetro needs ({type(error).__name__}): {first[:200]}").exit_code
         ) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+# typer vendors click (as typer._click since 0.2x) and exports only BadParameter of its exceptions.
+USAGE_ERROR = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException")
+
+
+def _usage_error(error: Exception) -> int:
+    """A mistyped command in one line, pointing at its help (no arguments at all: the help itself)."""
+    context = getattr(error, "ctx", None)
+    if type(error).__name__ == "NoArgsIsHelpError" and context is not None:
+        console.print(context.get_help(), highlight=False, markup=False)
+        return 2
+    where = f"; see '{context.command_path} --help'" if context is not None else ""
+    return fail(f"{error.format_message().rstrip('.')}{where}", getattr(error, "exit_code", 2)).exit_code
 
 
 if __name__ == "__main__":

@@ -80,6 +80,11 @@ def test_a_bulk_command_without_a_selection_asks_for_one(rows):
         (["list", "--class", "odd"], "error: --class 'odd': expected one of"),
         (["purge", "--older-than", "soon", "--yes"], "error: 'soon' is not a duration"),
         (["replay", "--all", "--rate", "fast", "--yes"], "error: --rate 'fast'"),
+        # Mistyped arguments, refused by typer's own parsing before vetro's code runs.
+        (["show", "abc"], "error: Invalid value for 'ID'"),
+        (["list", "--page-size", "x"], "error: Invalid value for '--page-size'"),
+        (["list", "--bogus"], "error: No such option: --bogus; see 'vetro dlq list --help'"),
+        (["nosuch"], "error: No such command 'nosuch'; see 'vetro dlq --help'"),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_code_2(rows, args, message):
