@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from pipeline.privacy import SealedValueError, open_document
+
 
 class Status(StrEnum):
     FAILED = "failed"
@@ -37,7 +39,8 @@ class DeadLetter(Base):
     pipeline: Mapped[str] = mapped_column(String(64))
     stage: Mapped[str] = mapped_column(String(64), index=True)
     destination: Mapped[str | None] = mapped_column(String(96))
-    input: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"args": [...], "kwargs": {...}} of the failed step
+    # {"args": [...], "kwargs": {...}} of the failed step; {"sealed": ...} with encryption keys set
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)
     headers: Mapped[dict[str, Any]] = mapped_column(JSON)
     idempotency_key: Mapped[str] = mapped_column(String(256))
     correlation_id: Mapped[str] = mapped_column(String(256))
@@ -59,5 +62,14 @@ class DeadLetter(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime())
 
     def as_dict(self) -> dict[str, Any]:
+        """The row for people and exports, its input opened when it was sealed (pipeline.privacy)."""
         values = {column.name: getattr(self, column.name) for column in self.__table__.columns}
+        values["input"] = self.opened_input()
         return {name: value.isoformat() if isinstance(value, datetime) else value for name, value in values.items()}
+
+    def opened_input(self) -> Any:
+        """The step's input; still sealed if no configured key opens it."""
+        try:
+            return open_document(self.input)
+        except SealedValueError:
+            return self.input

@@ -6,7 +6,6 @@ When the database cannot be reached, changes are spooled in Redis (dlq.spool) an
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from dlq.fingerprint import fingerprint
 from dlq.models import DeadLetter, Status
 from pipeline.context import JobContext
 from pipeline.outcomes import FailedStep
+from pipeline.privacy import seal_document
 from settings import get_settings
 
 log = logging.getLogger("vetro.dlq")
@@ -68,7 +68,7 @@ class DeadLetterEvent:
             stage=step.stage,
             destination=step.destination,
             # Through kombu's JSON, as the message carried it: a datetime or Decimal argument stays readable.
-            input=json.loads(dumps({"args": step.args, "kwargs": step.kwargs})),
+            input=seal_document(dumps({"args": step.args, "kwargs": step.kwargs})),
             headers=job.headers(),
             idempotency_key=job.idempotency_key,
             correlation_id=job.correlation_id,

@@ -20,6 +20,7 @@ import redis
 from kombu.utils.json import dumps, loads
 
 from pipeline.context import JobContext
+from pipeline.privacy import seal, unseal
 from pipeline.store import JobKeys, redis_client
 
 CLAIMED, DONE, BUSY, UNKNOWN, UNDOING = "claimed", "done", "busy", "unknown", "undoing"
@@ -104,12 +105,13 @@ def _script(name: str, source: str) -> Any:
 
 
 def encode(value: Any) -> str:
-    """kombu's JSON, as Celery's messages use: datetimes, decimals and UUIDs survive the round trip."""
-    return dumps(value)
+    """A value as vetro stores it: kombu's JSON, as Celery's messages use (datetimes, decimals and
+    UUIDs survive the round trip), sealed when encryption keys are set."""
+    return seal(dumps(value))
 
 
 def decode(stored: bytes | str) -> Any:
-    return loads(stored)
+    return loads(unseal(stored))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from kombu.utils.json import dumps
 
+from pipeline.privacy import SealedValueError, open_bytes, seal_bytes, sealing
 from pipeline.store import key, redis_client
 from settings import get_settings
 
@@ -59,7 +60,8 @@ def put(reason: str, headers: Any, body: Any, content_type: Any, queue: Any) -> 
         "message_id": _text(get("id") or ""),
         "queue": _text(queue or ""),
         "headers": encoded_headers[:100_000],
-        "body": raw[:RAW_BODY_MAX],
+        "body": seal_bytes(raw[:RAW_BODY_MAX]),  # a body may hold personal data: sealed when keys are set
+        "sealed": "1" if sealing() else "0",
         "content_type": _text(content_type or ""),
     }
     pipe = redis_client().pipeline()
@@ -80,9 +82,16 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
         message_id=text["message_id"].decode(),
         queue=text["queue"].decode(),
         headers=text["headers"].decode("utf-8", errors="replace"),
-        body=text["body"],
+        body=_opened(text["body"]) if text.get("sealed") == b"1" else text["body"],
         content_type=text["content_type"].decode(),
     )
+
+
+def _opened(body: bytes) -> bytes:
+    try:
+        return open_bytes(body)
+    except SealedValueError as error:
+        return f"({error})".encode()
 
 
 def entries(limit: int = 100) -> list[Entry]:

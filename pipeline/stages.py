@@ -23,8 +23,9 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
+from kombu.utils.json import dumps
 
-from pipeline import driver, ledger, quarantine
+from pipeline import driver, ledger, privacy, quarantine
 from pipeline.app import app
 from pipeline.context import JOB_ID, NOT_BEFORE, SENT_AT, JobContext
 from pipeline.failures import Failure, FailureClass, FailureClassifier, TechnicalError, default_classifier
@@ -105,7 +106,8 @@ class Stage(Task):
             raise Reject(exc, requeue=True) from exc
         if isinstance(result, HandedOff):
             raise result.error
-        return result
+        # What Celery logs and sends to Flower; the next steps already have the whole result.
+        return privacy.redact(result)
 
     def _run_guarded(self, job_id: str, args: tuple, kwargs: dict) -> Any:
         settings = get_settings()
@@ -141,7 +143,7 @@ class Stage(Task):
             return self._hand_off(job, guard.scope, poison, args, kwargs, attempts=claim.crashed_runs)
         try:
             result = super().__call__(*args, **kwargs)
-            encoded = encode(result)  # kombu's JSON, as the next step's message will carry it
+            encoded = encode(result)  # as stored: a result JSON cannot hold fails the step here
             branches = check_branches(result) if role is Role.PLANNER else []
         except (Retry, Ignore, Reject):
             guard.release(owner, time.time())
@@ -163,7 +165,7 @@ class Stage(Task):
     def _refuse(self, reason: str, args: tuple, kwargs: dict) -> None:
         """A message no job asked for (forged, or a bug): kept in the quarantine, never run, the job untouched."""
         headers = {"task": self.name, "id": self.request.id, **JobContext.from_headers(self.request).headers()}
-        body = encode([list(args), kwargs, None])
+        body = dumps([list(args), kwargs, None])
         queue = (self.request.delivery_info or {}).get("routing_key")
         quarantine.put(reason, headers, body, "application/json", queue)
 

@@ -6,13 +6,16 @@ import os
 import re
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from cryptography.fernet import Fernet
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 ENV_PREFIX = "VETRO_"
 MIN_HOLD_SECONDS = 3  # the shortest countdown a retry may be held for below the visibility timeout
 STALL_MARGIN_SECONDS = 10  # added to the stall bound for clock skew between hosts and sweep delay
 REFERENCE_PIPELINES = ["tasks.orders", "tasks.provider_sync", "tasks.payments"]
+PERSONAL_FIELDS = ("name", "email", "phone", "address")
+SECRET_FIELDS = ("encryption_keys", "sentry_dsn")  # never echoed in an error
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -165,12 +168,33 @@ class Settings(BaseSettings):
 
     sentry_dsn: str | None = None
 
-    @field_validator("pipelines", mode="before")
+    # Personal data: redacted where Celery shows a job's data, sealed where vetro keeps it (pipeline.privacy).
+    redact_fields: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(PERSONAL_FIELDS),
+        description="comma-separated field names (also matching '<anything>_<name>') shown as [redacted]",
+    )
+    encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="comma-separated Fernet keys: the first seals, every one opens (rotation)"
+    )
+
+    @field_validator("pipelines", "redact_fields", "encryption_keys", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for number, key in enumerate(keys, 1):
+            try:
+                Fernet(key.get_secret_value())
+            except ValueError:
+                raise ValueError(
+                    f"key {number} is not a Fernet key (32 url-safe base64-encoded bytes; make one with `vetro keygen`)"
+                ) from None
+        return keys
 
     @model_validator(mode="after")
     def _servers_given(self) -> Settings:
@@ -260,7 +284,8 @@ def _one_line(error: ValidationError, prefix: str, subject: str = "") -> str:
     extra = f"; {len(error.errors()) - 1} more problem(s)" if len(error.errors()) > 1 else ""
     if not path:
         return f"{subject}: {message}{extra}" if subject else message + extra
-    got = f" (got {first['input']!r})" if not isinstance(first["input"], dict) else ""
+    shown = not isinstance(first["input"], dict) and path[0] not in SECRET_FIELDS
+    got = f" (got {first['input']!r})" if shown else ""
     return f"{prefix}{'__'.join(path).upper()}: {message}{got}{extra}"
 
 

@@ -111,6 +111,14 @@ def job_show(job_id: str) -> None:
 
 
 @cli.command()
+def keygen() -> None:
+    """Print a new encryption key for VETRO_ENCRYPTION_KEYS (put it first to rotate; keep the old ones after it)."""
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+
+
+@cli.command()
 def reconcile(
     dry_run: bool = typer.Option(False, help="Say what each due job needs, change nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
