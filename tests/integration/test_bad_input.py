@@ -142,6 +142,7 @@ def test_the_cli_submits_a_file_and_prints_job_ids(worker, partner, tmp_path):
         ("CELERY_BROKER_URL", "redis://127.0.0.1:1/0", "CELERY_BROKER_URL is set"),
         ("VETRO_BROKER_URL", "foo://x", "VETRO_BROKER_URL: 'foo://x' is not a"),
         ("ORDERS_ROUTES", "[nope", "ORDERS_ROUTES: not valid JSON"),
+        ("VETRO_ENCRYPTION_KEYS", "my-secret", "VETRO_ENCRYPTION_KEYS: key 1 is not a Fernet key"),
     ],
 )
 def test_a_bad_setting_is_one_line_from_the_worker_and_from_vetro(redis_server, variable, value, expected):
@@ -153,6 +154,7 @@ def test_a_bad_setting_is_one_line_from_the_worker_and_from_vetro(redis_server, 
     command = vetro("breakers", env={variable: value})
     assert command.returncode == 2 and len(command.stderr.strip().splitlines()) == 1, command.stderr
     assert command.stderr.startswith(f"error: bad configuration: {expected}")
+    assert "my-secret" not in worker.stderr + command.stderr  # a key is never echoed
 
 
 @pytest.mark.parametrize("args", [["job", "show", "some-job"], ["breakers"], ["reconcile"], ["quarantine", "list"]])
