@@ -38,7 +38,6 @@ def main() -> None:
                 "VETRO_BROKER_URL": redis_server.url,
                 "VETRO_RESULT_STORE_URL": redis_server.url,
                 "VETRO_DATABASE_URL": database,
-                "VETRO_TASK_EVENTS": "false",
             }
         )
         from tasks.partner_stub import PartnerServer

@@ -93,6 +93,7 @@ return {count, 1}
 """
 
 _scripts: dict[int, dict[str, Any]] = {}
+_loaded_scripts: dict[int, set[str]] = {}
 
 
 def _script(name: str, source: str) -> Any:
@@ -102,6 +103,21 @@ def _script(name: str, source: str) -> Any:
     if name not in registered:
         registered[name] = client.register_script(source)
     return registered[name]
+
+
+def _loaded(name: str, source: str) -> str:
+    """The script's SHA, loaded into Redis once by this process (again after `reload_scripts`)."""
+    script = _script(name, source)
+    loaded = _loaded_scripts.setdefault(id(redis_client()), set())
+    if name not in loaded:
+        redis_client().script_load(source)
+        loaded.add(name)
+    return script.sha
+
+
+def reload_scripts() -> None:
+    """Redis lost its scripts (a restart, SCRIPT FLUSH): load them again on next use."""
+    _loaded_scripts.clear()
 
 
 def encode(value: Any) -> str:
@@ -160,7 +176,11 @@ class Guard:
         Once a job is being compensated, only compensations may claim: its other steps get UNDOING.
         """
         args = [self.scope, owner, int(lease_seconds * 1000), now, "1" if compensation else "0"]
-        return _script("claim", _CLAIM)(keys=self._keys(), args=args, client=pipe)
+        if pipe is None:
+            return _script("claim", _CLAIM)(keys=self._keys(), args=args)
+        # EVALSHA queued directly: redis-py sends SCRIPT EXISTS before every pipeline holding a Script
+        # object. A Redis that lost the script answers NoScriptError; the caller loads it and retries.
+        return pipe.evalsha(_loaded("claim", _CLAIM), 4, *self._keys(), *args)
 
     def parse_claim(self, answer: list) -> Claim:
         status = answer[0].decode()

@@ -143,13 +143,19 @@ class RedisServer:
 
 
 class CeleryProcess:
-    """A real `celery -A pipeline <command>` in a subprocess of its own session, logging to a file."""
+    """A real `celery -A pipeline <command>` in a subprocess of its own session, logging to a file.
+
+    `app`: another Celery app (the benchmarks run a raw Celery app beside vetro's).
+    """
 
     command: list[str] = []
     ready_line = ""  # what the log says once the process is up
 
-    def __init__(self, env: dict[str, str], name: str, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], name: str, extra_args: list[str] | None = None, app: str = "pipeline"
+    ) -> None:
         self.env = env
+        self.app = app
         self.name = name
         self.extra_args = extra_args or []
         self.log_path = Path(tempfile.mkstemp(prefix=f"vetro-{name}-", suffix=".log")[1])
@@ -157,7 +163,7 @@ class CeleryProcess:
         self._log: IO[bytes] | None = None
 
     def arguments(self) -> list[str]:
-        return [sys.executable, "-m", "celery", "-A", "pipeline", *self.command, *self.extra_args]
+        return [sys.executable, "-m", "celery", "-A", self.app, *self.command, *self.extra_args]
 
     def start(self, wait: bool = True) -> CeleryProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -239,8 +245,9 @@ class WorkerProcess(CeleryProcess):
         name: str = "worker",
         extra_args: list[str] | None = None,
         supervised: bool = False,
+        app: str = "pipeline",
     ) -> None:
-        super().__init__(env, name, extra_args)
+        super().__init__(env, name, extra_args, app)
         self.concurrency = concurrency
         self.supervised = supervised
         self.command = [

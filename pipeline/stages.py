@@ -24,12 +24,13 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from kombu.utils.json import dumps
+from redis.exceptions import NoScriptError
 
 from pipeline import driver, ledger, privacy, quarantine
 from pipeline.app import app
 from pipeline.context import JOB_ID, NOT_BEFORE, SENT_AT, JobContext
 from pipeline.failures import Failure, FailureClass, FailureClassifier, TechnicalError, default_classifier
-from pipeline.guard import BUSY, DONE, DUPLICATE, UNDOING, UNKNOWN, Guard, encode
+from pipeline.guard import BUSY, DONE, DUPLICATE, UNDOING, UNKNOWN, Guard, encode, reload_scripts
 from pipeline.outcomes import FailedStep
 from pipeline.pipelines import Pipeline, Role, check_branches, check_name, get_pipeline
 from pipeline.retry import hop, retry_budget, retry_delay
@@ -171,6 +172,13 @@ class Stage(Task):
 
     def _claim(self, guard: Guard, owner: str, now: float, compensation: bool) -> list:
         """Claim the step, push the job's due time and the queue's frontier: one round trip."""
+        try:
+            return self._claim_once(guard, owner, now, compensation)
+        except NoScriptError:  # Redis restarted and lost the guard's scripts: load them, once
+            reload_scripts()
+            return self._claim_once(guard, owner, now, compensation)
+
+    def _claim_once(self, guard: Guard, owner: str, now: float, compensation: bool) -> list:
         pipe = redis_client().pipeline(transaction=False)
         guard.claim(owner, self.lease_seconds, now, pipe, compensation)
         ledger.expect(guard.pipeline, guard.job_id, pipe=pipe)

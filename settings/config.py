@@ -108,7 +108,9 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(60, ge=4)
     unacked_restore_interval: int = Field(1, ge=1)
     publish_max_retries: int = Field(10, ge=0)
-    task_events: bool = Field(True, description="send task events for Flower")
+    task_events: bool = Field(
+        False, description="send task events from the start; Flower turns them on in every worker while it runs"
+    )
     shutdown_timeout: float = Field(
         20, ge=0, description="seconds a cold shutdown (second signal, SIGQUIT) lets running stages finish"
     )

@@ -65,3 +65,14 @@ def test_submitting_the_same_key_twice_returns_the_same_job(worker, partner):
     wait_for_jobs([first])
     assert get_job(first)["status"] == "completed"
     assert all(row["deliveries"] == 1 for row in effects_by_key(partner.url).values())
+
+
+def test_jobs_go_on_after_redis_forgets_the_guards_scripts(worker, partner, redis_server):
+    """A restarted Redis has no scripts loaded: the guard loads them again (its claims send EVALSHA only)."""
+    import redis
+
+    before = submit_many(sample_order(n, prefix=f"loaded-{uuid.uuid4().hex[:6]}") for n in range(4))
+    wait_for_jobs(before)  # both pool processes have loaded the scripts
+    redis.Redis.from_url(redis_server.url).script_flush()
+    job_ids = submit_many(sample_order(n, prefix=f"flushed-{uuid.uuid4().hex[:6]}") for n in range(4))
+    assert {record["status"] for record in wait_for_jobs(job_ids)} == {"completed"}

@@ -1,0 +1,194 @@
+"""vetro's five trivial stages against a raw Celery chain of five trivial tasks, side by side.
+
+Each trial starts from an empty private Redis: it publishes N jobs, then starts one worker
+(prefork, concurrency 2, -O fair) and reads the figures from the moment the worker is ready
+until the last job finished (its start-up is not counted). vetro runs as shipped: the guards, the
+ledger, dead-lettering, breakers and celery beat with the reconciler. Trials alternate,
+vetro first, `--pairs` times. Prints one JSON line: every trial, the medians, the
+vetro/raw ratio of each pair, and the machine's load.
+
+    .venv/bin/python -m bench.throughput --jobs 1000 --pairs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench.counter import COUNTER_KEY
+from bench.measure import RedisReading, cpu_seconds, machine_busy_seconds, memory_kib, tree
+from pipeline.local import BeatProcess, RedisServer, WorkerProcess, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = 5
+WORKER_ARGS = ["-O", "fair"]
+
+
+def payload(number: int) -> dict[str, Any]:
+    return {"n": number, "text": "x" * 64}
+
+
+def _environment(broker: str, counter: str, database: str) -> dict[str, str]:
+    """Settings for this process and the workers it starts: vetro's, the raw app's, the counter's."""
+    return {
+        "VETRO_BROKER_URL": broker,
+        "VETRO_RESULT_STORE_URL": broker,
+        "VETRO_DATABASE_URL": database,
+        "VETRO_PIPELINES": "bench.trivial",
+        "BENCH_BROKER_URL": broker,
+        "BENCH_COUNTER_URL": counter,
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def _publish(kind: str, jobs: int) -> float:
+    """Publish `jobs` jobs; the producer's jobs/s."""
+    started = time.perf_counter()
+    if kind == "vetro":
+        from pipeline import submit_many
+
+        submit_many((payload(n) for n in range(jobs)), pipeline="bench")
+    else:
+        from bench.raw_chain import submit
+
+        for n in range(jobs):
+            submit(payload(n))
+    return jobs / (time.perf_counter() - started)
+
+
+def _snapshot(pids: list[int], broker: redis.Redis, done: int) -> dict[str, float]:
+    reading = RedisReading.of(broker)
+    own = os.times()
+    return {
+        "at": time.perf_counter(),
+        "done": done,
+        "worker_cpu": cpu_seconds(pids),
+        "redis_commands": reading.commands,
+        "redis_cpu": reading.cpu,
+        "by_command": reading.by_command,
+        "machine_busy": machine_busy_seconds(),
+        "own_cpu": own.user + own.system,
+    }
+
+
+def trial(kind: str, jobs: int, env: dict[str, str], servers: tuple[RedisServer, RedisServer]) -> dict[str, Any]:
+    broker_server, counter_server = servers
+    broker, counter = redis.Redis.from_url(broker_server.url), redis.Redis.from_url(counter_server.url)
+    broker.flushall()
+    counter.delete(COUNTER_KEY)
+    load = os.getloadavg()[0]
+    producer_rate = _publish(kind, jobs)
+    with ExitStack() as stack:
+        if kind == "vetro":
+            beat = BeatProcess(env, name="bench-beat")
+            stack.callback(beat.stop)
+            beat.start()
+        app = "pipeline" if kind == "vetro" else "bench.raw_chain"
+        worker = WorkerProcess(env, concurrency=2, name=f"bench-{kind}", extra_args=WORKER_ARGS, app=app)
+        stack.callback(worker.stop)
+        worker.start()
+        start = _snapshot(tree(worker.pid), broker, 0)  # ready: it starts taking the waiting jobs now
+        finished = lambda: int(counter.get(COUNTER_KEY) or 0)  # noqa: E731
+        wait_until(lambda: finished() >= jobs * 9 // 10, 900, f"{kind}: 90% of the jobs", 0.05)
+        peak_rss, pss = memory_kib(tree(worker.pid))  # while it runs, before the tail
+        wait_until(lambda: finished() >= jobs, 600, f"{kind}: every job", 0.02)
+        end = _snapshot(tree(worker.pid), broker, jobs)
+    counted = end["done"] - start["done"]
+    seconds = end["at"] - start["at"]
+    delta = {name: end[name] - start[name] for name in start if name != "by_command"}
+    by_command = {name: calls - start["by_command"].get(name, 0) for name, calls in end["by_command"].items()}
+    ours = delta["worker_cpu"] + delta["redis_cpu"] + delta["own_cpu"]
+    return {
+        "kind": kind,
+        "jobs_per_s": round(counted / seconds, 1),
+        "tasks_per_s": round(counted * STAGES / seconds, 1),
+        "worker_cpu_ms_per_job": round(delta["worker_cpu"] * 1000 / counted, 2),
+        "redis_commands_per_job": round(delta["redis_commands"] / counted, 1),
+        "redis_cpu_ms_per_job": round(delta["redis_cpu"] * 1000 / counted, 2),
+        "worker_peak_rss_mib": round(peak_rss / 1024, 1),
+        "worker_pss_mib": round(pss / 1024, 1),
+        "producer_jobs_per_s": round(producer_rate, 1),
+        "load_1m": round(load, 2),
+        "other_cpu_s": round(max(delta["machine_busy"] - ours, 0.0), 2),
+        "measured_s": round(seconds, 2),
+        "redis_commands_per_job_by_name": {
+            name: round(calls / counted, 1)
+            for name, calls in sorted(by_command.items(), key=lambda kv: -kv[1])
+            if calls
+        },
+    }
+
+
+NUMBERS = (
+    "jobs_per_s",
+    "tasks_per_s",
+    "worker_cpu_ms_per_job",
+    "redis_commands_per_job",
+    "redis_cpu_ms_per_job",
+    "worker_peak_rss_mib",
+    "worker_pss_mib",
+    "producer_jobs_per_s",
+    "load_1m",
+    "other_cpu_s",
+)
+RATIOS = ("jobs_per_s", "worker_cpu_ms_per_job", "redis_commands_per_job", "redis_cpu_ms_per_job", "worker_pss_mib")
+
+
+def summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    by_kind = {kind: [t for t in trials if t["kind"] == kind] for kind in ("vetro", "raw")}
+    medians = {
+        kind: {name: round(statistics.median(t[name] for t in found), 2) for name in NUMBERS}
+        for kind, found in by_kind.items()
+    }
+    pairs = [
+        {name: round(v[name] / r[name], 2) for name in RATIOS}
+        for v, r in zip(by_kind["vetro"], by_kind["raw"], strict=True)
+    ]
+    return {
+        "medians": medians,
+        "ratio_per_pair": pairs,
+        "ratio_of_medians": {name: round(medians["vetro"][name] / medians["raw"][name], 2) for name in RATIOS},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--pairs", type=int, default=3)
+    options = parser.parse_args()
+    with ExitStack() as stack:
+        servers = (stack.enter_context(RedisServer()), stack.enter_context(RedisServer()))
+        database = f"sqlite:///{tempfile.mkdtemp(prefix='vetro-bench-')}/dlq.db"
+        env = _environment(servers[0].url, servers[1].url, database)
+        os.environ.update(env)
+        from dlq.db import upgrade
+
+        upgrade(database)
+        trials = []
+        for number in range(options.pairs):
+            for kind in ("vetro", "raw"):
+                trials.append(trial(kind, options.jobs, env, servers))
+                print(f"pair {number + 1} {kind}: {json.dumps(trials[-1])}", file=sys.stderr)
+    result = {
+        "benchmark": "throughput",
+        "jobs": options.jobs,
+        "cores": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+        "trials": trials,
+        **summary(trials),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
