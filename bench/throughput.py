@@ -30,7 +30,7 @@ from bench.measure import RedisReading, cpu_seconds, machine_busy_seconds, memor
 from pipeline.local import BeatProcess, RedisServer, WorkerProcess, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = 5
+STAGES = 5  # bench.trivial.STAGE_COUNT, not imported here: declaring its stages reads settings too early
 WORKER_ARGS = ["-O", "fair"]
 
 

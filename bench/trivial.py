@@ -11,31 +11,18 @@ from typing import Any
 from bench.counter import count_done
 from pipeline import Pipeline, Stage, register, stage
 
-
-@stage("s1", "bench")
-def s1(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
-    return payload
+STAGE_COUNT = 5
 
 
-@stage("s2", "bench")
-def s2(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
-    return payload
+def _passes_on(name: str, last: bool) -> Stage:
+    """A stage that returns its input (the last one also counts the job as finished)."""
+
+    def body(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
+        if last:
+            count_done()
+        return payload
+
+    return stage(name, "bench")(body)
 
 
-@stage("s3", "bench")
-def s3(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
-    return payload
-
-
-@stage("s4", "bench")
-def s4(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
-    return payload
-
-
-@stage("s5", "bench")
-def s5(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
-    count_done()
-    return payload
-
-
-BENCH = register(Pipeline("bench", [s1, s2, s3, s4, s5]))
+BENCH = register(Pipeline("bench", [_passes_on(f"s{n}", last=n == STAGE_COUNT) for n in range(1, STAGE_COUNT + 1)]))
