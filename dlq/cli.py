@@ -53,6 +53,11 @@ def _database_ready() -> None:
 MAX_ROW_ID = 2**63 - 1  # the largest id a database column holds
 
 
+def _possible_id(row_id: int) -> bool:
+    """An id a row could have: asking the database for another one overflows its integer column."""
+    return 0 < row_id <= MAX_ROW_ID
+
+
 def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if not match:
@@ -132,7 +137,7 @@ def with_filter(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _check_ids(ids: list[int]) -> None:
     for row_id in ids:
-        if not 0 < row_id <= MAX_ROW_ID:
+        if not _possible_id(row_id):
             raise fail(f"no dead letter with id {row_id}")
     found = {row.id for row in store.rows(store.RowFilter(ids=ids))}
     missing = [row_id for row_id in ids if row_id not in found]
@@ -203,7 +208,7 @@ def list_rows(
 @dlq_cli.command()
 def show(row_id: int = typer.Argument(..., metavar="ID"), as_json: bool = typer.Option(False, "--json")) -> None:
     """Everything about one dead letter, its input and traceback included."""
-    row = store.get_row(row_id) if 0 < row_id <= MAX_ROW_ID else None
+    row = store.get_row(row_id) if _possible_id(row_id) else None
     if row is None:
         raise fail(f"no dead letter with id {row_id}")
     record = row.as_dict()

@@ -107,12 +107,12 @@ def _script(name: str, source: str) -> Any:
 
 def _loaded(name: str, source: str) -> str:
     """The script's SHA, loaded into Redis once by this process (again after `reload_scripts`)."""
-    script = _script(name, source)
-    loaded = _loaded_scripts.setdefault(id(redis_client()), set())
+    client = redis_client()
+    loaded = _loaded_scripts.setdefault(id(client), set())
     if name not in loaded:
-        redis_client().script_load(source)
+        client.script_load(source)
         loaded.add(name)
-    return script.sha
+    return _script(name, source).sha
 
 
 def reload_scripts() -> None:

@@ -109,8 +109,9 @@ def open_bytes(token: bytes) -> bytes:
 
 
 def seal(text: str) -> str:
-    """A stored text (JSON), sealed when keys are set."""
-    return SEALED + seal_bytes(text.encode()).decode() if _keys() else text
+    """A stored text (JSON), sealed when keys are set (every step result passes here: settings read once)."""
+    keys = _keys()
+    return SEALED + _fernet(keys).encrypt(text.encode()).decode() if keys else text
 
 
 def unseal(stored: bytes | str) -> str:
@@ -121,7 +122,7 @@ def unseal(stored: bytes | str) -> str:
 
 def seal_document(encoded: str) -> Any:
     """A JSON document for a SQL column, from its JSON text: as it is, or `{"sealed": ...}` when keys are set."""
-    return {SEALED_DOCUMENT: seal(encoded)} if _keys() else json.loads(encoded)
+    return {SEALED_DOCUMENT: seal(encoded)} if sealing() else json.loads(encoded)
 
 
 def open_document(stored: Any) -> Any:
