@@ -10,7 +10,7 @@
 It keeps what a test or the demo needs to see: every effect keyed by (idempotency key,
 destination), how many deliveries carried that key (an effect is recorded once however
 many times the key arrives), and the time of every call. Faults can be set at start or at
-run time with POST /faults: error rate and status, latency, down (connections dropped),
+run time with POST /faults: error rate and status, latency, down (connections dropped, now or after N more calls),
 429/503 with Retry-After, and ack loss (the effect is recorded but the answer never sent),
 all limited to the paths under `scope`.
 """
@@ -44,6 +44,7 @@ class Faults:
     retry_after: float | str | None = None  # sent as Retry-After with error answers (a string as it is)
     latency_ms: int = 0
     down: bool = False  # drop every connection without an answer
+    down_after: int | None = None  # answer this many more calls, then go down (an outage at a chosen point)
     ack_loss_rate: float = 0.0  # record the effect, then drop the connection
     ack_delay_ms: int = 0  # record the effect, then wait this long before answering
     scope: str = "/"  # only paths starting with this are affected
@@ -214,6 +215,12 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
+        if faults.down_after is not None:
+            with self.server.state.lock:
+                if faults.down_after > 0:
+                    faults.down_after -= 1
+                else:
+                    faults.down, faults.down_after = True, None
         if faults.down:
             self._drop()
             return True

@@ -54,11 +54,9 @@ def test_a_sync_through_429s_and_a_down_provider_upserts_every_record_once(partn
     httpx.post(f"{partner.url}/providers/acme", json={"count": RECORDS}).raise_for_status()
     env = sync_env()
     with workers(env, count=2) as running:
-        # The provider answers 40% of reads with 429 and Retry-After: 1, then drops every connection.
-        set_faults(partner.url, scope="/providers/", error_rate=0.4, error_status=429, retry_after=1)
+        # The provider answers 40% of reads with 429 and Retry-After: 1; after two reads it drops every connection.
+        set_faults(partner.url, scope="/providers/", error_rate=0.4, error_status=429, retry_after=1, down_after=2)
         job_id = submit_sync(env)
-        wait_until(lambda: len(call_times(partner.url, "/providers/acme")) >= 2, 60, "the first page reads")
-        set_faults(partner.url, down=True)
         opened = "breaker provider-acme: closed -> open"
         wait_until(lambda: any(opened in worker.log() for worker in running), 60, "the provider's breaker to open")
         time.sleep(3)  # the outage lasts a while longer: its length, not a wait for a result
