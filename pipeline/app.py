@@ -96,6 +96,13 @@ def celery_config(settings: Settings) -> dict:
     return config
 
 
+def records_carry_publishes() -> bool:
+    """Whether a step's record can push the next step's message itself: the broker is the result store's
+    Redis, reached through vetro's transport, which can hand a publish's LPUSH to the caller."""
+    settings = get_settings()
+    return _is_redis(settings.broker_url) and settings.broker_url == settings.results_url
+
+
 def control_queue(settings: Settings) -> str:
     return f"{settings.queue}.control"
 

@@ -8,7 +8,9 @@ budgets. A later delivery of a recorded step gets the recorded result without ru
 body; one that arrives while a live lease is held is told when the lease ends.
 
 Each script touches only one job's keys (one hash slot), and returns the job's identity
-from its ledger record: the ledger, not a message's headers, says whose job it is.
+from its ledger record: the ledger, not a message's headers, says whose job it is. The one
+exception is the broker's queues a record pushes the next steps' messages to, which it does
+only when the broker is the result store's Redis (pipeline.app.records_carry_publishes).
 """
 
 from __future__ import annotations
@@ -22,69 +24,72 @@ from kombu.utils.json import dumps, loads
 from pipeline.context import JobContext
 from pipeline.privacy import seal, unseal
 from pipeline.store import JobKeys, redis_client
+from settings import get_settings
 
 CLAIMED, DONE, BUSY, UNKNOWN, UNDOING = "claimed", "done", "busy", "unknown", "undoing"
 # What recording a step did: the job is now complete, a fan-out's last part completed the count,
 # or another attempt had already recorded the step (the caller then resumes, as for DONE).
 RECORDED, COMPLETED, JOINED, DUPLICATE = "recorded", "completed", "joined", "duplicate"
 
-_IDENTITY = "local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay')\n"
-
-# KEYS: record, results, attempts, lease. ARGV: scope, owner, lease ms, now, '1' for a compensation.
-_CLAIM = (
-    _IDENTITY
-    + """
+# KEYS: record, results, lease. ARGV: scope, owner, lease ms, '1' for a compensation.
+# The job's identity comes from its ledger record; the count of earlier unfinished runs is kept on it.
+_CLAIM = """
+local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations')
 if not job[1] then return {'unknown'} end
-if ARGV[5] ~= '1' and redis.call('HEXISTS', KEYS[1], 'compensations') == 1 then
-    return {'undoing', '', job[1], job[2], job[3], job[4] or '0'}
-end
+local identity = {job[1], job[2], job[3], job[4] or '0'}
+if ARGV[4] ~= '1' and job[5] then return {'undoing', '', unpack(identity)} end
 local stored = redis.call('HGET', KEYS[2], ARGV[1])
 if stored then
     redis.call('HINCRBY', KEYS[1], 'hits:' .. ARGV[1], 1)
-    return {'done', stored, job[1], job[2], job[3], job[4] or '0'}
+    return {'done', stored, unpack(identity)}
 end
-if redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', ARGV[3]) then
-    local starts = redis.call('HINCRBY', KEYS[3], 'starts:' .. ARGV[1], 1)
-    redis.call('HSET', KEYS[1], 'touched_at', ARGV[4])
-    return {'claimed', tostring(starts - 1), job[1], job[2], job[3], job[4] or '0'}
+if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then
+    local starts = redis.call('HINCRBY', KEYS[1], 'starts:' .. ARGV[1], 1)
+    return {'claimed', tostring(starts - 1), unpack(identity)}
 end
 redis.call('HINCRBY', KEYS[1], 'conflicts:' .. ARGV[1], 1)
-return {'busy', tostring(redis.call('PTTL', KEYS[4])), job[1], job[2], job[3], job[4] or '0'}
+return {'busy', tostring(redis.call('PTTL', KEYS[3])), unpack(identity)}
 """
-)
 
-# KEYS: record, results, attempts, lease. ARGV: scope, owner, result, now, ttl, role, branch count, branch names (JSON).
+# KEYS: record, results, attempts, lease, then the queues of the messages to push. ARGV: scope, result, now,
+# ttl, role, branch count, branch names (JSON), '1' to start the lifetimes of the results and counters, then
+# the messages. The lease is dropped whoever holds it: once the result is in, every later claim gets it.
+# The keys live job_ttl from submission (the record) or from the first step (results, counters), and again
+# from the job's end; retries refresh them, so a job that keeps moving never outlives them.
 _RECORD = """
-local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
-if redis.call('GET', KEYS[4]) == ARGV[2] then redis.call('DEL', KEYS[4]) end
-redis.call('HDEL', KEYS[3], 'starts:' .. ARGV[1])
-redis.call('HSET', KEYS[1], 'touched_at', ARGV[4], 'progress_at', ARGV[4], 'last_step', ARGV[1])
-redis.call('HDEL', KEYS[1], 'stalls')
+local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'progress_at', ARGV[3], 'last_step', ARGV[1], 'stalls', 0)
+for i = 5, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[i + 4]) end
 local outcome = 'duplicate'
 if new == 1 then
     outcome = 'recorded'
-    if ARGV[6] == 'planner' then
-        redis.call('HSET', KEYS[1], 'parts_expected', ARGV[7], 'branches', ARGV[8])
-    elseif ARGV[6] == 'part' then
+    if ARGV[5] == 'planner' then
+        redis.call('HSET', KEYS[1], 'parts_expected', ARGV[6], 'branches', ARGV[7])
+    elseif ARGV[5] == 'part' then
         local done = redis.call('HINCRBY', KEYS[1], 'parts_done', 1)
         if done == tonumber(redis.call('HGET', KEYS[1], 'parts_expected')) then outcome = 'joined' end
-    elseif ARGV[6] == 'last' then
-        redis.call('HSET', KEYS[1], 'status', 'completed', 'finished_at', ARGV[4])
+    elseif ARGV[5] == 'last' then
+        redis.call('HSET', KEYS[1], 'status', 'completed', 'finished_at', ARGV[3])
         outcome = 'completed'
     end
 end
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+if ARGV[8] == '1' or ARGV[5] == 'last' then
+    for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+end
+if ARGV[5] ~= 'last' then return {outcome, '0'} end
 return {outcome, redis.call('HGET', KEYS[1], 'dead_lettered') or '0'}
 """
 
-# KEYS: record, attempts, lease. ARGV: scope, owner, now, counter ('failed', 'waits' or ''), budget, stage.
+# KEYS: record, attempts, lease. ARGV: scope, owner, now, counter ('failed', 'waits' or ''), budget, stage, ttl.
 # Returns the step's count for that counter, and 1 if it is still within the budget (a retry follows).
 _RELEASE = """
 if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
-redis.call('HDEL', KEYS[2], 'starts:' .. ARGV[1])
+redis.call('HDEL', KEYS[1], 'starts:' .. ARGV[1])
 redis.call('HSET', KEYS[1], 'touched_at', ARGV[3])
 if ARGV[4] == '' then return {0, 0} end
 local count = redis.call('HINCRBY', KEYS[2], ARGV[4] .. ':' .. ARGV[1], 1)
+for i = 1, 2 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
 if count > tonumber(ARGV[5]) then return {count, 0} end
 local kind = ARGV[4] == 'failed' and 'retries' or 'waits'
 redis.call('HINCRBY', KEYS[1], kind, 1)
@@ -160,27 +165,16 @@ class Guard:
         self.scope = scope
         self.keys = JobKeys(pipeline, job_id)
 
-    def _keys(self) -> list[str]:
-        return [self.keys.record, self.keys.results, self.keys.attempts, self.keys.lease(self.scope)]
-
-    def claim(
-        self,
-        owner: str,
-        lease_seconds: float,
-        now: float,
-        pipe: redis.client.Pipeline | None = None,
-        compensation: bool = False,
-    ) -> Any:
-        """Claim the step; with `pipe`, queue the call there and parse its answer with `parse_claim`.
+    def claim(self, owner: str, lease_seconds: float, pipe: redis.client.Pipeline, compensation: bool = False) -> Any:
+        """Queue the claim of the step on `pipe`; `parse_claim` reads its answer.
 
         Once a job is being compensated, only compensations may claim: its other steps get UNDOING.
         """
-        args = [self.scope, owner, int(lease_seconds * 1000), now, "1" if compensation else "0"]
-        if pipe is None:
-            return _script("claim", _CLAIM)(keys=self._keys(), args=args)
+        keys = [self.keys.record, self.keys.results, self.keys.lease(self.scope)]
+        args = [self.scope, owner, int(lease_seconds * 1000), "1" if compensation else "0"]
         # EVALSHA queued directly: redis-py sends SCRIPT EXISTS before every pipeline holding a Script
         # object. A Redis that lost the script answers NoScriptError; the caller loads it and retries.
-        return pipe.evalsha(_loaded("claim", _CLAIM), 4, *self._keys(), *args)
+        return pipe.evalsha(_loaded("claim", _CLAIM), len(keys), *keys, *args)
 
     def parse_claim(self, answer: list) -> Claim:
         status = answer[0].decode()
@@ -197,15 +191,31 @@ class Guard:
         return Claim(CLAIMED, job, crashed_runs=int(value))
 
     def record(
-        self, owner: str, encoded_result: str, now: float, ttl: int, role: str, branches: list[str] | None = None
+        self,
+        encoded_result: str,
+        now: float,
+        role: str,
+        branches: list[str] | None = None,
+        first: bool = False,
+        pushes: list[tuple[str, str]] | None = None,
     ) -> Record:
-        """Record the step's result; a planner's `branches` are noted on the job for the fan-in and for operators."""
-        args = [self.scope, owner, encoded_result, now, ttl, role, len(branches or []), dumps(branches or [])]
-        outcome, dead_lettered = _script("record", _RECORD)(keys=self._keys(), args=args)
+        """Record the step's result and push `pushes` (queue key, message), the messages of the steps it starts.
+
+        A planner's `branches` are noted on the job for the fan-in and for operators. `first`: the
+        job's first step, which starts the lifetimes of its results and counters.
+        """
+        pushes = pushes or []
+        keys = [self.keys.record, self.keys.results, self.keys.attempts, self.keys.lease(self.scope)]
+        keys += [queue for queue, _ in pushes]
+        branches = branches or []
+        args = [self.scope, encoded_result, now, get_settings().job_ttl, role, len(branches), dumps(branches)]
+        args += ["1" if first else "0", *(message for _, message in pushes)]
+        outcome, dead_lettered = _script("record", _RECORD)(keys=keys, args=args)
         return Record(outcome.decode(), dead_lettered == b"1")
 
     def release(self, owner: str, now: float, counter: str = "", budget: int = 0, stage: str = "") -> Release:
         """Drop the lease; with a counter ('failed' or 'waits'), count this attempt against `budget`."""
         keys = [self.keys.record, self.keys.attempts, self.keys.lease(self.scope)]
-        count, within = _script("release", _RELEASE)(keys=keys, args=[self.scope, owner, now, counter, budget, stage])
+        args = [self.scope, owner, now, counter, budget, stage, get_settings().job_ttl]
+        count, within = _script("release", _RELEASE)(keys=keys, args=args)
         return Release(int(count), bool(within))

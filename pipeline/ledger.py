@@ -36,6 +36,7 @@ QUEUED, COMPLETED, FAILED = "queued", "completed", "failed"
 COMPENSATING, COMPENSATED = "compensating", "compensated"
 UNFINISHED = frozenset({QUEUED, COMPENSATING})  # statuses of a job that still has steps to run
 FRONTIER_KEY = key("ledger", "frontier")
+STARTS = "starts:"  # the record's fields counting each step's runs that started and did not end
 REDRIVE_LOG_SIZE = 10  # re-drives kept on the record for `vetro job show`
 
 
@@ -253,9 +254,9 @@ def get_jobs(job_ids: list[str]) -> list[dict[str, str] | None]:
 
 
 def _public(record: dict[str, str]) -> dict[str, str]:
-    """The record without the payload, which can be large and is shown only by `describe_job`."""
-    record.pop("payload", None)
-    return record
+    """The record without the payload, which can be large and is shown only by `describe_job`, and without
+    the guard's count of each step's unfinished runs (`describe_job` shows it with the step)."""
+    return {name: value for name, value in record.items() if name != "payload" and not name.startswith(STARTS)}
 
 
 def settled(job_ids: list[str], status: str | None = None) -> list[dict[str, str]] | None:
@@ -275,11 +276,14 @@ def describe_job(job_id: str) -> dict[str, Any] | None:
     state = load(pipeline, job_id)
     counters = _text(redis_client().hgetall(keys.attempts))
     record = dict(state.record)
+    counters.update({name: record.pop(name) for name in list(record) if name.startswith(STARTS)})
     payload = decode(record.pop("payload"))
     redrives = json.loads(record.pop("redrive_log", "[]"))
     steps: dict[str, dict[str, Any]] = {scope: {"status": "done", "result": r} for scope, r in state.results.items()}
     for name, value in counters.items():
         counter, scope = name.split(":", 1)
+        if name.startswith(STARTS) and scope in state.results:
+            continue  # a finished step's runs all ended; the guard leaves their count behind
         steps.setdefault(scope, {"status": "pending"})[counter] = int(value)
     for scope, seconds in leases_held(pipeline, job_id, steps).items():
         steps[scope].update(status="running", lease_seconds_left=seconds)

@@ -20,6 +20,7 @@ import importlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from enum import StrEnum
 from typing import Any
 
@@ -106,19 +107,21 @@ class Pipeline:
         fan_out = (self.fan_out.part, self.fan_out.join) if self.fan_out else ()
         return [*self.stages, *fan_out, *self.compensations.values()]
 
+    @cached_property
+    def _roles(self) -> dict[str, Role]:
+        """Each stage's role, worked out once (every message asks)."""
+        roles = {task.stage: Role.STEP for task in self.stages}
+        roles[self.stages[-1].stage] = Role.PLANNER if self.fan_out else Role.LAST
+        if self.fan_out:
+            roles[self.fan_out.part.stage] = Role.PART
+            roles[self.fan_out.join.stage] = Role.LAST
+        return roles | dict.fromkeys(self._undoes, Role.UNDO)
+
     def role(self, stage: str) -> Role:
-        names = [task.stage for task in self.stages]
-        if stage in self._undoes:
-            return Role.UNDO
-        if self.fan_out and stage == self.fan_out.part.stage:
-            return Role.PART
-        if self.fan_out and stage == self.fan_out.join.stage:
-            return Role.LAST
-        if stage not in names:
-            raise ValueError(f"pipeline {self.name!r} has no stage {stage!r}")
-        if stage != names[-1]:
-            return Role.STEP
-        return Role.PLANNER if self.fan_out else Role.LAST
+        try:
+            return self._roles[stage]
+        except KeyError:
+            raise ValueError(f"pipeline {self.name!r} has no stage {stage!r}") from None
 
     def scope(self, stage: str, args: tuple) -> str:
         """The guarded step a message runs: the stage, plus its branch (the last argument) for a part."""

@@ -27,14 +27,15 @@ from kombu.utils.json import dumps
 from redis.exceptions import NoScriptError
 
 from pipeline import driver, ledger, privacy, quarantine
-from pipeline.app import app
+from pipeline.app import app, records_carry_publishes
 from pipeline.context import JOB_ID, NOT_BEFORE, SENT_AT, JobContext
 from pipeline.failures import Failure, FailureClass, FailureClassifier, TechnicalError, default_classifier
-from pipeline.guard import BUSY, DONE, DUPLICATE, UNDOING, UNKNOWN, Guard, encode, reload_scripts
+from pipeline.guard import BUSY, DONE, DUPLICATE, UNDOING, UNKNOWN, Guard, Record, encode, reload_scripts
 from pipeline.outcomes import FailedStep
 from pipeline.pipelines import Pipeline, Role, check_branches, check_name, get_pipeline
 from pipeline.retry import hop, retry_budget, retry_delay
 from pipeline.store import redis_client
+from pipeline.transport import captured
 from settings import StagePolicy, get_settings
 
 log = logging.getLogger("vetro.stage")
@@ -152,16 +153,38 @@ class Stage(Task):
         except Exception as exc:
             return self._failed(job, guard, owner, exc, args, kwargs)
         try:
-            record = guard.record(owner, encoded, time.time(), settings.job_ttl, role, branches)
+            record = self._record(job, guard, role, args, result, encoded, branches)
         except Exception:
             with contextlib.suppress(Exception):  # if Redis is gone, the lease ends by itself
                 guard.release(owner, time.time())
             raise
+        if record is None:  # its next steps went out with the record
+            return result
         if record.outcome == DUPLICATE:
             driver.resume(job, pipeline, self.stage, args, result)
         else:
             driver.advance(job, pipeline, self.stage, args, result, record)
         return result
+
+    def _record(
+        self, job: JobContext, guard: Guard, role: Role, args: tuple, result: Any, encoded: str, branches: list[str]
+    ) -> Record | None:
+        """Record the step; None when the messages of the steps it starts went in the same script.
+
+        A step followed by known steps (the next stage, or a planner's parts) sends their messages
+        with its record when the broker is the result store: one round trip, and no moment where
+        the step is recorded but what follows it is not yet queued. Should the step turn out
+        recorded already, the copies are answered by their guards. Otherwise the record comes
+        first and the driver publishes after it (pipeline.driver).
+        """
+        pipeline = self.pipeline
+        first = self.stage == pipeline.stages[0].stage
+        if role not in (Role.STEP, Role.PLANNER) or not records_carry_publishes():
+            return guard.record(encoded, time.time(), role, branches, first)
+        with captured() as pushes:
+            driver.publish(job, pipeline.after(self.stage, args, result))
+        guard.record(encoded, time.time(), role, branches, first, pushes)
+        return None
 
     def _refuse(self, reason: str, args: tuple, kwargs: dict) -> None:
         """A message no job asked for (forged, or a bug): kept in the quarantine, never run, the job untouched."""
@@ -180,7 +203,7 @@ class Stage(Task):
 
     def _claim_once(self, guard: Guard, owner: str, now: float, compensation: bool) -> list:
         pipe = redis_client().pipeline(transaction=False)
-        guard.claim(owner, self.lease_seconds, now, pipe, compensation)
+        guard.claim(owner, self.lease_seconds, pipe, compensation)
         ledger.expect(guard.pipeline, guard.job_id, pipe=pipe)
         sent_at = self.request.get(SENT_AT)
         if sent_at and now - _frontier_written["at"] >= FRONTIER_EVERY:
