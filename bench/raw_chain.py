@@ -34,7 +34,7 @@ def step(payload: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(name="raw.last")
 def last(payload: dict[str, Any]) -> dict[str, Any]:
-    count_done()
+    count_done(payload)
     return payload
 
 

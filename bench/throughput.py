@@ -8,6 +8,7 @@ vetro first, `--pairs` times. Prints one JSON line: every trial, the medians, th
 vetro/raw ratio of each pair, and the machine's load.
 
     .venv/bin/python -m bench.throughput --jobs 1000 --pairs 3
+    .venv/bin/python -m bench.throughput --against unguarded   # what the guard costs
 """
 
 from __future__ import annotations
@@ -54,16 +55,39 @@ def _environment(broker: str, counter: str, database: str) -> dict[str, str]:
 def _publish(kind: str, jobs: int) -> float:
     """Publish `jobs` jobs; the producer's jobs/s."""
     started = time.perf_counter()
-    if kind == "vetro":
-        from pipeline import submit_many
-
-        submit_many((payload(n) for n in range(jobs)), pipeline="bench")
-    else:
+    if kind == "raw":
         from bench.raw_chain import submit
 
         for n in range(jobs):
             submit(payload(n))
+    else:
+        from pipeline import submit_many
+
+        submit_many((payload(n) for n in range(jobs)), pipeline="bench")
     return jobs / (time.perf_counter() - started)
+
+
+class Worker(ExitStack):
+    """One worker of `kind` (vetro, with celery beat and the reconciler; unguarded; or raw), started and
+    stopped with the block."""
+
+    def __init__(self, kind: str, env: dict[str, str], concurrency: int = 2) -> None:
+        super().__init__()
+        self.kind, self.env, self.concurrency = kind, dict(env), concurrency
+        if kind == "unguarded":
+            self.env["VETRO_PIPELINES"] = "bench.unguarded"
+
+    def __enter__(self) -> WorkerProcess:
+        super().__enter__()
+        if self.kind != "raw":
+            beat = BeatProcess(self.env, name="bench-beat")
+            self.callback(beat.stop)
+            beat.start()
+        app = "bench.raw_chain" if self.kind == "raw" else "pipeline"
+        worker = WorkerProcess(self.env, self.concurrency, f"bench-{self.kind}", WORKER_ARGS, app=app)
+        self.callback(worker.stop)
+        worker.start()
+        return worker
 
 
 def _snapshot(pids: list[int], broker: redis.Redis, done: int) -> dict[str, float]:
@@ -81,22 +105,16 @@ def _snapshot(pids: list[int], broker: redis.Redis, done: int) -> dict[str, floa
     }
 
 
-def trial(kind: str, jobs: int, env: dict[str, str], servers: tuple[RedisServer, RedisServer]) -> dict[str, Any]:
+def trial(
+    kind: str, jobs: int, env: dict[str, str], servers: tuple[RedisServer, RedisServer], concurrency: int = 2
+) -> dict[str, Any]:
     broker_server, counter_server = servers
     broker, counter = redis.Redis.from_url(broker_server.url), redis.Redis.from_url(counter_server.url)
     broker.flushall()
     counter.delete(COUNTER_KEY)
     load = os.getloadavg()[0]
     producer_rate = _publish(kind, jobs)
-    with ExitStack() as stack:
-        if kind == "vetro":
-            beat = BeatProcess(env, name="bench-beat")
-            stack.callback(beat.stop)
-            beat.start()
-        app = "pipeline" if kind == "vetro" else "bench.raw_chain"
-        worker = WorkerProcess(env, concurrency=2, name=f"bench-{kind}", extra_args=WORKER_ARGS, app=app)
-        stack.callback(worker.stop)
-        worker.start()
+    with Worker(kind, env, concurrency) as worker:
         start = _snapshot(tree(worker.pid), broker, 0)  # ready: it starts taking the waiting jobs now
         finished = lambda: int(counter.get(COUNTER_KEY) or 0)  # noqa: E731
         wait_until(lambda: finished() >= jobs * 9 // 10, 900, f"{kind}: 90% of the jobs", 0.05)
@@ -110,6 +128,7 @@ def trial(kind: str, jobs: int, env: dict[str, str], servers: tuple[RedisServer,
     ours = delta["worker_cpu"] + delta["redis_cpu"] + delta["own_cpu"]
     return {
         "kind": kind,
+        "processes": concurrency,
         "jobs_per_s": round(counted / seconds, 1),
         "tasks_per_s": round(counted * STAGES / seconds, 1),
         "worker_cpu_ms_per_job": round(delta["worker_cpu"] * 1000 / counted, 2),
@@ -144,48 +163,61 @@ NUMBERS = (
 RATIOS = ("jobs_per_s", "worker_cpu_ms_per_job", "redis_commands_per_job", "redis_cpu_ms_per_job", "worker_pss_mib")
 
 
-def summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
-    by_kind = {kind: [t for t in trials if t["kind"] == kind] for kind in ("vetro", "raw")}
+def summary(trials: list[dict[str, Any]], against: str = "raw") -> dict[str, Any]:
+    """Medians per kind, and the ratio vetro/`against` per pair and of the medians."""
+    by_kind = {kind: [t for t in trials if t["kind"] == kind] for kind in ("vetro", against)}
     medians = {
         kind: {name: round(statistics.median(t[name] for t in found), 2) for name in NUMBERS}
         for kind, found in by_kind.items()
     }
     pairs = [
         {name: round(v[name] / r[name], 2) for name in RATIOS}
-        for v, r in zip(by_kind["vetro"], by_kind["raw"], strict=True)
+        for v, r in zip(by_kind["vetro"], by_kind[against], strict=True)
     ]
     return {
         "medians": medians,
         "ratio_per_pair": pairs,
-        "ratio_of_medians": {name: round(medians["vetro"][name] / medians["raw"][name], 2) for name in RATIOS},
+        "ratio_of_medians": {name: round(medians["vetro"][name] / medians[against][name], 2) for name in RATIOS},
     }
+
+
+def private_setup(stack: ExitStack) -> tuple[dict[str, str], tuple[RedisServer, RedisServer]]:
+    """A private broker Redis and counter Redis, a migrated SQLite dead-letter store, and the settings
+    naming them (also put in this process's environment)."""
+    servers = (stack.enter_context(RedisServer()), stack.enter_context(RedisServer()))
+    database = f"sqlite:///{tempfile.mkdtemp(prefix='vetro-bench-')}/dlq.db"
+    env = _environment(servers[0].url, servers[1].url, database)
+    os.environ.update(env)
+    from dlq.db import upgrade
+
+    upgrade(database)
+    return env, servers
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument(
+        "--against", choices=("raw", "unguarded"), default="raw", help="raw Celery, or vetro without its guard"
+    )
+    parser.add_argument("--concurrency", type=int, default=2, help="prefork processes of the worker")
     options = parser.parse_args()
     with ExitStack() as stack:
-        servers = (stack.enter_context(RedisServer()), stack.enter_context(RedisServer()))
-        database = f"sqlite:///{tempfile.mkdtemp(prefix='vetro-bench-')}/dlq.db"
-        env = _environment(servers[0].url, servers[1].url, database)
-        os.environ.update(env)
-        from dlq.db import upgrade
-
-        upgrade(database)
+        env, servers = private_setup(stack)
         trials = []
         for number in range(options.pairs):
-            for kind in ("vetro", "raw"):
-                trials.append(trial(kind, options.jobs, env, servers))
+            for kind in ("vetro", options.against):
+                trials.append(trial(kind, options.jobs, env, servers, options.concurrency))
                 print(f"pair {number + 1} {kind}: {json.dumps(trials[-1])}", file=sys.stderr)
     result = {
         "benchmark": "throughput",
         "jobs": options.jobs,
         "cores": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
+        "against": options.against,
         "trials": trials,
-        **summary(trials),
+        **summary(trials, options.against),
     }
     print(json.dumps(result))
 

@@ -8,21 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.counter import count_done
-from pipeline import Pipeline, Stage, register, stage
+from bench.counter import count_done, failing
+from pipeline import PermanentError, Pipeline, Stage, register, stage
 
 STAGE_COUNT = 5
 
 
-def _passes_on(name: str, last: bool) -> Stage:
-    """A stage that returns its input (the last one also counts the job as finished)."""
+def _passes_on(name: str, first: bool, last: bool) -> Stage:
+    """A stage that returns its input (the last one also counts the job as finished). A payload with
+    "fail" fails for good at the first stage while bench.dead_letters wants failures."""
 
     def body(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
+        if first and failing(payload):
+            raise PermanentError("bench: this job is meant to fail")
         if last:
-            count_done()
+            count_done(payload)
         return payload
 
     return stage(name, "bench")(body)
 
 
-BENCH = register(Pipeline("bench", [_passes_on(f"s{n}", last=n == STAGE_COUNT) for n in range(1, STAGE_COUNT + 1)]))
+BENCH = register(
+    Pipeline("bench", [_passes_on(f"s{n}", first=n == 1, last=n == STAGE_COUNT) for n in range(1, STAGE_COUNT + 1)])
+)
