@@ -106,3 +106,22 @@ def require_migrated(url: str | None = None) -> None:
 def _safe(url: str) -> str:
     """The URL without its password, for messages."""
     return engine(url).url.render_as_string(hide_password=True)
+
+
+def main() -> int:
+    """The migration check as its own process (the worker runs it so as never to load Alembic itself)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        require_migrated()
+    except NotMigratedError as error:
+        print(error)
+        return 2
+    except SQLAlchemyError as error:
+        print(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

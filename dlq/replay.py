@@ -17,6 +17,7 @@ from dlq import store
 from dlq.models import DeadLetter, Status
 from pipeline import driver, ledger
 from pipeline.pipelines import task_id
+from pipeline.store import redis_client
 
 
 @dataclass
@@ -39,44 +40,62 @@ EXPIRED = "its job's record expired (kept VETRO_REPLAY_WINDOW after it failed): 
 UNDONE = "its job was compensated after this failure (its earlier steps undone): submit it again as a new job"
 
 
-def replay_row(row: DeadLetter) -> str | None:
-    """Mark one row replaying and drive its job on; the reason it cannot be, or None."""
-    state = ledger.load(row.pipeline, row.job_id)
+REPLAY_BATCH = 200  # rows marked in one transaction, and their jobs reopened and published in one round trip
+
+
+def _ledger_refusal(row: DeadLetter, state: ledger.JobState | None) -> str | None:
     if state is None:
         return EXPIRED
     if state.compensations is not None and row.scope not in state.compensations:
         return UNDONE  # only a compensation that failed may be replayed: it goes on undoing
-    if state.status == ledger.COMPLETED:
-        # An earlier replay (or a redelivery) already finished the job: nothing to run again.
-        store.mark_replaying(row.id, task_id(row.job_id, row.scope))
-        store.resolve_job(row.job_id)
-        return None
-    job = replace(state.context, replay=row.replay_count + 1)
-    # Marked before publishing: a replay that fails at once must find its row already replaying.
-    store.mark_replaying(row.id, task_id(row.job_id, row.scope))
-    try:
-        ledger.reopen(job)
-        driver.publish(job, driver.pending(state))
-    except Exception:
-        store.unmark_replaying(row.id, row.status)
-        raise
     return None
 
 
+def replay_batch(rows: list[DeadLetter], force: bool = False) -> list[str | None]:
+    """Mark the rows replaying (one transaction), then reopen their jobs and publish what each still needs
+    (one Redis round trip); for each row, the reason it could not be replayed, or None.
+
+    The rows are marked first: a replay that fails at once must find its row already replaying. If
+    the jobs cannot be reopened or published, the marks are undone and the error raised.
+    """
+    states = ledger.load_many([(row.pipeline, row.job_id) for row in rows])
+    reasons = [refusal(row, force) or _ledger_refusal(row, state) for row, state in zip(rows, states, strict=True)]
+    chosen = [(row, state) for row, state, reason in zip(rows, states, reasons, strict=True) if reason is None]
+    store.mark_replaying({row.id: task_id(row.job_id, row.scope) for row, _ in chosen})
+    # An earlier replay (or a redelivery) already finished the job: nothing to run again.
+    for row, state in chosen:
+        if state.status == ledger.COMPLETED:
+            store.resolve_job(row.job_id)
+    reopened = [
+        (row, replace(state.context, replay=row.replay_count + 1), state)
+        for row, state in chosen
+        if state.status != ledger.COMPLETED
+    ]
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        ledger.reopen([(job, state.compensations is not None) for _, job, state in reopened], pipe)
+        driver.publish_after(pipe, [(job, driver.pending(state)) for _, job, state in reopened])
+    except Exception:
+        store.unmark_replaying({row.id: row.status for row, _, _ in reopened})
+        raise
+    return reasons
+
+
 def replay(rows: list[DeadLetter], force: bool = False, rate: float | None = None) -> ReplayReport:
-    """Replay `rows` in order, at most `rate` per second."""
+    """Replay `rows` in order: in batches of REPLAY_BATCH, or one at a time at most `rate` per second."""
     report = ReplayReport()
     started = time.monotonic()
-    for number, row in enumerate(rows):
-        reason = refusal(row, force)
-        if rate and not reason:
-            pause = started + number / rate - time.monotonic()
+    size = 1 if rate else REPLAY_BATCH
+    for first in range(0, len(rows), size):
+        if rate:
+            pause = started + first / rate - time.monotonic()
             if pause > 0:
                 time.sleep(pause)  # pacing the publishes at `rate`
-        reason = reason or replay_row(row)
-        if reason:
-            report.refused[row.id] = reason
-        else:
-            report.replayed.append(row.id)
+        batch = rows[first : first + size]
+        for row, reason in zip(batch, replay_batch(batch, force), strict=True):
+            if reason:
+                report.refused[row.id] = reason
+            else:
+                report.replayed.append(row.id)
     report.seconds = time.monotonic() - started
     return report

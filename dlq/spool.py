@@ -44,6 +44,15 @@ def size() -> int:
     return int(redis_client().llen(SPOOL_KEY))
 
 
+def pending() -> bool:
+    """Whether a flush has anything to do: entries spooled, or flushers registered (one that died holds
+    entries that `flush` gives back)."""
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.llen(SPOOL_KEY)
+    pipe.scard(FLUSHERS_KEY)
+    return any(pipe.execute())
+
+
 def parked() -> list[dict[str, Any]]:
     """Entries that could not be written, each with the error it got."""
     return [json.loads(raw) for raw in redis_client().lrange(PARKED_KEY, 0, -1)]

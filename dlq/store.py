@@ -328,19 +328,24 @@ def purge_by_policy() -> int:
     return purge(timedelta(days=settings.dlq_retention_days), settings.dlq_max_rows)
 
 
-def unmark_replaying(row_id: int, status: str) -> None:
-    """Undo mark_replaying when the replay could not be published."""
+def unmark_replaying(statuses: dict[int, str]) -> None:
+    """Undo mark_replaying for rows whose replay could not be published: row id -> its status before."""
+    if not statuses:
+        return
     with session() as active:
-        row = active.get(DeadLetter, row_id, with_for_update=True)
-        row.status = status
-        row.replay_count -= 1
-        row.replay_task_ids = row.replay_task_ids[:-1]
+        for row in active.scalars(select(DeadLetter).where(DeadLetter.id.in_(statuses)).with_for_update()):
+            row.status = statuses[row.id]
+            row.replay_count -= 1
+            row.replay_task_ids = row.replay_task_ids[:-1]
 
 
-def mark_replaying(row_id: int, task_id: str) -> None:
+def mark_replaying(task_ids: dict[int, str]) -> None:
+    """Mark rows replaying, in one transaction: row id -> the task id of the step the replay runs."""
+    if not task_ids:
+        return
     with session() as active:
-        row = active.get(DeadLetter, row_id, with_for_update=True)
-        row.status = Status.REPLAYING
-        row.replay_count += 1
-        row.replay_task_ids = [*row.replay_task_ids, task_id]
-        row.updated_at = utcnow()
+        for row in active.scalars(select(DeadLetter).where(DeadLetter.id.in_(task_ids)).with_for_update()):
+            row.status = Status.REPLAYING
+            row.replay_count += 1
+            row.replay_task_ids = [*row.replay_task_ids, task_ids[row.id]]
+            row.updated_at = utcnow()

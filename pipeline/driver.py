@@ -10,14 +10,17 @@ and when an operator replays one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pipeline import ledger
+from pipeline.app import app, records_carry_publishes
 from pipeline.context import JobContext
 from pipeline.failures import FailureClass
 from pipeline.guard import COMPLETED, JOINED, Record
 from pipeline.outcomes import FailedStep, compensated, completed, hand_off
 from pipeline.pipelines import Pipeline, Role, Step, check_branches, get_pipeline, task_id
+from pipeline.transport import captured
 
 log = logging.getLogger("vetro.driver")
 
@@ -34,6 +37,34 @@ def publish(job: JobContext, steps: list[Step], producer: Any = None) -> None:
             time_limit=None,
             soft_time_limit=None,
         )
+
+
+def publish_after(
+    pipe: Any, batches: list[tuple[JobContext, list[Step]]], on_publish_error: Callable[[Exception], None] | None = None
+) -> None:
+    """Run `pipe` (ledger writes), then publish many jobs' steps: in the same round trip, after its commands,
+    when the broker is the result store; else in one kombu batch once it has run.
+
+    A failed publish after `pipe` ran goes to `on_publish_error` when given (the reconciler publishes
+    what the broker never got), else it is raised.
+    """
+    if records_carry_publishes():
+        with captured() as pushes:
+            for job, steps in batches:
+                publish(job, steps)
+        for queue, message in pushes:
+            pipe.lpush(queue, message)
+        pipe.execute()
+        return
+    pipe.execute()
+    try:
+        with app.producer_or_acquire() as producer, producer.batch():
+            for job, steps in batches:
+                publish(job, steps, producer)
+    except Exception as error:
+        if on_publish_error is None:
+            raise
+        on_publish_error(error)
 
 
 def advance(job: JobContext, pipeline: Pipeline, stage: str, args: tuple, result: Any, record: Record) -> None:

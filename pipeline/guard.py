@@ -54,8 +54,8 @@ return {'busy', tostring(redis.call('PTTL', KEYS[3])), unpack(identity)}
 # KEYS: record, results, attempts, lease, then the queues of the messages to push. ARGV: scope, result, now,
 # ttl, role, branch count, branch names (JSON), '1' to start the lifetimes of the results and counters, then
 # the messages. The lease is dropped whoever holds it: once the result is in, every later claim gets it.
-# The keys live job_ttl from submission (the record) or from the first step (results, counters), and again
-# from the job's end; retries refresh them, so a job that keeps moving never outlives them.
+# The keys live job_ttl from submission (the record) or from the first step (results), and again from each
+# retry (pipeline.guard's release) and from the job's end: a job that keeps moving never outlives them.
 _RECORD = """
 local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 redis.call('DEL', KEYS[4])
@@ -81,7 +81,8 @@ if ARGV[5] ~= 'last' then return {outcome, '0'} end
 return {outcome, redis.call('HGET', KEYS[1], 'dead_lettered') or '0'}
 """
 
-# KEYS: record, attempts, lease. ARGV: scope, owner, now, counter ('failed', 'waits' or ''), budget, stage, ttl.
+# KEYS: record, attempts, lease, results. ARGV: scope, owner, now, counter ('failed', 'waits' or ''), budget, stage,
+# ttl. A counted attempt (a retry or a wait follows) starts the job's lifetimes again.
 # Returns the step's count for that counter, and 1 if it is still within the budget (a retry follows).
 _RELEASE = """
 if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
@@ -89,7 +90,7 @@ redis.call('HDEL', KEYS[1], 'starts:' .. ARGV[1])
 redis.call('HSET', KEYS[1], 'touched_at', ARGV[3])
 if ARGV[4] == '' then return {0, 0} end
 local count = redis.call('HINCRBY', KEYS[2], ARGV[4] .. ':' .. ARGV[1], 1)
-for i = 1, 2 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
+for _, name in ipairs({KEYS[1], KEYS[2], KEYS[4]}) do redis.call('EXPIRE', name, ARGV[7]) end
 if count > tonumber(ARGV[5]) then return {count, 0} end
 local kind = ARGV[4] == 'failed' and 'retries' or 'waits'
 redis.call('HINCRBY', KEYS[1], kind, 1)
@@ -215,7 +216,7 @@ class Guard:
 
     def release(self, owner: str, now: float, counter: str = "", budget: int = 0, stage: str = "") -> Release:
         """Drop the lease; with a counter ('failed' or 'waits'), count this attempt against `budget`."""
-        keys = [self.keys.record, self.keys.attempts, self.keys.lease(self.scope)]
+        keys = [self.keys.record, self.keys.attempts, self.keys.lease(self.scope), self.keys.results]
         args = [self.scope, owner, now, counter, budget, stage, get_settings().job_ttl]
         count, within = _script("release", _RELEASE)(keys=keys, args=args)
         return Release(int(count), bool(within))

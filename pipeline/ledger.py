@@ -140,26 +140,24 @@ def planned_branches(pipeline: str, job_id: str) -> list[str]:
     return json.loads(branches) if branches else []
 
 
-def reopen(job: JobContext) -> None:
-    """A dead-lettered job runs again (a replay): fresh budgets, watched again, kept for the replay window.
+def reopen(jobs: list[tuple[JobContext, bool]], pipe: redis.client.Pipeline) -> None:
+    """Dead-lettered jobs run again (a replay): fresh budgets, watched again, kept for the replay window.
 
-    A job whose compensation failed goes on compensating: once undoing has begun, it never goes forward.
+    Each job comes with whether it is compensating: once undoing has begun, it never goes forward.
+    Queued on `pipe`, which the caller runs (with the publishes that follow, see pipeline.driver).
     """
-    keys = JobKeys(job.pipeline, job.job_id)
     window = get_settings().replay_window
-    status = COMPENSATING if redis_client().hexists(keys.record, "compensations") else QUEUED
-    pipe = redis_client().pipeline()
-    pipe.hset(
-        keys.record, mapping={"status": status, "replay": job.replay, "touched_at": _now(), "replayed_at": _now()}
-    )
-    pipe.hdel(keys.record, "failed_stage", "failure_class", "error", "finished_at", "stalls")
-    pipe.hincrby(keys.record, "replays", 1)
-    pipe.delete(keys.attempts)
-    for name in (keys.record, keys.results):
-        pipe.expire(name, window)
-    _watch(pipe, job.pipeline, job.job_id, _now() + stall_after())
-    pipe.execute()
-    redis_client().expire(dedup_key(job.pipeline, job.idempotency_key), window)
+    for job, compensating in jobs:
+        keys = JobKeys(job.pipeline, job.job_id)
+        status = COMPENSATING if compensating else QUEUED
+        now = _now()
+        pipe.hset(keys.record, mapping={"status": status, "replay": job.replay, "touched_at": now, "replayed_at": now})
+        pipe.hdel(keys.record, "failed_stage", "failure_class", "error", "finished_at", "stalls")
+        pipe.hincrby(keys.record, "replays", 1)
+        pipe.delete(keys.attempts)
+        for name in (keys.record, keys.results, dedup_key(job.pipeline, job.idempotency_key)):
+            pipe.expire(name, window)
+        _watch(pipe, job.pipeline, job.job_id, now + stall_after())
 
 
 def note_redrive(pipeline: str, job_id: str, scopes: list[str], reason: str) -> None:
@@ -210,14 +208,21 @@ def _text(raw: dict[bytes, bytes]) -> dict[str, str]:
 
 
 def load(pipeline: str, job_id: str) -> JobState | None:
-    keys = JobKeys(pipeline, job_id)
+    return load_many([(pipeline, job_id)])[0]
+
+
+def load_many(jobs: list[tuple[str, str]]) -> list[JobState | None]:
+    """The states of (pipeline, job id) pairs, in one round trip; None for a job with no record."""
     pipe = redis_client().pipeline(transaction=False)
-    pipe.hgetall(keys.record)
-    pipe.hgetall(keys.results)
-    record, results = pipe.execute()
-    if not record:
-        return None
-    return JobState(_text(record), {scope.decode(): decode(value) for scope, value in results.items()})
+    for pipeline, job_id in jobs:
+        keys = JobKeys(pipeline, job_id)
+        pipe.hgetall(keys.record)
+        pipe.hgetall(keys.results)
+    answers = pipe.execute()
+    return [
+        JobState(_text(record), {scope.decode(): decode(value) for scope, value in results.items()}) if record else None
+        for record, results in zip(answers[0::2], answers[1::2], strict=True)
+    ]
 
 
 def leases_held(pipeline: str, job_id: str, scopes: Iterable[str]) -> dict[str, float]:

@@ -15,11 +15,9 @@ from itertools import islice
 from typing import Any
 
 from pipeline import driver, ledger
-from pipeline.app import app, records_carry_publishes
 from pipeline.context import JobContext
 from pipeline.pipelines import Pipeline, get_pipeline
 from pipeline.store import JobKeys, redis_client
-from pipeline.transport import captured
 from settings import get_settings
 
 log = logging.getLogger("vetro.producer")
@@ -213,30 +211,14 @@ def _publish(requests: list[JobRequest], pipeline: Pipeline, correlation_id: str
         records = client.pipeline(transaction=False)
         for request, job in fresh:
             ledger.open_job(records, job, request.payload)
-        _record_and_publish(records, pipeline, fresh)
+        recorded_only = lambda error: log.warning(  # noqa: E731
+            "%d job(s) recorded but not yet published (%s); the reconciler will", len(fresh), error
+        )
+        driver.publish_after(
+            records, [(job, [pipeline.first(request.payload)]) for request, job in fresh], recorded_only
+        )
     new = {job.job_id for _, job in fresh}
     return [Submission(job_id, job_id in new) for job_id in job_ids]
-
-
-def _record_and_publish(records: Any, pipeline: Pipeline, fresh: Iterable[tuple[JobRequest, JobContext]]) -> None:
-    """Write the jobs' ledger records, then publish their first steps: in one round trip when the broker is
-    the result store (the messages' LPUSHes follow the records in the same pipeline), else in two."""
-    firsts = [(job, pipeline.first(request.payload)) for request, job in fresh]
-    if records_carry_publishes():
-        with captured() as pushes:
-            for job, step in firsts:
-                driver.publish(job, [step])
-        for queue, message in pushes:
-            records.lpush(queue, message)
-        records.execute()
-        return
-    records.execute()
-    try:
-        with app.producer_or_acquire() as producer, producer.batch():
-            for job, step in firsts:
-                driver.publish(job, [step], producer)
-    except Exception as error:
-        log.warning("%d job(s) recorded but not yet published (%s); the reconciler will", len(firsts), error)
 
 
 def _recorded(client: Any, pipeline: str, job_ids: list[str]) -> list[str]:

@@ -66,7 +66,7 @@ def test_a_row_failing_after_enough_replays_is_quarantined(sqlite_store):
     store.record(event("poison"))
     row = store.rows(store.RowFilter(job="poison"))[0]
     for replay in range(2):
-        store.mark_replaying(row.id, f"task-{replay}")
+        store.mark_replaying({row.id: f"task-{replay}"})
         store.record(event("poison"))
     row = store.get_row(row.id)
     assert (row.status, row.replay_count, row.replay_task_ids) == (Status.QUARANTINED, 2, ["task-0", "task-1"])

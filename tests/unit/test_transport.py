@@ -1,12 +1,16 @@
-"""vetro's Redis transport keeps a worker alive where kombu 5.7.0's own one ends it (kombu#582, #970)."""
+"""vetro's Redis transport keeps a worker alive where kombu 5.7.0's own one ends it (kombu#582, #970), and does
+kombu's bookkeeping with fewer commands."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
+import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
-from pipeline.transport import Transport
+from pipeline.transport import Transport, captured
 
 
 def give_back_after_connection_loss(url: str, transport: type) -> None:
@@ -24,3 +28,48 @@ def test_kombus_transport_fails_with_an_attribute_error_once_its_connection_is_c
 
 def test_vetros_transport_gives_the_messages_back(redis_server):
     give_back_after_connection_loss(redis_server.url, Transport)
+
+
+def _publish(connection: Connection, queue: str, body: dict) -> None:
+    with connection.Producer() as producer:
+        producer.publish(body, routing_key=queue, serializer="json")
+
+
+def test_a_publish_inside_captured_is_handed_over_not_sent(redis_server):
+    queue = f"captured-{uuid.uuid4().hex}"
+    client = redis.Redis.from_url(redis_server.url)
+    with Connection(redis_server.url, transport=Transport) as connection:
+        with captured() as pushes:
+            _publish(connection, queue, {"n": 1})
+        assert client.llen(queue) == 0
+        assert [key for key, _ in pushes] == [queue]
+        client.lpush(*pushes[0])  # what the guard's record script does with it
+        message = connection.SimpleQueue(queue).get(timeout=5)
+        assert message.payload == {"n": 1}
+        message.ack()
+
+
+def test_unacked_bookkeeping_still_gives_a_message_back_without_multi_exec(redis_server):
+    queue = f"unacked-{uuid.uuid4().hex}"
+    client = redis.Redis.from_url(redis_server.url)
+    transactions = lambda: client.info("commandstats").get("cmdstat_multi", {}).get("calls", 0)  # noqa: E731
+    with Connection(redis_server.url, transport=Transport) as connection:
+        _publish(connection, queue, {"n": 2})
+        channel = connection.default_channel
+        before = transactions()
+        message = channel.basic_get(queue)  # taken, not acked: kept in the unacked hash
+        assert client.hexists(channel.unacked_key, message.delivery_tag)
+        assert transactions() == before
+        channel.qos.restore_unacked()  # what a worker that stops does (under its own WATCH/MULTI)
+    with Connection(redis_server.url, transport=Transport) as connection:
+        assert connection.SimpleQueue(queue).get(timeout=5).payload == {"n": 2}
+
+
+def test_the_channel_reuses_one_client_until_its_pool_changes(redis_server):
+    with Connection(redis_server.url, transport=Transport) as connection:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+        channel._disconnect_pools()  # a reconnect builds a new pool
+        with channel.conn_or_acquire() as third:
+            assert third is not first and third.connection_pool is channel.pool
