@@ -21,13 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
 import pybreaker
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pipeline.failures import UNBUILDABLE_REQUEST, DependencyWaitError
+from pipeline.failures import DependencyWaitError, is_unbuildable_request, loaded_httpx
 from settings import get_settings
 
 log = logging.getLogger("vetro.breakers")
@@ -66,11 +65,12 @@ class _ExpiringClient(redis.Redis):
 
 def is_unhealthy(exc: BaseException) -> bool:
     """Does this failure say the dependency is unhealthy (as opposed to rejecting our request)?"""
-    if isinstance(exc, httpx.HTTPStatusError):
+    httpx = loaded_httpx()
+    if httpx and isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code >= 500
-    if isinstance(exc, UNBUILDABLE_REQUEST):
+    if is_unbuildable_request(exc):
         return False
-    return isinstance(exc, httpx.TransportError | TimeoutError | ConnectionError)
+    return isinstance(exc, TimeoutError | ConnectionError) or bool(httpx and isinstance(exc, httpx.TransportError))
 
 
 class LoggingListener(pybreaker.CircuitBreakerListener):

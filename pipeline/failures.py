@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import email.utils
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from types import ModuleType
 
-import httpx
 import pydantic
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
@@ -104,8 +105,15 @@ def _vetro_error(exc: BaseException) -> Failure | None:
     return None
 
 
+def loaded_httpx() -> ModuleType | None:
+    """httpx, once something has imported it: only then can an exception be one of its. A worker whose
+    stages make no HTTP calls never loads it (with the CLI it pulls in, rich and pygments)."""
+    return sys.modules.get("httpx")
+
+
 def _http_status(exc: BaseException) -> Failure | None:
-    if not isinstance(exc, httpx.HTTPStatusError):
+    httpx = loaded_httpx()
+    if httpx is None or not isinstance(exc, httpx.HTTPStatusError):
         return None
     status = exc.response.status_code
     if status in (408, 429) or status >= 500:
@@ -116,15 +124,16 @@ def _http_status(exc: BaseException) -> Failure | None:
 # A request that could not even be built (a header with a newline, a URL with a bad scheme or
 # port): our input's fault, never the dependency's. Checked before the transport errors, of
 # which httpx makes some of these a kind.
-UNBUILDABLE_REQUEST = (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL)
+def is_unbuildable_request(exc: BaseException) -> bool:
+    httpx = loaded_httpx()
+    return bool(httpx and isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol | httpx.InvalidURL))
 
 
 def _unbuildable_request(exc: BaseException) -> Failure | None:
-    return Failure(FailureClass.PERMANENT) if isinstance(exc, UNBUILDABLE_REQUEST) else None
+    return Failure(FailureClass.PERMANENT) if is_unbuildable_request(exc) else None
 
 
 _TRANSIENT_TYPES = (
-    httpx.TransportError,
     ConnectionError,
     TimeoutError,
     redis.ConnectionError,
@@ -135,7 +144,8 @@ _PERMANENT_TYPES = (pydantic.ValidationError, UnicodeError)
 
 
 def _by_type(exc: BaseException) -> Failure | None:
-    if isinstance(exc, _TRANSIENT_TYPES):
+    httpx = loaded_httpx()
+    if isinstance(exc, _TRANSIENT_TYPES) or (httpx and isinstance(exc, httpx.TransportError)):
         return Failure(FailureClass.TRANSIENT)
     if isinstance(exc, _PERMANENT_TYPES):
         return Failure(FailureClass.PERMANENT)
