@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -63,6 +65,46 @@ class _ExpiringClient(redis.Redis):
         return result
 
 
+class _SnapshotStorage(pybreaker.CircuitRedisStorage):
+    """pybreaker's Redis storage, answering a call's reads from the snapshot `call` has just taken (one MGET).
+
+    pybreaker reads the state once or twice per call and sets the failure count to 0 after every
+    success: three round trips for each HTTP call through a closed breaker. With the snapshot, a
+    success costs none of its own, and the count is reset only if it was not 0 when the call
+    began. A failure, a change of state and every call outside `seen` go to Redis as before.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._snapshot = threading.local()
+        super().__init__(*args, **kwargs)
+
+    @contextmanager
+    def seen(self, state: str, failures: int) -> Iterator[None]:
+        self._snapshot.value = (state, failures)
+        try:
+            yield
+        finally:
+            self._snapshot.value = None
+
+    def _seen(self) -> tuple[str, int] | None:
+        return getattr(self._snapshot, "value", None)
+
+    @property
+    def state(self) -> str:
+        seen = self._seen()
+        return seen[0] if seen else super().state
+
+    @state.setter
+    def state(self, state: str) -> None:
+        self._snapshot.value = None  # the state changed: what was read before no longer holds
+        pybreaker.CircuitRedisStorage.state.fset(self, state)  # type: ignore[attr-defined]
+
+    def reset_counter(self) -> None:
+        seen = self._seen()
+        if seen is None or seen[1]:
+            super().reset_counter()
+
+
 def is_unhealthy(exc: BaseException) -> bool:
     """Does this failure say the dependency is unhealthy (as opposed to rejecting our request)?"""
     httpx = loaded_httpx()
@@ -90,6 +132,7 @@ class _Process:
     pid: int
     client: redis.Redis
     breakers: dict[str, pybreaker.CircuitBreaker]
+    storages: dict[str, _SnapshotStorage]
     last_warning: float = 0.0
 
 
@@ -108,7 +151,7 @@ def _local() -> _Process:
             retry=Retry(NoBackoff(), 0),
             decode_responses=False,
         )
-        _process = _Process(os.getpid(), client, {})
+        _process = _Process(os.getpid(), client, {}, {})
     return _process
 
 
@@ -123,9 +166,7 @@ def breaker(dependency: str) -> pybreaker.CircuitBreaker:
     if found is None:
         policy = get_settings().breaker_policy(dependency)
         # pybreaker initialises its Redis keys here, and raises if Redis is down: not cached then.
-        storage = pybreaker.CircuitRedisStorage(
-            pybreaker.STATE_CLOSED, local.client, namespace=f"{NAMESPACE}:{dependency}"
-        )
+        storage = _SnapshotStorage(pybreaker.STATE_CLOSED, local.client, namespace=f"{NAMESPACE}:{dependency}")
         found = pybreaker.CircuitBreaker(
             fail_max=policy.fail_max,
             reset_timeout=policy.reset_timeout,
@@ -134,7 +175,7 @@ def breaker(dependency: str) -> pybreaker.CircuitBreaker:
             state_storage=storage,
             name=dependency,
         )
-        local.breakers[dependency] = found
+        local.breakers[dependency], local.storages[dependency] = found, storage
     return found
 
 
@@ -158,13 +199,15 @@ def call(dependency: str, function: Callable[..., T], *args: Any, **kwargs: Any)
     local = _local()
     try:
         cb = breaker(dependency)
-        state, opened_at = local.client.mget(_key(dependency, "state"), _key(dependency, "opened_at"))
+        keys = [_key(dependency, name) for name in ("state", "opened_at", "fail_counter")]
+        state, opened_at, failures = local.client.mget(keys)
     except redis.RedisError as error:
         _warn_unreachable(dependency, error)
         return function(*args, **kwargs)
     state = (state or b"closed").decode()
     if state == pybreaker.STATE_CLOSED:
-        return _through(cb, dependency, function, *args, **kwargs)
+        with local.storages[dependency].seen(state, int(failures or 0)):
+            return _through(cb, dependency, function, *args, **kwargs)
     wait = _seconds_to_half_open(dependency, opened_at)
     if state == pybreaker.STATE_OPEN and wait > 0:
         raise DependencyWaitError(f"breaker {dependency} is open", retry_after=wait)

@@ -134,7 +134,9 @@ class Settings(BaseSettings):
     # Lifetimes of what vetro keeps in Redis, aligned so that each outlives what depends on it.
     submit_dedup_ttl: int = Field(8 * 24 * 3600, ge=60, description="seconds an idempotency key maps to its job id")
     job_ttl: int = Field(
-        7 * 24 * 3600, ge=60, description="seconds a job's ledger and step results live after it is submitted, retried or ends"
+        7 * 24 * 3600,
+        ge=60,
+        description="seconds a job's ledger and step results live after it is submitted, retried or ends",
     )
     replay_window: int = Field(
         30 * 24 * 3600, ge=60, description="seconds a dead-lettered job stays replayable (its ledger is kept)"
