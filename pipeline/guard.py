@@ -52,7 +52,7 @@ return {'busy', tostring(redis.call('PTTL', KEYS[3])), unpack(identity)}
 """
 
 # KEYS: record, results, attempts, lease, then the queues of the messages to push. ARGV: scope, result, now,
-# ttl, role, branch count, branch names (JSON), '1' to start the lifetimes of the results and counters, then
+# ttl, role, branch count, branch names (JSON), '1' to start the lifetime of the results, then
 # the messages. The lease is dropped whoever holds it: once the result is in, every later claim gets it.
 # The keys live job_ttl from submission (the record) or from the first step (results), and again from each
 # retry (pipeline.guard's release) and from the job's end: a job that keeps moving never outlives them.
@@ -74,8 +74,10 @@ if new == 1 then
         outcome = 'completed'
     end
 end
-if ARGV[8] == '1' or ARGV[5] == 'last' then
+if ARGV[5] == 'last' then
     for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+elseif ARGV[8] == '1' then
+    redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
 if ARGV[5] ~= 'last' then return {outcome, '0'} end
 return {outcome, redis.call('HGET', KEYS[1], 'dead_lettered') or '0'}
@@ -203,7 +205,7 @@ class Guard:
         """Record the step's result and push `pushes` (queue key, message), the messages of the steps it starts.
 
         A planner's `branches` are noted on the job for the fan-in and for operators. `first`: the
-        job's first step, which starts the lifetimes of its results and counters.
+        job's first step, which starts the lifetime of its results (the record's started at submission).
         """
         pushes = pushes or []
         keys = [self.keys.record, self.keys.results, self.keys.attempts, self.keys.lease(self.scope)]
