@@ -242,3 +242,26 @@ def test_a_step_killed_by_its_hard_time_limit_is_run_again_then_dead_lettered_as
     assert (record["status"], record["failure_class"]) == ("failed", "technical")
     assert "PoisonJobError" in record["error"] and kills == 2
     assert one_row(job_id).exception_type.endswith("PoisonJobError")
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_replay_batch_that_cannot_be_published_leaves_every_row_as_it_was(database, monkeypatch):
+    from dlq import replay
+    from pipeline import driver
+
+    # Jobs whose ledgers exist (no worker runs them), each with a failed row.
+    job_ids = submit_many(sample_order(n, prefix=f"unpublished-{uuid.uuid4()}") for n in range(3))
+    with store.session() as active:
+        for job_id in job_ids:
+            store.write(active, dead_letter_event(job_id))
+    rows = [one_row(job_id) for job_id in job_ids]
+
+    def broker_gone(*_: object, **__: object) -> None:
+        raise ConnectionError("the broker went away mid-replay")
+
+    monkeypatch.setattr(driver, "publish_after", broker_gone)
+    with pytest.raises(ConnectionError):
+        replay.replay(rows)
+    after = [one_row(job_id) for job_id in job_ids]
+    assert [(row.status, row.replay_count, row.replay_task_ids) for row in after] == [(Status.FAILED, 0, [])] * 3
+    assert all(get_job(job_id)["status"] == "queued" for job_id in job_ids)  # no ledger was reopened
