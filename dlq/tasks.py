@@ -51,15 +51,20 @@ def _resolve_compensated(job: JobContext, compensations: list[str]) -> None:
 @worker_init.connect
 def _refuse_unmigrated_database(**_: Any) -> None:
     """`python -m dlq.db`: exit 0 migrated, 2 not migrated, 1 unreachable (each with its one line)."""
-    check = subprocess.run(
-        [sys.executable, "-m", "dlq.db"], capture_output=True, text=True, timeout=CHECK_SECONDS, check=False
-    )
-    said = (check.stdout.strip() or check.stderr.strip()).splitlines()[-1:] or [""]
-    if check.returncode == 2:
-        raise SystemExit(f"vetro: {said[0]}")
-    if check.returncode != 0:
+    try:
+        check = subprocess.run(
+            [sys.executable, "-m", "dlq.db"], capture_output=True, text=True, timeout=CHECK_SECONDS, check=False
+        )
+    except subprocess.TimeoutExpired:
+        returncode, said = 1, f"no answer within {CHECK_SECONDS}s"
+    else:
+        returncode = check.returncode
+        said = ((check.stdout.strip() or check.stderr.strip()).splitlines() or [""])[-1]
+    if returncode == 2:
+        raise SystemExit(f"vetro: {said}")
+    if returncode != 0:
         # A database that is down is not a reason to stay down: failures are spooled meanwhile.
-        log.warning("dead-letter database unreachable at start-up (%s); dead letters will be spooled", said[0])
+        log.warning("dead-letter database unreachable at start-up (%s); dead letters will be spooled", said)
 
 
 @worker_ready.connect
