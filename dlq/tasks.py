@@ -69,8 +69,7 @@ def _refuse_unmigrated_database(**_: Any) -> None:
 
 @worker_ready.connect
 def _flush_at_start(**_: Any) -> None:
-    if spool.pending():
-        flush_spool()
+    flush_spool()
 
 
 @app.task(name=FLUSH_TASK, ignore_result=True, acks_late=False)

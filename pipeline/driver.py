@@ -39,6 +39,15 @@ def publish(job: JobContext, steps: list[Step], producer: Any = None) -> None:
         )
 
 
+def messages(batches: list[tuple[JobContext, list[Step]]]) -> list[tuple[str, str]]:
+    """The (queue key, message) LPUSHes that publishing `batches` would send, built but not sent, for a
+    caller that sends them in its own round trip (only when the broker is the result store's Redis)."""
+    with captured() as pushes:
+        for job, steps in batches:
+            publish(job, steps)
+    return pushes
+
+
 def publish_after(
     pipe: Any, batches: list[tuple[JobContext, list[Step]]], on_publish_error: Callable[[Exception], None] | None = None
 ) -> None:
@@ -49,10 +58,7 @@ def publish_after(
     what the broker never got), else it is raised.
     """
     if records_carry_publishes():
-        with captured() as pushes:
-            for job, steps in batches:
-                publish(job, steps)
-        for queue, message in pushes:
+        for queue, message in messages(batches):
             pipe.lpush(queue, message)
         pipe.execute()
         return

@@ -35,7 +35,6 @@ from pipeline.outcomes import FailedStep
 from pipeline.pipelines import Pipeline, Role, check_branches, check_name, get_pipeline
 from pipeline.retry import hop, retry_budget, retry_delay
 from pipeline.store import redis_client
-from pipeline.transport import captured
 from settings import StagePolicy, get_settings
 
 log = logging.getLogger("vetro.stage")
@@ -181,8 +180,7 @@ class Stage(Task):
         first = self.stage == pipeline.stages[0].stage
         if role not in (Role.STEP, Role.PLANNER) or not records_carry_publishes():
             return guard.record(encoded, time.time(), role, branches, first)
-        with captured() as pushes:
-            driver.publish(job, pipeline.after(self.stage, args, result))
+        pushes = driver.messages([(job, pipeline.after(self.stage, args, result))])
         guard.record(encoded, time.time(), role, branches, first, pushes)
         return None
 
