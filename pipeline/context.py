@@ -10,7 +10,7 @@ headers, is the authority on a job: a stage reads its job from there.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from celery import current_task
@@ -44,7 +44,7 @@ class JobContext:
         }
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))  # its fields: plain values, so no deep copy (dataclasses.asdict) is needed
 
     @classmethod
     def from_headers(cls, headers: Any) -> JobContext | None:

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from pipeline import ledger
+from pipeline import ledger, templates
 from pipeline.app import app, records_carry_publishes
 from pipeline.context import JobContext
 from pipeline.failures import FailureClass
 from pipeline.guard import COMPLETED, JOINED, Record
 from pipeline.outcomes import FailedStep, compensated, completed, hand_off
 from pipeline.pipelines import Pipeline, Role, Step, check_branches, get_pipeline, task_id
-from pipeline.transport import captured
 
 log = logging.getLogger("vetro.driver")
 
@@ -39,13 +39,21 @@ def publish(job: JobContext, steps: list[Step], producer: Any = None) -> None:
         )
 
 
-def messages(batches: list[tuple[JobContext, list[Step]]]) -> list[tuple[str, str]]:
-    """The (queue key, message) LPUSHes that publishing `batches` would send, built but not sent, for a
-    caller that sends them in its own round trip (only when the broker is the result store's Redis)."""
-    with captured() as pushes:
-        for job, steps in batches:
-            publish(job, steps)
-    return pushes
+def messages(batches: list[tuple[JobContext, list[Step]]]) -> list[list[tuple[str, str]]]:
+    """The (queue key, message) LPUSHes that publishing `batches` would send, one list per batch, built but
+    not sent, for a caller that sends them in its own round trip (only when the broker is the result store)."""
+    built = iter(
+        templates.pushes(
+            [
+                templates.Message(
+                    step.task, task_id(job.job_id, step.scope), step.args, job.headers(), partial(publish, job, [step])
+                )
+                for job, steps in batches
+                for step in steps
+            ]
+        )
+    )
+    return [[push for _ in steps for push in next(built)] for _, steps in batches]
 
 
 def publish_after(
@@ -58,8 +66,9 @@ def publish_after(
     what the broker never got), else it is raised.
     """
     if records_carry_publishes():
-        for queue, message in messages(batches):
-            pipe.lpush(queue, message)
+        for pushes in messages(batches):
+            for queue, message in pushes:
+                pipe.lpush(queue, message)
         pipe.execute()
         return
     pipe.execute()

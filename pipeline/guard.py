@@ -23,7 +23,7 @@ from kombu.utils.json import dumps, loads
 
 from pipeline.context import JobContext
 from pipeline.privacy import seal, unseal
-from pipeline.store import JobKeys, redis_client
+from pipeline.store import JobKeys, script, script_sha
 from settings import get_settings
 
 CLAIMED, DONE, BUSY, UNKNOWN, UNDOING = "claimed", "done", "busy", "unknown", "undoing"
@@ -100,33 +100,6 @@ redis.call('HINCRBY', KEYS[1], kind .. '_' .. ARGV[6], 1)
 return {count, 1}
 """
 
-_scripts: dict[int, dict[str, Any]] = {}
-_loaded_scripts: dict[int, set[str]] = {}
-
-
-def _script(name: str, source: str) -> Any:
-    """The script registered on this process's client (EVALSHA, loading it once if Redis lost it)."""
-    client = redis_client()
-    registered = _scripts.setdefault(id(client), {})
-    if name not in registered:
-        registered[name] = client.register_script(source)
-    return registered[name]
-
-
-def _loaded(name: str, source: str) -> str:
-    """The script's SHA, loaded into Redis once by this process (again after `reload_scripts`)."""
-    client = redis_client()
-    loaded = _loaded_scripts.setdefault(id(client), set())
-    if name not in loaded:
-        client.script_load(source)
-        loaded.add(name)
-    return _script(name, source).sha
-
-
-def reload_scripts() -> None:
-    """Redis lost its scripts (a restart, SCRIPT FLUSH): load them again on next use."""
-    _loaded_scripts.clear()
-
 
 def encode(value: Any) -> str:
     """A value as vetro stores it: kombu's JSON, as Celery's messages use (datetimes, decimals and
@@ -175,9 +148,8 @@ class Guard:
         """
         keys = [self.keys.record, self.keys.results, self.keys.lease(self.scope)]
         args = [self.scope, owner, int(lease_seconds * 1000), "1" if compensation else "0"]
-        # EVALSHA queued directly: redis-py sends SCRIPT EXISTS before every pipeline holding a Script
-        # object. A Redis that lost the script answers NoScriptError; the caller loads it and retries.
-        return pipe.evalsha(_loaded("claim", _CLAIM), len(keys), *keys, *args)
+        # Queued on the caller's pipeline as EVALSHA (see pipeline.store.script_sha).
+        return pipe.evalsha(script_sha("claim", _CLAIM), len(keys), *keys, *args)
 
     def parse_claim(self, answer: list) -> Claim:
         status = answer[0].decode()
@@ -213,12 +185,12 @@ class Guard:
         branches = branches or []
         args = [self.scope, encoded_result, now, get_settings().job_ttl, role, len(branches), dumps(branches)]
         args += ["1" if first else "0", *(message for _, message in pushes)]
-        outcome, dead_lettered = _script("record", _RECORD)(keys=keys, args=args)
+        outcome, dead_lettered = script("record", _RECORD)(keys=keys, args=args)
         return Record(outcome.decode(), dead_lettered == b"1")
 
     def release(self, owner: str, now: float, counter: str = "", budget: int = 0, stage: str = "") -> Release:
         """Drop the lease; with a counter ('failed' or 'waits'), count this attempt against `budget`."""
         keys = [self.keys.record, self.keys.attempts, self.keys.lease(self.scope), self.keys.results]
         args = [self.scope, owner, now, counter, budget, stage, get_settings().job_ttl]
-        count, within = _script("release", _RELEASE)(keys=keys, args=args)
+        count, within = script("release", _RELEASE)(keys=keys, args=args)
         return Release(int(count), bool(within))

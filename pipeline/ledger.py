@@ -29,7 +29,7 @@ import redis
 from pipeline.context import JobContext
 from pipeline.guard import decode, encode
 from pipeline.pipelines import load_pipelines, stall_after
-from pipeline.store import JobKeys, key, redis_client
+from pipeline.store import JobKeys, key, redis_client, script_sha
 from settings import get_settings
 
 QUEUED, COMPLETED, FAILED = "queued", "completed", "failed"
@@ -52,14 +52,56 @@ def dedup_key(pipeline: str, idempotency_key: str) -> str:
     return key(pipeline, "submitted", idempotency_key)
 
 
-def open_job(pipe: redis.client.Pipeline, job: JobContext, payload: Any) -> None:
-    """Add a new job's record and due entry to a pipeline the producer is about to execute."""
-    keys = JobKeys(job.pipeline, job.job_id)
-    now = _now()
-    record = {**job.as_dict(), "status": QUEUED, "submitted_at": now, "touched_at": now, "payload": encode(payload)}
-    pipe.hset(keys.record, mapping=record)
-    pipe.expire(keys.record, get_settings().job_ttl)
-    _watch(pipe, job.pipeline, job.job_id, now + stall_after())
+# Open a job unless its idempotency key is taken, and push its first messages: the producer's one round
+# trip. Only used when the broker is this Redis (a kombu broker is never a Redis Cluster), so the
+# keys may span slots. KEYS: dedup key, record, due set, then one queue key per message.
+# ARGV: job id, dedup TTL, record TTL, due at, due set TTL, n, n field/value pairs, the messages.
+# Returns the job id that holds the key: this one when it was opened here.
+_OPEN = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return redis.call('GET', KEYS[1]) end
+local fields = 7 + 2 * tonumber(ARGV[6])
+redis.call('HSET', KEYS[2], unpack(ARGV, 7, fields - 1))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+for i = 4, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[fields + i - 4]) end
+return ARGV[1]
+"""
+
+
+def open_unless_known(
+    pipe: redis.client.Pipeline, job: JobContext, payload: Any, dedup_ttl: int, pushes: list[tuple[str, str]]
+) -> None:
+    """Queue on `pipe` the opening of a new job with its first messages, unless its key is taken (see _OPEN)."""
+    now, settings = _now(), get_settings()
+    record = _opened(job, payload, now)
+    keys = [
+        dedup_key(job.pipeline, job.idempotency_key),
+        JobKeys(job.pipeline, job.job_id).record,
+        due_key(job.pipeline),
+    ]
+    args = [job.job_id, dedup_ttl, settings.job_ttl, now + stall_after(), settings.replay_window, len(record)]
+    args += [item for field in record.items() for item in field]
+    keys += [queue for queue, _ in pushes]
+    args += [message for _, message in pushes]
+    pipe.evalsha(script_sha("open", _OPEN), len(keys), *keys, *args)
+
+
+def _opened(job: JobContext, payload: Any, now: float) -> dict[str, Any]:
+    return job.as_dict() | {"status": QUEUED, "submitted_at": now, "touched_at": now, "payload": encode(payload)}
+
+
+def open_jobs(pipe: redis.client.Pipeline, pipeline: str, jobs: list[tuple[JobContext, Any]]) -> None:
+    """Add new jobs' records (job, payload) and due entries to a pipeline the producer is about to execute."""
+    now, ttl = _now(), get_settings().job_ttl
+    for job, payload in jobs:
+        record = JobKeys(pipeline, job.job_id).record
+        pipe.hset(record, mapping=_opened(job, payload, now))
+        pipe.expire(record, ttl)
+    if jobs:
+        due_at = now + stall_after()
+        pipe.zadd(due_key(pipeline), {job.job_id: due_at for job, _ in jobs})
+        pipe.expire(due_key(pipeline), get_settings().replay_window)
 
 
 def _watch(pipe: redis.client.Pipeline, pipeline: str, job_id: str, due_at: float) -> None:

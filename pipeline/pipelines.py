@@ -29,6 +29,7 @@ from settings import ConfigError, get_settings
 from settings.config import ENV_PREFIX, STALL_MARGIN_SECONDS, StagePolicy
 
 _PIPELINES: dict[str, Pipeline] = {}
+_longest_limit: dict[int, int] = {}  # by visibility timeout: the longest hard time limit of any stage
 BRANCH_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Pipeline and stage names appear in environment variables (VETRO_STAGES__<PIPELINE>__<STAGE>__...).
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -212,6 +213,7 @@ def check_branches(planned: Any) -> list[str]:
 def register(pipeline: Pipeline) -> Pipeline:
     """Make a pipeline known to this process (its module calls this when imported)."""
     _PIPELINES[pipeline.name] = pipeline
+    _longest_limit.clear()
     return pipeline
 
 
@@ -263,6 +265,9 @@ def stall_after() -> float:
     A running step ends within its hard time limit; a message held by a worker that died comes
     back after the visibility timeout; the margin absorbs clock skew and sweep delay.
     """
-    limits = [task.time_limit for pipeline in _PIPELINES.values() for task in pipeline.tasks()]
-    longest = max(limits, default=StagePolicy().time_limit)
-    return get_settings().visibility_timeout + longest + STALL_MARGIN_SECONDS
+    visibility = get_settings().visibility_timeout
+    if visibility not in _longest_limit:  # asked on every claim: the limits change only when a pipeline registers
+        limits = [task.time_limit for pipeline in _PIPELINES.values() for task in pipeline.tasks()]
+        _longest_limit.clear()
+        _longest_limit[visibility] = max(limits, default=StagePolicy().time_limit)
+    return visibility + _longest_limit[visibility] + STALL_MARGIN_SECONDS

@@ -70,12 +70,53 @@ class RedactingAMQP(AMQP):
     def as_task_v2(self, task_id, name, args=None, kwargs=None, *rest, argsrepr=None, kwargsrepr=None, **options):
         levels = self.app.conf.task_repr_maxlevels
         if argsrepr is None:
-            argsrepr = saferepr(redact(args or ()), self.argsrepr_maxsize, maxlevels=levels)
+            argsrepr = shown(args or (), self.argsrepr_maxsize, levels)
         if kwargsrepr is None:
-            kwargsrepr = saferepr(redact(kwargs or {}), self.kwargsrepr_maxsize, maxlevels=levels)
+            kwargsrepr = shown(kwargs or {}, self.kwargsrepr_maxsize, levels)
         return super().as_task_v2(
             task_id, name, args, kwargs, *rest, argsrepr=argsrepr, kwargsrepr=kwargsrepr, **options
         )
+
+
+_CONTAINERS = (dict, list, tuple)
+_SCALARS = (type(None), bool, int, float)
+
+
+def shown(value: Any, maxsize: int, levels: int) -> str:
+    """Arguments as a message shows them (argsrepr, kwargsrepr): redacted, and cut to Celery's limits.
+
+    Plain JSON values (what payloads and most results are) that fit are shown by `repr`, which is
+    C; Celery's `saferepr` (pure Python, a fifth of a producer's time) cuts the others safely.
+    """
+    redacted = redact(value)
+    if _fits(redacted, maxsize, levels):
+        text = repr(redacted)
+        if len(text) <= maxsize:
+            return text
+    return saferepr(redacted, maxsize, maxlevels=levels)
+
+
+def _fits(value: Any, maxsize: int, levels: int) -> bool:
+    """Only JSON's types, nested no deeper than `levels`, and short enough that `repr` stays within
+    about `maxsize` characters: walked with a budget, so a huge value costs no more than a small one."""
+    budget = maxsize
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        kind = type(item)  # exact types: a subclass may have a `repr` of its own, which could raise
+        budget -= 1
+        if kind is str:
+            budget -= len(item)
+        elif kind in _CONTAINERS:
+            if depth > levels:
+                return False
+            children = [*item.keys(), *item.values()] if kind is dict else item
+            pending.extend((child, depth + 1) for child in children)
+        elif kind not in _SCALARS:
+            return False
+        if budget < 0:
+            return False
+    return True
 
 
 def sealing() -> bool:

@@ -30,11 +30,11 @@ from pipeline import driver, ledger, privacy, quarantine
 from pipeline.app import app, records_carry_publishes
 from pipeline.context import JOB_ID, NOT_BEFORE, SENT_AT, JobContext
 from pipeline.failures import Failure, FailureClass, FailureClassifier, TechnicalError, default_classifier
-from pipeline.guard import BUSY, DONE, DUPLICATE, UNDOING, UNKNOWN, Guard, Record, encode, reload_scripts
+from pipeline.guard import BUSY, DONE, DUPLICATE, UNDOING, UNKNOWN, Guard, Record, encode
 from pipeline.outcomes import FailedStep
 from pipeline.pipelines import Pipeline, Role, check_branches, check_name, get_pipeline
 from pipeline.retry import hop, retry_budget, retry_delay
-from pipeline.store import redis_client
+from pipeline.store import redis_client, reload_scripts
 from settings import StagePolicy, get_settings
 
 log = logging.getLogger("vetro.stage")
@@ -180,7 +180,7 @@ class Stage(Task):
         first = self.stage == pipeline.stages[0].stage
         if role not in (Role.STEP, Role.PLANNER) or not records_carry_publishes():
             return guard.record(encoded, time.time(), role, branches, first)
-        pushes = driver.messages([(job, pipeline.after(self.stage, args, result))])
+        (pushes,) = driver.messages([(job, pipeline.after(self.stage, args, result))])
         guard.record(encoded, time.time(), role, branches, first, pushes)
         return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
+from typing import Any
 
 import redis
 
@@ -17,6 +18,8 @@ from settings import get_settings
 
 KEY_PREFIX = "vetro:"
 _clients: dict[tuple[int, str], redis.Redis] = {}
+_scripts: dict[int, dict[str, Any]] = {}
+_loaded_scripts: dict[int, set[str]] = {}
 
 
 def redis_client() -> redis.Redis:
@@ -31,6 +34,32 @@ def redis_client() -> redis.Redis:
         _clients.clear()
         _clients[key] = client
     return client
+
+
+def script(name: str, source: str) -> Any:
+    """The Lua script registered on this process's client (EVALSHA, loading it once if Redis lost it)."""
+    client = redis_client()
+    registered = _scripts.setdefault(id(client), {})
+    if name not in registered:
+        registered[name] = client.register_script(source)
+    return registered[name]
+
+
+def script_sha(name: str, source: str) -> str:
+    """The script's SHA, loaded into Redis once by this process (again after `reload_scripts`), for an
+    EVALSHA queued on a pipeline: redis-py sends SCRIPT EXISTS before every pipeline holding a Script
+    object. A Redis that lost the script answers NoScriptError; the caller reloads and sends again."""
+    client = redis_client()
+    loaded = _loaded_scripts.setdefault(id(client), set())
+    if name not in loaded:
+        client.script_load(source)
+        loaded.add(name)
+    return script(name, source).sha
+
+
+def reload_scripts() -> None:
+    """Redis lost its scripts (a restart, SCRIPT FLUSH): load them again on next use."""
+    _loaded_scripts.clear()
 
 
 def key(*parts: str) -> str:

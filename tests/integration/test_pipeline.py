@@ -68,11 +68,13 @@ def test_submitting_the_same_key_twice_returns_the_same_job(worker, partner):
 
 
 def test_jobs_go_on_after_redis_forgets_the_guards_scripts(worker, partner, redis_server):
-    """A restarted Redis has no scripts loaded: the guard loads them again (its claims send EVALSHA only)."""
+    """A restarted Redis has no scripts loaded: the guard and the producer load them again (they send EVALSHA only)."""
     import redis
 
-    before = submit_many(sample_order(n, prefix=f"loaded-{uuid.uuid4().hex[:6]}") for n in range(4))
-    wait_for_jobs(before)  # both pool processes have loaded the scripts
+    before = [submit(sample_order(0, prefix=f"loaded-{uuid.uuid4().hex[:6]}"))]
+    before += submit_many(sample_order(n, prefix=f"loaded-{uuid.uuid4().hex[:6]}") for n in range(4))
+    wait_for_jobs(before)  # both pool processes and this producer have loaded the scripts
     redis.Redis.from_url(redis_server.url).script_flush()
-    job_ids = submit_many(sample_order(n, prefix=f"flushed-{uuid.uuid4().hex[:6]}") for n in range(4))
+    job_ids = [submit(sample_order(0, prefix=f"flushed-{uuid.uuid4().hex[:6]}"))]
+    job_ids += submit_many(sample_order(n, prefix=f"flushed-{uuid.uuid4().hex[:6]}") for n in range(4))
     assert {record["status"] for record in wait_for_jobs(job_ids)} == {"completed"}

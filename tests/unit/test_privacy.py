@@ -1,6 +1,10 @@
 """Personal data: what Celery shows is redacted; what vetro keeps is sealed, and keys rotate."""
 
+from datetime import datetime
+from decimal import Decimal
+
 import pytest
+from celery.utils.saferepr import saferepr
 from cryptography.fernet import Fernet
 
 from pipeline.app import app
@@ -13,6 +17,7 @@ from pipeline.privacy import (
     redact,
     seal_bytes,
     seal_document,
+    shown,
 )
 from settings import ConfigError, get_settings, reset_settings
 
@@ -66,10 +71,43 @@ def test_the_arguments_a_task_message_shows_are_redacted_and_its_body_is_whole()
     message = app.amqp.create_task_message(
         "id-1", "orders.enrich", (ORDER,), {"contact": {"email": "x@y.z"}}, create_sent_event=True
     )
-    for shown in (message.headers["argsrepr"], message.headers["kwargsrepr"], *message.sent_event.values()):
-        assert "ada@example.com" not in str(shown) and "Ada Lovelace" not in str(shown) and "x@y.z" not in str(shown)
+    for text in (message.headers["argsrepr"], message.headers["kwargsrepr"], *message.sent_event.values()):
+        assert "ada@example.com" not in str(text) and "Ada Lovelace" not in str(text) and "x@y.z" not in str(text)
     assert REDACTED in message.headers["argsrepr"] and REDACTED in message.sent_event["kwargs"]
     assert message.body[0] == (ORDER,) and message.body[1] == {"contact": {"email": "x@y.z"}}
+
+
+class Loud:
+    def __repr__(self) -> str:
+        raise RuntimeError("a repr of its own that fails")
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ({"n": 1, "s": "it's", "f": 1.5, "none": None, "ok": True},),
+        ({"a": {"b": {"c": {"d": 1}}}},),  # deeper than Celery shows
+        ("x" * 5000,),  # longer than Celery shows
+        (list(range(5000)),),
+        ({1: 2}, [], ()),
+        (datetime(2026, 1, 2), Decimal("1.10")),
+    ],
+)
+def test_the_arguments_a_message_shows_fit_celerys_limits(arguments):
+    """Plain JSON values that fit are shown as `repr` shows them; the rest as Celery's `saferepr` cuts them."""
+    text = shown(arguments, 1024, 3)
+    if len(repr(arguments)) > 1024 or "'d'" in repr(arguments) or isinstance(arguments[0], datetime):
+        assert text == saferepr(arguments, 1024, maxlevels=3)
+    else:
+        assert text == repr(arguments)
+
+
+def test_an_argument_whose_repr_fails_is_still_shown():
+    assert "Unrepresentable" in shown((Loud(),), 1024, 3)
+
+
+def test_shown_arguments_are_redacted():
+    assert "Ada" not in shown((ORDER,), 1024, 5) and REDACTED in shown((ORDER,), 1024, 5)
 
 
 def test_without_keys_values_are_stored_as_they_are():
