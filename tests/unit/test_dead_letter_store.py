@@ -44,6 +44,31 @@ def test_a_failure_makes_one_row_and_failing_again_updates_it(sqlite_store):
     assert rows[0].message.endswith("again") and rows[0].status == Status.FAILED
 
 
+def test_a_spooled_copy_older_than_the_rows_failure_changes_nothing(sqlite_store):
+    late = store.utcnow()
+    store.record(event("job-2", message="the newer failure", failed_at=late.isoformat()))
+    stale = event("job-2", message="an older failure", failed_at=(late - timedelta(minutes=5)).isoformat())
+    with store.session() as active:
+        assert store.write(active, stale) is False
+    [row] = store.rows(store.RowFilter(job="job-2"))
+    assert row.message == "the newer failure" and row.last_failed_at == late
+
+
+def test_a_failure_ends_the_replays_of_the_jobs_other_failed_steps(sqlite_store):
+    store.record(event("job-3", scope="operate.billing", message="503 Service Unavailable"))
+    store.record(event("job-3", scope="operate.crm", message="503 Service Unavailable"))
+    rows = store.rows(store.RowFilter(job="job-3"))
+    store.mark_replaying({row.id: f"task-{row.id}" for row in rows})
+    store.record(event("job-3", scope="operate.billing", message="409 Conflict"))
+    statuses = {
+        row.scope: (row.status, row.replay_count, row.first_failed_at)
+        for row in store.rows(store.RowFilter(job="job-3"))
+    }
+    assert statuses["operate.crm"][0] == Status.FAILED
+    assert statuses["operate.billing"][:2] == (Status.FAILED, 1)  # its replay is counted, its first failure kept
+    assert statuses["operate.billing"][2] == next(row.first_failed_at for row in rows if row.scope == "operate.billing")
+
+
 def test_patterns_group_rows_by_cause(sqlite_store):
     for number in range(5):
         store.record(event(f"job-{number}", message=f"boom for order order-{number}"))
