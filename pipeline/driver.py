@@ -152,7 +152,7 @@ def fail(step: FailedStep, failure_class: FailureClass, exc: BaseException, atte
     """
     pipeline = get_pipeline(step.job.pipeline)
     state, plan = None, []
-    if pipeline.role(step.stage) is not Role.UNDO:
+    if pipeline.compensations and pipeline.role(step.stage) is not Role.UNDO:
         state = ledger.load(step.job.pipeline, step.job.job_id)
         if state is not None and state.compensations is None:
             plan = pipeline.compensation_plan(state.results)

@@ -173,7 +173,7 @@ def mark_failed(job: JobContext, scope: str, failure_class: str, error: str, com
     for name in (keys.record, keys.results, keys.attempts):
         pipe.expire(name, window)
     pipe.execute()
-    redis_client().expire(dedup_key(job.pipeline, job.idempotency_key), window)
+    redis_client().expire(dedup_key(job.pipeline, job.idempotency_key), window)  # another slot: not in the MULTI
 
 
 def planned_branches(pipeline: str, job_id: str) -> list[str]:
