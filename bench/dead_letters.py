@@ -4,7 +4,9 @@ N jobs of bench.trivial's pipeline fail for good at their first stage (a permane
 retries) into a SQLite store, with one worker of 2 prefork processes. Capture is timed from
 the worker being ready until N rows are in SQL. Then failures are switched off and every row
 is replayed (`dlq.replay.replay`, what `vetro dlq replay --yes` runs), timed for the command
-and until every job completed. Prints one JSON line.
+and until every job completed. Last, the store alone: N failures written by this process
+through the worker's own sink (`dlq.store.record_failure`, one transaction each), with no
+Celery task around them. Prints one JSON line.
 
     .venv/bin/python -m bench.dead_letters --jobs 1000
 """
@@ -51,6 +53,7 @@ def main() -> None:
             command = time.perf_counter() - started
             wait_until(lambda: int(counter.get(COUNTER_KEY) or 0) >= jobs, 900, "every replayed job", 0.1)
             end_to_end = time.perf_counter() - started
+        store_rate = _store_rate(jobs)
     print(
         json.dumps(
             {
@@ -63,9 +66,30 @@ def main() -> None:
                 "replayed_rows": len(report.replayed),
                 "replay_command_rows_per_s": round(len(report.replayed) / command, 1),
                 "replayed_jobs_completed_per_s": round(jobs / end_to_end, 1),
+                "store_rows_per_s": store_rate,
             }
         )
     )
+
+
+def _store_rate(rows: int) -> float:
+    """Rows/s the store's sink writes, each in its own transaction, as a failing step calls it."""
+    from dlq import store
+    from pipeline.context import JobContext
+    from pipeline.failures import FailureClass
+    from pipeline.outcomes import FailedStep
+
+    try:
+        raise ValueError("a permanent failure")
+    except ValueError as raised:
+        error = raised
+    started = time.perf_counter()
+    for number in range(rows):
+        job = JobContext(f"store-{number}", f"key-{number}", "corr", "bench")
+        store.record_failure(
+            FailedStep(job, "s1", "s1", [payload(number)], {}, "bench"), FailureClass.PERMANENT, error, 1
+        )
+    return round(rows / (time.perf_counter() - started), 1)
 
 
 if __name__ == "__main__":
