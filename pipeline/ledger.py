@@ -100,14 +100,13 @@ def open_jobs(pipe: redis.client.Pipeline, pipeline: str, jobs: list[tuple[JobCo
         pipe.expire(record, ttl)
     if jobs:
         due_at = now + stall_after()
-        pipe.zadd(due_key(pipeline), {job.job_id: due_at for job, _ in jobs})
-        pipe.expire(due_key(pipeline), get_settings().replay_window)
+        _watch(pipe, pipeline, {job.job_id: due_at for job, _ in jobs})
 
 
-def _watch(pipe: redis.client.Pipeline, pipeline: str, job_id: str, due_at: float) -> None:
-    """Put a job in the due set. The set lives a replay window past the last job put in it: any job
-    in it by then has long ended or been dead-lettered."""
-    pipe.zadd(due_key(pipeline), {job_id: due_at})
+def _watch(pipe: redis.client.Pipeline, pipeline: str, due: dict[str, float]) -> None:
+    """Put jobs in the due set (job id -> due time). The set lives a replay window past the last job put
+    in it: any job in it by then has long ended or been dead-lettered."""
+    pipe.zadd(due_key(pipeline), due)
     pipe.expire(due_key(pipeline), get_settings().replay_window)
 
 
@@ -166,7 +165,7 @@ def mark_failed(job: JobContext, scope: str, failure_class: str, error: str, com
     if compensations:
         plan = {"compensations": json.dumps(compensations), "compensating_for": f"{scope}: {error}"[:2000]}
         pipe.hset(keys.record, mapping={"status": COMPENSATING, "touched_at": _now(), **failure, **plan})
-        _watch(pipe, job.pipeline, job.job_id, _now() + stall_after())
+        _watch(pipe, job.pipeline, {job.job_id: _now() + stall_after()})
     else:
         pipe.hset(keys.record, mapping={"status": FAILED, "finished_at": _now(), **failure})
         pipe.zrem(due_key(job.pipeline), job.job_id)
@@ -199,7 +198,7 @@ def reopen(jobs: list[tuple[JobContext, bool]], pipe: redis.client.Pipeline) -> 
         pipe.delete(keys.attempts)
         for name in (keys.record, keys.results, dedup_key(job.pipeline, job.idempotency_key)):
             pipe.expire(name, window)
-        _watch(pipe, job.pipeline, job.job_id, now + stall_after())
+        _watch(pipe, job.pipeline, {job.job_id: now + stall_after()})
 
 
 def note_redrive(pipeline: str, job_id: str, scopes: list[str], reason: str) -> None:
