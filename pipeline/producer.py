@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from pipeline import driver, ledger
 from pipeline.app import records_carry_publishes
 from pipeline.context import JobContext
 from pipeline.pipelines import Pipeline, get_pipeline
-from pipeline.store import JobKeys, redis_client, reload_scripts
+from pipeline.store import JobKeys, redis_client, sent_with_scripts
 from settings import get_settings
 
 log = logging.getLogger("vetro.producer")
@@ -228,21 +226,17 @@ def _open_in_one_trip(
     (the broker is the result store). Returns each key's job id, and those opened here."""
     jobs = [_job(str(uuid.uuid4()), request, pipeline, correlation_id) for request in requests]
     ttl = get_settings().submit_dedup_ttl
-    for attempt in (1, 2):
+    firsts = driver.messages(
+        [(job, [pipeline.first(request.payload)]) for request, job in zip(requests, jobs, strict=True)]
+    )
+
+    def send() -> list:
         pipe = client.pipeline(transaction=False)
-        firsts = driver.messages(
-            [(job, [pipeline.first(request.payload)]) for request, job in zip(requests, jobs, strict=True)]
-        )
         for request, job, pushes in zip(requests, jobs, firsts, strict=True):
             ledger.open_unless_known(pipe, job, request.payload, ttl, pushes)
-        try:
-            answers = pipe.execute()
-            break
-        except NoScriptError:  # Redis restarted and lost the script: no job was opened; load it and send again
-            if attempt == 2:
-                raise
-            reload_scripts()
-    job_ids = [answer.decode() for answer in answers]
+        return pipe.execute()
+
+    job_ids = [answer.decode() for answer in sent_with_scripts(send)]
     return job_ids, {job.job_id for job, job_id in zip(jobs, job_ids, strict=True) if job.job_id == job_id}
 
 

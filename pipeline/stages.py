@@ -24,7 +24,6 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from kombu.utils.json import dumps
-from redis.exceptions import NoScriptError
 
 from pipeline import driver, ledger, privacy, quarantine
 from pipeline.app import app, records_carry_publishes
@@ -34,7 +33,7 @@ from pipeline.guard import BUSY, DONE, DUPLICATE, UNDOING, UNKNOWN, Guard, Recor
 from pipeline.outcomes import FailedStep
 from pipeline.pipelines import Pipeline, Role, check_branches, check_name, get_pipeline
 from pipeline.retry import hop, retry_budget, retry_delay
-from pipeline.store import redis_client, reload_scripts
+from pipeline.store import redis_client, sent_with_scripts
 from settings import StagePolicy, get_settings
 
 log = logging.getLogger("vetro.stage")
@@ -205,11 +204,7 @@ class Stage(Task):
 
     def _claim(self, guard: Guard, owner: str, now: float, compensation: bool) -> list:
         """Claim the step, push the job's due time and the queue's frontier: one round trip."""
-        try:
-            return self._claim_once(guard, owner, now, compensation)
-        except NoScriptError:  # Redis restarted and lost the guard's scripts: load them, once
-            reload_scripts()
-            return self._claim_once(guard, owner, now, compensation)
+        return sent_with_scripts(lambda: self._claim_once(guard, owner, now, compensation))
 
     def _claim_once(self, guard: Guard, owner: str, now: float, compensation: bool) -> list:
         pipe = redis_client().pipeline(transaction=False)

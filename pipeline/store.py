@@ -9,10 +9,12 @@ the spool) are only ever written by single commands.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import NoScriptError
 
 from settings import get_settings
 
@@ -20,6 +22,7 @@ KEY_PREFIX = "vetro:"
 _clients: dict[tuple[int, str], redis.Redis] = {}
 _scripts: dict[int, dict[str, Any]] = {}
 _loaded_scripts: dict[int, set[str]] = {}
+T = TypeVar("T")
 
 
 def redis_client() -> redis.Redis:
@@ -46,9 +49,9 @@ def script(name: str, source: str) -> Any:
 
 
 def script_sha(name: str, source: str) -> str:
-    """The script's SHA, loaded into Redis once by this process (again after `reload_scripts`), for an
+    """The script's SHA, loaded into Redis once by this process (again after it lost them), for an
     EVALSHA queued on a pipeline: redis-py sends SCRIPT EXISTS before every pipeline holding a Script
-    object. A Redis that lost the script answers NoScriptError; the caller reloads and sends again."""
+    object. A Redis that lost the script answers NoScriptError: send through `sent_with_scripts`."""
     client = redis_client()
     loaded = _loaded_scripts.setdefault(id(client), set())
     if name not in loaded:
@@ -57,9 +60,14 @@ def script_sha(name: str, source: str) -> str:
     return script(name, source).sha
 
 
-def reload_scripts() -> None:
-    """Redis lost its scripts (a restart, SCRIPT FLUSH): load them again on next use."""
-    _loaded_scripts.clear()
+def sent_with_scripts(send: Callable[[], T]) -> T:
+    """`send()`, a round trip with EVALSHAs (see `script_sha`); if Redis lost a script (a restart, SCRIPT
+    FLUSH), none of them ran: load the scripts again and send once more."""
+    try:
+        return send()
+    except NoScriptError:
+        _loaded_scripts.clear()
+        return send()
 
 
 def key(*parts: str) -> str:
