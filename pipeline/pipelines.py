@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 from pipeline.failures import TechnicalError
@@ -29,7 +29,6 @@ from settings import ConfigError, get_settings
 from settings.config import ENV_PREFIX, STALL_MARGIN_SECONDS, StagePolicy
 
 _PIPELINES: dict[str, Pipeline] = {}
-_longest_limit: dict[int, int] = {}  # by visibility timeout: the longest hard time limit of any stage
 BRANCH_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Pipeline and stage names appear in environment variables (VETRO_STAGES__<PIPELINE>__<STAGE>__...).
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -213,7 +212,7 @@ def check_branches(planned: Any) -> list[str]:
 def register(pipeline: Pipeline) -> Pipeline:
     """Make a pipeline known to this process (its module calls this when imported)."""
     _PIPELINES[pipeline.name] = pipeline
-    _longest_limit.clear()
+    _longest_time_limit.cache_clear()
     return pipeline
 
 
@@ -265,9 +264,11 @@ def stall_after() -> float:
     A running step ends within its hard time limit; a message held by a worker that died comes
     back after the visibility timeout; the margin absorbs clock skew and sweep delay.
     """
-    visibility = get_settings().visibility_timeout
-    if visibility not in _longest_limit:  # asked on every claim: the limits change only when a pipeline registers
-        limits = [task.time_limit for pipeline in _PIPELINES.values() for task in pipeline.tasks()]
-        _longest_limit.clear()
-        _longest_limit[visibility] = max(limits, default=StagePolicy().time_limit)
-    return visibility + _longest_limit[visibility] + STALL_MARGIN_SECONDS
+    return get_settings().visibility_timeout + _longest_time_limit() + STALL_MARGIN_SECONDS
+
+
+@cache
+def _longest_time_limit() -> int:
+    """Asked on every claim; the stages' limits change only when a pipeline registers (which clears it)."""
+    limits = [task.time_limit for pipeline in _PIPELINES.values() for task in pipeline.tasks()]
+    return max(limits, default=StagePolicy().time_limit)
