@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from dlq import store
 from dlq.models import DeadLetter, Status
-from pipeline import driver, ledger
+from pipeline import driver, ledger, metrics
 from pipeline.pipelines import task_id
 from pipeline.store import redis_client
 
@@ -78,6 +78,8 @@ def replay_batch(rows: list[DeadLetter], force: bool = False) -> list[str | None
     except Exception:
         store.unmark_replaying({row.id: row.status for row, _, _ in reopened})
         raise
+    for row, _ in chosen:
+        metrics.count(metrics.REPLAYS, row.pipeline)
     return reasons
 
 

@@ -9,6 +9,7 @@
 See the README's "Writing a pipeline".
 """
 
+from pipeline import instruments  # noqa: F401 (counts every process's task signals)
 from pipeline.app import app
 from pipeline.failures import (
     BusinessRuleError,

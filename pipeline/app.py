@@ -7,6 +7,7 @@ import warnings
 from celery import Celery
 from kombu import Queue
 
+from pipeline.heartbeat import Heartbeat
 from settings import ConfigError, Settings, get_settings
 
 # The core's own modules every worker imports; at start-up they load the pipelines and the
@@ -123,6 +124,7 @@ def create_app() -> Celery:
     # Its message builder redacts personal fields from the arguments Flower and the logs show.
     app = Celery("vetro", include=CORE_MODULES, amqp="pipeline.privacy:RedactingAMQP")
     app.add_defaults(_configuration)
+    app.steps["consumer"].add(Heartbeat)  # what health reads to tell a worker that stopped taking messages
     return app
 
 

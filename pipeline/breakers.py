@@ -28,6 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from pipeline import metrics
 from pipeline.failures import DependencyWaitError, is_unbuildable_request, loaded_httpx
 from settings import get_settings
 
@@ -123,6 +124,7 @@ class LoggingListener(pybreaker.CircuitBreakerListener):
         if old == new_state.name:
             return
         log.warning("breaker %s: %s -> %s (pid %d)", cb.name, old, new_state.name, os.getpid())
+        metrics.count(metrics.BREAKER_TRANSITIONS, cb.name, new_state.name)
 
 
 @dataclass

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
 
-from pipeline import breakers, ratelimit
+from pipeline import breakers, metrics, ratelimit
+from pipeline.failures import DependencyWaitError
 from settings import get_settings
 
 T = TypeVar("T")
+log = logging.getLogger("vetro.dependencies")
 _client: tuple[int, httpx.Client] | None = None
 
 # httpx logs every request at INFO, which drowns a worker's log; failures are logged by the stage.
@@ -29,7 +32,24 @@ def call(dependency: str, function: Callable[..., T], *args: Any, **kwargs: Any)
     Raises DependencyWaitError (a transient wait, not a failure) when the call must wait.
     """
     ratelimit.acquire(dependency)
-    return breakers.call(dependency, function, *args, **kwargs)
+    started = time.monotonic()
+    try:
+        return breakers.call(dependency, function, *args, **kwargs)
+    except DependencyWaitError:  # the breaker kept the call from being made: nothing to time
+        started = None
+        raise
+    finally:
+        if started is not None:
+            _timed(dependency, time.monotonic() - started)
+
+
+def _timed(dependency: str, seconds: float) -> None:
+    """Every call's duration goes to a histogram; one slower than VETRO_SLOW_CALL_SECONDS is also counted and logged."""
+    metrics.observe(metrics.CALL_DURATION, seconds, dependency)
+    threshold = get_settings().slow_call_seconds
+    if seconds >= threshold:
+        metrics.count(metrics.SLOW_CALLS, dependency)
+        log.warning("slow call to %s: %.2fs (VETRO_SLOW_CALL_SECONDS=%s)", dependency, seconds, threshold)
 
 
 def http() -> httpx.Client:

@@ -19,7 +19,7 @@ from pipeline.app import app, records_carry_publishes
 from pipeline.context import JobContext
 from pipeline.failures import FailureClass
 from pipeline.guard import COMPLETED, JOINED, Record
-from pipeline.outcomes import FailedStep, compensated, completed, hand_off
+from pipeline.outcomes import FailedStep, compensated, completed, hand_off, just_completed
 from pipeline.pipelines import Pipeline, Role, Step, check_branches, get_pipeline, task_id
 
 log = logging.getLogger("vetro.driver")
@@ -85,6 +85,7 @@ def publish_after(
 def advance(job: JobContext, pipeline: Pipeline, stage: str, args: tuple, result: Any, record: Record) -> None:
     """A step was just recorded (`record`: what the guard made of it): start what follows it."""
     if record.outcome == COMPLETED:
+        just_completed(job, record.submitted_at)
         return completed(job, record.dead_lettered)
     if pipeline.role(stage) is Role.UNDO:
         return compensate_next(job, pipeline)
@@ -169,6 +170,7 @@ def finish(state: ledger.JobState) -> None:
         _end_compensated(state)
     else:
         ledger.mark_completed(job.pipeline, job.job_id)
+        just_completed(job, state.number("submitted_at"))
         completed(job, state.record.get("dead_lettered") == "1")
 
 

@@ -79,8 +79,9 @@ if ARGV[5] == 'last' then
 elseif ARGV[8] == '1' then
     redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
-if ARGV[5] ~= 'last' then return {outcome, '0'} end
-return {outcome, redis.call('HGET', KEYS[1], 'dead_lettered') or '0'}
+if ARGV[5] ~= 'last' then return {outcome, '0', '0'} end
+local job = redis.call('HMGET', KEYS[1], 'dead_lettered', 'submitted_at')
+return {outcome, job[1] or '0', job[2] or '0'}
 """
 
 # KEYS: record, attempts, lease, results. ARGV: scope, owner, now, counter ('failed', 'waits' or ''), budget, stage,
@@ -124,6 +125,7 @@ class Claim:
 class Record:
     outcome: str  # RECORDED, COMPLETED, JOINED or DUPLICATE
     dead_lettered: bool  # the job has had a step dead-lettered (its rows are resolved when it completes)
+    submitted_at: float = 0.0  # the job's last step: when the job was submitted
 
 
 @dataclass(frozen=True)
@@ -185,8 +187,8 @@ class Guard:
         branches = branches or []
         args = [self.scope, encoded_result, now, get_settings().job_ttl, role, len(branches), dumps(branches)]
         args += ["1" if first else "0", *(message for _, message in pushes)]
-        outcome, dead_lettered = script("record", _RECORD)(keys=keys, args=args)
-        return Record(outcome.decode(), dead_lettered == b"1")
+        outcome, dead_lettered, submitted_at = script("record", _RECORD)(keys=keys, args=args)
+        return Record(outcome.decode(), dead_lettered == b"1", float(submitted_at))
 
     def release(self, owner: str, now: float, counter: str = "", budget: int = 0, stage: str = "") -> Release:
         """Drop the lease; with a counter ('failed' or 'waits'), count this attempt against `budget`."""

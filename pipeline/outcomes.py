@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import ledger
+from pipeline import ledger, metrics
 from pipeline.context import JobContext
 from pipeline.failures import FailureClass
 from settings import ConfigError, get_settings
@@ -77,18 +78,26 @@ def hand_off(
     stays in the reconciler's due set) rather than lose the job.
     """
     error = f"{type(exc).__name__}: {exc}"
-    log.error(
+    load_dead_letter_store()
+    for sink in _sinks:
+        sink(step, failure_class, exc, attempts)
+    ledger.mark_failed(step.job, step.scope, failure_class, error, compensations)
+    # One line per job that failed for good: an expected failure (bad input, a rule said no, a partner
+    # that kept failing) is a warning; a technical one (a bug of ours) an error with its traceback.
+    technical = failure_class == FailureClass.TECHNICAL
+    log.log(
+        logging.ERROR if technical else logging.WARNING,
         "job %s failed for good at %s (%s after %d attempt(s)): %s",
         step.job.job_id,
         step.scope,
         failure_class,
         attempts,
         error,
+        exc_info=exc if technical and exc.__traceback__ is not None else None,
     )
-    load_dead_letter_store()
-    for sink in _sinks:
-        sink(step, failure_class, exc, attempts)
-    ledger.mark_failed(step.job, step.scope, failure_class, error, compensations)
+    metrics.count(metrics.DEAD_LETTERS, step.job.pipeline, step.stage, str(failure_class))
+    if not compensations:
+        metrics.count(metrics.JOBS_FAILED, step.job.pipeline)
 
 
 def load_dead_letter_store() -> None:
@@ -102,6 +111,13 @@ def load_dead_letter_store() -> None:
         raise ConfigError(f"VETRO_DEAD_LETTER_STORE: cannot import {module!r} ({error})") from None
     if not _sinks:
         raise ConfigError(f"VETRO_DEAD_LETTER_STORE: {module!r} registered no dead-letter sink")
+
+
+def just_completed(job: JobContext, submitted_at: float) -> None:
+    """The job's last step was recorded just now (once per job): count it, with its end-to-end time."""
+    metrics.count(metrics.JOBS_COMPLETED, job.pipeline)
+    if submitted_at:
+        metrics.observe(metrics.JOB_DURATION, max(0.0, time.time() - submitted_at), job.pipeline)
 
 
 def completed(job: JobContext, dead_lettered: bool) -> None:
@@ -118,3 +134,4 @@ def compensated(job: JobContext, plan: list[str], replayed: bool) -> None:
         for callback in _on_compensated:
             callback(job, plan)
     ledger.mark_compensated(job.pipeline, job.job_id)
+    metrics.count(metrics.JOBS_COMPENSATED, job.pipeline)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from pipeline import driver, ledger
+from pipeline import driver, ledger, metrics
 from pipeline.app import records_carry_publishes
 from pipeline.context import JobContext
 from pipeline.pipelines import Pipeline, get_pipeline
@@ -212,7 +212,12 @@ def _publish(requests: list[JobRequest], pipeline: Pipeline, correlation_id: str
             records, [(job, [pipeline.first(request.payload)]) for request, job in fresh], recorded_only
         )
     new = opened | {job.job_id for _, job in fresh}
-    return [Submission(job_id, job_id in new) for job_id in job_ids]
+    submissions = [Submission(job_id, job_id in new) for job_id in job_ids]
+    fresh_count = sum(submission.new for submission in submissions)
+    metrics.count(metrics.JOBS_SUBMITTED, pipeline.name, amount=fresh_count)
+    if len(submissions) > fresh_count:
+        metrics.count(metrics.IDEMPOTENCY_HITS, pipeline.name, "submit", amount=len(submissions) - fresh_count)
+    return submissions
 
 
 def _job(job_id: str, request: JobRequest, pipeline: Pipeline, correlation_id: str | None) -> JobContext:

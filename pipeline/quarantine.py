@@ -15,6 +15,7 @@ from typing import Any
 
 from kombu.utils.json import dumps
 
+from pipeline import metrics
 from pipeline.privacy import SealedValueError, open_bytes, seal_bytes, sealing
 from pipeline.store import key, redis_client
 from settings import get_settings
@@ -68,6 +69,7 @@ def put(reason: str, headers: Any, body: Any, content_type: Any, queue: Any) -> 
     pipe.xadd(QUARANTINE_KEY, fields, maxlen=QUARANTINE_MAX, approximate=True)
     pipe.expire(QUARANTINE_KEY, get_settings().replay_window)
     entry = pipe.execute()[0].decode()
+    metrics.count(metrics.QUARANTINED, fields["queue"] or "unknown")
     log.error("quarantined message %s: %s (vetro quarantine show %s)", entry, reason, entry)
     return entry
 

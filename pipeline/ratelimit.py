@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from pipeline import metrics
 from pipeline.failures import DependencyWaitError
 from pipeline.store import key, redis_client
 from settings import RateLimit, get_settings
@@ -42,6 +43,7 @@ def acquire(dependency: str) -> None:
         return
     deadline = time.monotonic() + settings.rate_limit_max_inline_wait
     while (wait := take(dependency, limit)) > 0:
+        metrics.count(metrics.RATE_LIMIT_WAITS, dependency)
         if time.monotonic() + wait > deadline:
             raise DependencyWaitError(f"rate limit of {dependency} ({limit.rate}/s) reached", retry_after=wait)
         time.sleep(wait)  # a token frees up in `wait` seconds; then take it

@@ -25,7 +25,7 @@ from enum import StrEnum
 
 from redis.exceptions import LockError
 
-from pipeline import driver, ledger
+from pipeline import driver, ledger, metrics
 from pipeline.app import app
 from pipeline.failures import FailureClass, TechnicalError
 from pipeline.outcomes import FailedStep, completed
@@ -125,9 +125,11 @@ def examine(pipeline: str, job_id: str, now: float, queues: _Queues, dry_run: bo
             for step in steps:
                 failed = FailedStep(state.context, step.task.stage, step.scope, list(step.args))
                 driver.fail(failed, FailureClass.TECHNICAL, StalledJobError(reason), attempts=stalls)
+            metrics.count(metrics.STALLED, pipeline)
         return Finding(job_id, Verdict.DEAD_LETTERED, reason, scopes)
     if not dry_run:
         driver.redrive(state, steps, reason)
+        metrics.count(metrics.REDRIVES, pipeline)
     return Finding(job_id, Verdict.REDRIVEN, reason, scopes)
 
 

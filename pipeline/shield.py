@@ -19,7 +19,7 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed, DecodeError
 
-from pipeline import quarantine
+from pipeline import heartbeat, quarantine
 from pipeline.context import CORRELATION_ID, IDEMPOTENCY_KEY, JOB_ID, NOT_BEFORE, PIPELINE, REPLAY, SENT_AT
 from pipeline.pipelines import BRANCH_NAME, Role, get_pipeline
 from settings import get_settings
@@ -156,6 +156,7 @@ class ShieldedConsumer(Consumer):
         connection_errors = tuple(self.connection_errors) + tuple(self.channel_errors)
 
         def on_task_received(message: Any) -> None:
+            heartbeat.taken(message)
             reason = inspect(message.headers, message.decode, self.app.tasks)
             if reason is None:
                 try:

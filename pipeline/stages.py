@@ -25,7 +25,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from kombu.utils.json import dumps
 
-from pipeline import driver, ledger, privacy, quarantine
+from pipeline import driver, ledger, metrics, privacy, quarantine
 from pipeline.app import app, records_carry_publishes
 from pipeline.context import JOB_ID, NOT_BEFORE, SENT_AT, JobContext
 from pipeline.failures import Failure, FailureClass, FailureClassifier, TechnicalError, default_classifier
@@ -144,6 +144,7 @@ class Stage(Task):
             log.info("job %s is being compensated: %s does not run", job_id, guard.scope)
             return None
         if claim.status == DONE:
+            metrics.count(metrics.IDEMPOTENCY_HITS, pipeline.name, self.stage)
             driver.resume(job, pipeline, self.stage, args, claim.result)
             return claim.result
         if claim.status == BUSY:
@@ -171,6 +172,7 @@ class Stage(Task):
         if record is None:  # its next steps went out with the record
             return result
         if record.outcome == DUPLICATE:
+            metrics.count(metrics.IDEMPOTENCY_HITS, pipeline.name, self.stage)
             driver.resume(job, pipeline, self.stage, args, result)
         else:
             driver.advance(job, pipeline, self.stage, args, result, record)
@@ -228,14 +230,18 @@ class Stage(Task):
         """The body raised: retry within the step's budget, else hand the job off."""
         failure = self._classify(exc)
         settings = get_settings()
+        labels = (self.pipeline_name, self.stage)
         if failure.waiting:
             # An open breaker or a spent rate limit: come back when it clears, without spending a retry.
             release = guard.release(owner, time.time(), "waits", settings.max_dependency_waits, self.stage)
             if release.retry:
+                metrics.count(metrics.DEPENDENCY_WAITS, *labels)
                 self._wait(job.job_id, (failure.retry_after or 1) + random.uniform(0, 1), exc)
         else:
+            metrics.count(metrics.STEP_FAILURES, *labels, str(failure.failure_class))
             release = guard.release(owner, time.time(), "failed", retry_budget(self, failure), self.stage)
             if release.retry:
+                metrics.count(metrics.STEP_RETRIES, *labels, str(failure.failure_class))
                 self._wait(job.job_id, retry_delay(self, failure, release.count), exc)
         return self._hand_off(job, guard.scope, exc, args, kwargs, failure.failure_class, release.count)
 

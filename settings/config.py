@@ -15,7 +15,7 @@ MIN_HOLD_SECONDS = 3  # the shortest countdown a retry may be held for below the
 STALL_MARGIN_SECONDS = 10  # added to the stall bound for clock skew between hosts and sweep delay
 REFERENCE_PIPELINES = ["tasks.orders", "tasks.provider_sync", "tasks.payments"]
 PERSONAL_FIELDS = ("name", "email", "phone", "address")
-SECRET_FIELDS = ("encryption_keys", "sentry_dsn")  # never echoed in an error
+SECRET_FIELDS = ("encryption_keys", "sentry_dsn", "serve_auth")  # never echoed in an error
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -151,6 +151,7 @@ class Settings(BaseSettings):
     # Calls to external dependencies (the breakers' trial lock outlives the longest call).
     http_connect_timeout: float = Field(2.0, gt=0)
     http_read_timeout: float = Field(5.0, gt=0)
+    slow_call_seconds: float = Field(2.0, gt=0, description="a dependency call this slow is counted and logged")
 
     # Circuit breakers and rate limits, per dependency ("customer-service", "webhook-<destination>").
     breakers_enabled: bool = True
@@ -171,6 +172,20 @@ class Settings(BaseSettings):
     spool_flush_interval: int = Field(10, ge=1, description="seconds between flushes of rows spooled in Redis")
 
     sentry_dsn: str | None = None
+
+    # Operations: `vetro serve` (metrics and health) and `vetro health`.
+    serve_host: str = Field("127.0.0.1", description="interface `vetro serve` listens on")
+    serve_port: int = Field(9808, ge=1, le=65535, description="its port (the Celery exporter's)")
+    serve_auth: SecretStr | None = Field(
+        None, description="user:password for HTTP basic auth on every endpoint; unset, anyone who reaches it may read"
+    )
+    health_stall_seconds: float = Field(
+        60, gt=0, description="a queue whose messages wait this long while no worker takes one is stalled (not ready)"
+    )
+    health_dead_letter_window: float = Field(
+        900, gt=0, description="dead letters added within this many seconds make the service degraded"
+    )
+    metrics_top_fingerprints: int = Field(20, ge=1, le=200, description="open dead-letter groups shown in metrics")
 
     # Personal data: redacted where Celery shows a job's data, sealed where vetro keeps it (pipeline.privacy).
     redact_fields: Annotated[list[str], NoDecode] = Field(

@@ -3,7 +3,9 @@
 - clock: stage results plain JSON cannot carry (a datetime, a Decimal);
 - stubborn: a stage that ignores its soft time limit;
 - refunds: a team's pipeline with stage names of its own and settings of its own (REFUNDS_*),
-  written only with vetro's public API.
+  written only with vetro's public API;
+- metered: outcomes chosen by the payload (fail permanently, fail once, wait once, succeed), so
+  the tests of metrics, logs and timelines know exactly what ran.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline import PermanentError, Pipeline, Stage, TechnicalError, read_settings, register, stage
+from pipeline import (
+    DependencyWaitError,
+    PermanentError,
+    Pipeline,
+    Stage,
+    TechnicalError,
+    TransientError,
+    read_settings,
+    register,
+    stage,
+)
 from pipeline.dependencies import http_request
 
 
@@ -86,3 +98,26 @@ def notify(self: Stage, charged: dict[str, Any]) -> dict[str, Any]:
 
 
 REFUNDS = register(Pipeline("refunds", [check_refund, charge_card, notify]))
+
+
+@stage("check", "metered", dependencies=["meter"])
+def check_reading(self: Stage, reading: dict[str, Any]) -> dict[str, Any]:
+    """'permanent' fails for good, 'flaky' fails once then succeeds, 'waits' waits once on its dependency."""
+    outcome = reading.get("outcome")
+    if outcome == "permanent":
+        raise PermanentError(f"reading {reading.get('id')}: not a meter we know")
+    if outcome == "technical":
+        raise TechnicalError(f"reading {reading.get('id')}: a bug of ours")
+    if outcome == "flaky" and not self.request.retries:
+        raise TransientError(f"reading {reading.get('id')}: the meter did not answer")
+    if outcome == "waits" and not self.request.retries:
+        raise DependencyWaitError("the meter's breaker is open", retry_after=0.5)
+    return {"id": reading.get("id"), "checked": True}
+
+
+@stage("store", "metered")
+def store_reading(self: Stage, checked: dict[str, Any]) -> dict[str, Any]:
+    return {**checked, "stored": True}
+
+
+METERED = register(Pipeline("metered", [check_reading, store_reading]))

@@ -111,6 +111,76 @@ def job_show(job_id: str) -> None:
 
 
 @cli.command()
+def serve(
+    host: str = typer.Option(None, help="Interface to listen on (default: VETRO_SERVE_HOST, 127.0.0.1)."),
+    port: int = typer.Option(None, min=1, max=65535, help="Port (default: VETRO_SERVE_PORT, 9808)."),
+) -> None:
+    """Serve /metrics (Prometheus), /health/live and /health/ready for the whole fleet."""
+    from vetro.ops import server
+
+    try:
+        running = server(host, port)
+    except OSError as error:
+        raise fail(
+            f"cannot listen on {host or 'VETRO_SERVE_HOST'}:{port or 'VETRO_SERVE_PORT'}: {error.strerror}", code=1
+        ) from None
+    bound_host, bound_port = running.server_address[:2]
+    console.print(
+        f"vetro serve on http://{bound_host}:{bound_port} (/metrics, /health/live, /health/ready)", highlight=False
+    )
+    try:
+        running.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.server_close()
+
+
+@cli.command()
+def health(as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON.")) -> None:
+    """Is the service ready? Exit 0 when ready (perhaps degraded), 1 when not; says why."""
+    from vetro.ops import report
+
+    current = report()
+    if as_json:
+        print(json.dumps(current.as_dict(), indent=2, default=str))
+    else:
+        _print_health(current)
+    raise typer.Exit(0 if current.ready else 1)
+
+
+def _print_health(current: Any) -> None:
+    from rich.table import Table
+
+    state = current.as_dict()
+    colour = {"ok": "green", "degraded": "yellow", "unready": "red"}[state["status"]]
+    console.print(f"[{colour}]{state['status']}[/{colour}]", highlight=False)
+    for problem in state["problems"]:
+        console.print(f"  not ready: {problem}", highlight=False)
+    for warning in state["warnings"]:
+        console.print(f"  degraded: {warning}", highlight=False)
+    table = Table()
+    for column in ("queue", "waiting", "oldest", "last taken", "workers", "stalled"):
+        table.add_column(column, no_wrap=True)
+    for queue in current.core.queues:
+        oldest = f"{queue.oldest_age:.0f}s" if queue.oldest_age is not None else "-"
+        taken = f"{queue.consumed_ago:.0f}s ago" if queue.consumed_ago is not None else "never"
+        table.add_row(
+            queue.name, str(queue.length), oldest, taken, str(queue.workers), "yes" if queue.stalled else "no"
+        )
+    Console().print(table)
+    slow = Table()
+    for column in ("dependency", "calls", "p50", "p95", "slow calls"):
+        slow.add_column(column, no_wrap=True)
+    for latency in current.core.dependencies:
+        p50 = f"{latency.p50 * 1000:.0f} ms" if latency.p50 is not None else "-"
+        p95 = f"{latency.p95 * 1000:.0f} ms" if latency.p95 is not None else "-"
+        slow.add_row(latency.name, str(latency.calls), p50, p95, str(latency.slow_calls))
+    if current.core.dependencies:
+        Console().print(slow)
+
+
+@cli.command()
 def keygen() -> None:
     """Print a new encryption key for VETRO_ENCRYPTION_KEYS (put it first to rotate; keep the old ones after it)."""
     from cryptography.fernet import Fernet

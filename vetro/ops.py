@@ -1,0 +1,298 @@
+"""The operations endpoint (`vetro serve`): Prometheus metrics and health, from one report of the whole service.
+
+- `/metrics`: the fleet's counters and histograms (pipeline.metrics) plus gauges read at scrape
+  time: queues, workers, breakers, dead letters, quarantine.
+- `/health/live`: this server answers.
+- `/health/ready`: 200 when the broker, result store and SQL database answer and no queue is
+  stalled; 503 with the reasons otherwise. Open breakers and new dead letters make it degraded
+  (still 200, said in the body).
+Basic auth guards every endpoint when VETRO_SERVE_AUTH is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    SummaryMetricFamily,
+)
+from prometheus_client.utils import floatToGoString
+from sqlalchemy.exc import SQLAlchemyError
+
+from dlq.health import DeadLetterHealth, dead_letter_health
+from pipeline import metrics, quarantine
+from pipeline.health import BREAKER_STATES, Check, CoreHealth, core_health
+from pipeline.ledger import due_key
+from pipeline.pipelines import load_pipelines
+from pipeline.store import redis_client
+from settings import get_settings
+
+log = logging.getLogger("vetro.ops")
+
+
+@dataclass
+class Report:
+    """Everything health and the scrape-time gauges show, read once."""
+
+    at: float
+    core: CoreHealth
+    dead_letters: DeadLetterHealth | None
+    quarantined: int | None = None
+    jobs_in_flight: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def checks(self) -> list[Check]:
+        return self.core.checks
+
+    @property
+    def ready(self) -> bool:
+        return not self.core.problems
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.core.warnings)
+
+    def as_dict(self) -> dict[str, Any]:
+        core = self.core
+        return {
+            "status": "unready" if not self.ready else "degraded" if self.degraded else "ok",
+            "ready": self.ready,
+            "degraded": self.degraded,
+            "problems": core.problems,
+            "warnings": core.warnings,
+            "checks": [asdict(check) for check in core.checks],
+            "queues": [asdict(queue) for queue in core.queues],
+            "workers": [asdict(worker) | {"up": worker.up(self.at)} for worker in core.workers],
+            "breakers": [asdict(status) for status in core.breakers],
+            "dependencies": [asdict(latency) for latency in core.dependencies],
+            "dead_letters": asdict(self.dead_letters) if self.dead_letters else None,
+            "quarantined": self.quarantined,
+            "jobs_in_flight": self.jobs_in_flight,
+        }
+
+
+def report() -> Report:
+    settings = get_settings()
+    core = core_health()
+    result = Report(time.time(), core, None)
+    try:
+        result.dead_letters = dead_letter_health(settings.health_dead_letter_window, settings.metrics_top_fingerprints)
+        core.checks.append(Check("database", True))
+    except SQLAlchemyError as error:
+        first = next(iter(str(error).strip().splitlines()), type(error).__name__)
+        core.checks.append(Check("database", False, f"{type(error).__name__}: {first}"[:300]))
+        core.problems.append(f"the dead-letter database does not answer ({type(error).__name__})")
+    if result.dead_letters and result.dead_letters.recent:
+        minutes = settings.health_dead_letter_window / 60
+        core.warnings.append(f"{result.dead_letters.recent} job(s) dead-lettered in the last {minutes:.0f} min")
+    if all(check.ok for check in core.checks if check.name == "result_store"):
+        pipe = redis_client().pipeline(transaction=False)
+        names = sorted(load_pipelines())
+        for name in names:
+            pipe.zcard(due_key(name))
+        result.jobs_in_flight = dict(zip(names, pipe.execute(), strict=True))
+        result.quarantined = quarantine.count()
+    return result
+
+
+def _counter(metric: metrics.Metric, series: list[metrics.Series]) -> CounterMetricFamily:
+    family = CounterMetricFamily(metric.name, metric.help, labels=metric.labels)
+    for s in series:
+        family.add_metric([s.labels[name] for name in metric.labels], s.value)
+    return family
+
+
+def _histogram(metric: metrics.Metric, series: list[metrics.HistogramSeries]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(metric.name, metric.help, labels=metric.labels)
+    for s in series:
+        buckets = [(floatToGoString(bound), count) for bound, count in s.buckets]
+        family.add_metric([s.labels[name] for name in metric.labels], buckets, s.total)
+    return family
+
+
+def _gauge(name: str, documentation: str, labels: tuple[str, ...], values: list[tuple[tuple, float]]) -> Any:
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for label_values, value in values:
+        family.add_metric([str(v) for v in label_values], value)
+    return family
+
+
+class ServiceCollector:
+    """What Prometheus scrapes: the fleet's counters, then gauges from one fresh report."""
+
+    def collect(self) -> Any:
+        current = report()
+        core = current.core
+        yield _gauge("vetro_ready", "1 when the service is ready (see /health/ready).", (), [((), current.ready)])
+        yield _gauge(
+            "vetro_degraded",
+            "1 when a breaker is open or jobs were dead-lettered lately.",
+            (),
+            [((), current.degraded)],
+        )
+        yield _gauge(
+            "vetro_check_up", "1 when the server answers.", ("check",), [((c.name,), c.ok) for c in core.checks]
+        )
+        if not all(check.ok for check in core.checks if check.name == "result_store"):
+            return
+        for metric, series in metrics.all_series():
+            yield _histogram(metric, series) if metric.buckets else _counter(metric, series)
+        yield from self._fleet(current)
+
+    def _fleet(self, current: Report) -> Any:
+        core = current.core
+        queues = core.queues
+        hosts: dict[str, list] = {}
+        for worker in core.workers:
+            hosts.setdefault(worker.name.rsplit("@", 1)[-1], []).append(worker)
+        up = [w for w in core.workers if w.up(current.at)]
+        yield _gauge(
+            "celery_queue_length",
+            "Messages waiting in the queue.",
+            ("queue_name",),
+            [((q.name,), q.length) for q in queues],
+        )
+        # The exporter's celery_active_worker_count, as the _count of a summary over the live workers consuming
+        # each queue (observing each one's pool processes): promtool rejects a gauge named *_count.
+        workers = SummaryMetricFamily(
+            "celery_active_worker",
+            "Live workers consuming the queue (_count) and their pool processes (_sum).",
+            labels=("queue_name",),
+        )
+        for q in queues:
+            workers.add_metric([q.name], q.workers, q.processes)
+        yield workers
+        yield _gauge(
+            "celery_worker_up",
+            "1 when a worker on the host sent a heartbeat lately.",
+            ("hostname",),
+            [((host,), any(w.up(current.at) for w in found)) for host, found in sorted(hosts.items())],
+        )
+        yield _gauge(
+            "celery_worker_tasks_active",
+            "Tasks the host's live workers are running.",
+            ("hostname",),
+            [((host,), sum(w.active for w in found if w.up(current.at))) for host, found in sorted(hosts.items())],
+        )
+        yield _gauge("vetro_workers_up", "Live workers.", (), [((), len(up))])
+        yield _gauge(
+            "vetro_queue_oldest_message_age_seconds",
+            "Seconds the oldest waiting message has waited (0 when the queue is empty).",
+            ("queue_name",),
+            [((q.name,), q.oldest_age or 0.0) for q in queues],
+        )
+        yield _gauge(
+            "vetro_queue_last_consumed_age_seconds",
+            "Seconds since a worker last took a message from the queue.",
+            ("queue_name",),
+            [((q.name,), q.consumed_ago) for q in queues if q.consumed_ago is not None],
+        )
+        yield _gauge(
+            "vetro_queue_stalled",
+            "1 when messages wait longer than the bound and no worker took one within it.",
+            ("queue_name",),
+            [((q.name,), q.stalled) for q in queues],
+        )
+        yield _gauge(
+            "vetro_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ("dependency",),
+            [((b.name,), BREAKER_STATES.get(b.state, 2)) for b in core.breakers],
+        )
+        yield _gauge(
+            "vetro_jobs_in_flight",
+            "Unfinished jobs the reconciler watches.",
+            ("pipeline",),
+            sorted(((name,), count) for name, count in current.jobs_in_flight.items()),
+        )
+        if current.quarantined is not None:
+            yield _gauge("vetro_quarantined_messages", "Messages in the quarantine.", (), [((), current.quarantined)])
+        dead = current.dead_letters
+        if dead is not None:
+            yield _gauge(
+                "vetro_dead_letter_rows",
+                "Dead-letter rows by status.",
+                ("status",),
+                [((status,), count) for status, count in dead.by_status.items()],
+            )
+            yield _gauge(
+                "vetro_dead_letter_open_rows",
+                "Open (failed) dead-letter rows of the largest groups, by cause (fingerprint).",
+                ("fingerprint", "pipeline", "stage", "failure_class"),
+                [((g.fingerprint, g.pipeline, g.stage, g.failure_class), g.rows) for g in dead.open_groups],
+            )
+            yield _gauge(
+                "vetro_dead_letters_recent",
+                "Rows dead-lettered within VETRO_HEALTH_DEAD_LETTER_WINDOW.",
+                (),
+                [((), dead.recent)],
+            )
+
+
+def exposition() -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector())
+    return generate_latest(registry)
+
+
+def _authorized(header: str | None) -> bool:
+    secret = get_settings().serve_auth
+    if secret is None:
+        return True
+    expected = "Basic " + base64.b64encode(secret.get_secret_value().encode()).decode()
+    return hmac.compare_digest((header or "").encode(), expected.encode())
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "vetro"
+
+    def do_GET(self) -> None:
+        if not _authorized(self.headers.get("Authorization")):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="vetro"')
+            self.end_headers()
+            return
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                self._send(200, exposition(), CONTENT_TYPE_LATEST)
+            elif path == "/health/live":
+                self._json(200, {"status": "ok"})
+            elif path == "/health/ready":
+                current = report()
+                self._json(200 if current.ready else 503, current.as_dict())
+            else:
+                self._json(404, {"error": f"no such endpoint: {path[:100]}"})
+        except Exception as error:  # a request must never end the server
+            log.exception("serving %s failed", path[:100])
+            self._json(500, {"error": f"{type(error).__name__}: {error}"[:300]})
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        self._send(status, json.dumps(body, default=str).encode(), "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+def server(host: str | None = None, port: int | None = None) -> ThreadingHTTPServer:
+    settings = get_settings()
+    return ThreadingHTTPServer((host or settings.serve_host, port or settings.serve_port), _Handler)
