@@ -9,7 +9,7 @@
 See the README's "Writing a pipeline".
 """
 
-from pipeline import instruments  # noqa: F401 (counts every process's task signals)
+from pipeline import instruments, logs  # noqa: F401 (count every process's task signals; give logs the job's context)
 from pipeline.app import app
 from pipeline.failures import (
     BusinessRuleError,

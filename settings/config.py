@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from cryptography.fernet import Fernet
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     spool_flush_interval: int = Field(10, ge=1, description="seconds between flushes of rows spooled in Redis")
 
     sentry_dsn: str | None = None
+
+    # Logs (pipeline.logs): JSON lines for a log pipeline, or lines for people.
+    log_format: Literal["console", "json"] = Field("console", description="json in production")
+    log_payloads: bool = Field(False, description="show a task's (redacted) result in Celery's success line")
 
     # Operations: `vetro serve` (metrics and health) and `vetro health`.
     serve_host: str = Field("127.0.0.1", description="interface `vetro serve` listens on")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from dlq.cli import db_cli, dlq_cli
+from pipeline import logs
 from pipeline.console import fail
 from pipeline.console import messages as console
 from settings import ConfigError
@@ -343,6 +345,7 @@ def main() -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
+        logs.configure(logging.WARNING)  # what vetro logs while a command runs: warnings, in VETRO_LOG_FORMAT
         code = cli(prog_name="vetro", standalone_mode=False)  # errors come here, to be printed in one line
     except USAGE_ERROR as error:
         raise SystemExit(_usage_error(error)) from None

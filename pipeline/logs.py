@@ -1,0 +1,124 @@
+"""Logs: structlog over the standard library, JSON in production and readable in development (VETRO_LOG_FORMAT).
+
+Every line logged while a task runs (vetro's, Celery's, a stage's own `logging` calls) carries
+the job's context: pipeline, job id, correlation id, stage, destination, attempt and task id,
+bound when the task starts, so no stage code passes them along. Payloads stay out: Celery's line
+for a task that succeeded drops its return value unless VETRO_LOG_PAYLOADS is set (and then it
+is redacted, pipeline.privacy). A step that fails for good is logged once by vetro
+(pipeline.outcomes), so Celery's own INFO line for it is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+from celery.signals import setup_logging, task_postrun, task_prerun
+
+from pipeline.context import JobContext
+from pipeline.pipelines import get_pipeline
+from settings import get_settings
+
+CELERY_TRACE = "celery.app.trace"
+DEAD_LETTERED = "DeadLettered("  # how Celery shows the exception vetro fails a dead-lettered task with
+CONTEXT_FIELDS = ("pipeline", "job_id", "correlation_id", "stage", "destination", "attempt", "task_id")
+
+
+def _without_payloads(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Celery's success line without the task's result (it is the job's data)."""
+    record = event_dict.get("_record")
+    args = event_dict.pop("positional_args", None)  # the record's arguments (pass_foreign_args)
+    success = record is not None and record.name == CELERY_TRACE and isinstance(args, dict) and "return_value" in args
+    if success and not get_settings().log_payloads:
+        event_dict["event"] = "Task {name}[{id}] succeeded in {runtime:.3f}s".format(**args)
+    return event_dict
+
+
+class _OnceForDeadLetters(logging.Filter):
+    """Drop Celery's 'raised expected: DeadLettered(...)': vetro has logged that failure already, once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != CELERY_TRACE or not isinstance(record.args, dict):
+            return True
+        return not str(record.args.get("exc", "")).startswith(DEAD_LETTERED)
+
+
+def configure(level: int | str = logging.INFO) -> None:
+    """Route every standard-library log line through structlog's renderer, with the job's context."""
+    json = get_settings().log_format == "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _without_payloads,
+    ]
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        pass_foreign_args=True,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if json else structlog.processors.ExceptionRenderer(),
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.__stderr__)
+    handler.setFormatter(formatter)
+    handler.addFilter(_OnceForDeadLetters())
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the store's migration check, in every new process
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+@setup_logging.connect
+def _configure_worker(loglevel: int | str | None = None, **_: Any) -> None:
+    """Celery asks before it configures logging; answering means it leaves it to vetro."""
+    configure(loglevel or logging.INFO)
+
+
+def job_context(task: Any, args: tuple) -> dict[str, Any]:
+    """The context fields of a running task; {} outside a job."""
+    request = task.request
+    job = JobContext.from_headers(request)
+    context: dict[str, Any] = {"task_id": request.id}
+    if job is None:
+        return context
+    stage = getattr(task, "stage", "") or task.name
+    scope = stage
+    if getattr(task, "pipeline_name", ""):
+        scope = get_pipeline(task.pipeline_name).scope(stage, args)
+    context |= {
+        "pipeline": job.pipeline,
+        "job_id": job.job_id,
+        "correlation_id": job.correlation_id,
+        "stage": stage,
+        "attempt": int(request.retries or 0) + 1,
+    }
+    if "." in scope:
+        context["destination"] = scope.split(".", 1)[1]
+    return context
+
+
+@task_prerun.connect
+def _bind(task: Any = None, args: tuple | None = None, **_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+    try:
+        context = job_context(task, tuple(args or ()))
+    except Exception:  # a message the shield let through but no pipeline knows: log it without a job
+        context = {"task_id": getattr(task.request, "id", None)}
+    structlog.contextvars.bind_contextvars(**context)
+
+
+@task_postrun.connect
+def _unbind(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
