@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from rich.console import Console
 
 # stderr, so standard output stays clean for ids and JSON; never wrapped, so an error stays one line.
 messages = Console(stderr=True, soft_wrap=True)
+PIPED_WIDTH = 250  # columns of a table written to a pipe or a file
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: <message>` and return the exit to raise (2: bad input; 1: something unreachable)."""
     messages.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(code)
+
+
+def tables() -> Console:
+    """Standard output for tables: as wide as the terminal, or wide enough never to cut a cell when piped."""
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)

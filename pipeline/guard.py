@@ -31,7 +31,7 @@ CLAIMED, DONE, BUSY, UNKNOWN, UNDOING = "claimed", "done", "busy", "unknown", "u
 # or another attempt had already recorded the step (the caller then resumes, as for DONE).
 RECORDED, COMPLETED, JOINED, DUPLICATE = "recorded", "completed", "joined", "duplicate"
 
-# KEYS: record, results, lease. ARGV: scope, owner, lease ms, '1' for a compensation.
+# KEYS: record, results, lease. ARGV: scope, owner, lease ms, '1' for a compensation, now, worker.
 # The job's identity comes from its ledger record; the count of earlier unfinished runs is kept on it.
 _CLAIM = """
 local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations')
@@ -45,6 +45,7 @@ if stored then
 end
 if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then
     local starts = redis.call('HINCRBY', KEYS[1], 'starts:' .. ARGV[1], 1)
+    redis.call('HSET', KEYS[1], 'began:' .. ARGV[1], ARGV[5], 'worker:' .. ARGV[1], ARGV[6])
     return {'claimed', tostring(starts - 1), unpack(identity)}
 end
 redis.call('HINCRBY', KEYS[1], 'conflicts:' .. ARGV[1], 1)
@@ -64,6 +65,7 @@ for i = 5, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[i + 4]) end
 local outcome = 'duplicate'
 if new == 1 then
     outcome = 'recorded'
+    redis.call('HSET', KEYS[1], 'ended:' .. ARGV[1], ARGV[3])
     if ARGV[5] == 'planner' then
         redis.call('HSET', KEYS[1], 'parts_expected', ARGV[6], 'branches', ARGV[7])
     elseif ARGV[5] == 'part' then
@@ -143,13 +145,22 @@ class Guard:
         self.scope = scope
         self.keys = JobKeys(pipeline, job_id)
 
-    def claim(self, owner: str, lease_seconds: float, pipe: redis.client.Pipeline, compensation: bool = False) -> Any:
+    def claim(
+        self,
+        owner: str,
+        lease_seconds: float,
+        pipe: redis.client.Pipeline,
+        compensation: bool = False,
+        now: float = 0.0,
+        worker: str = "",
+    ) -> Any:
         """Queue the claim of the step on `pipe`; `parse_claim` reads its answer.
 
         Once a job is being compensated, only compensations may claim: its other steps get UNDOING.
+        A claimed step notes when it began and on which worker (the job's timeline).
         """
         keys = [self.keys.record, self.keys.results, self.keys.lease(self.scope)]
-        args = [self.scope, owner, int(lease_seconds * 1000), "1" if compensation else "0"]
+        args = [self.scope, owner, int(lease_seconds * 1000), "1" if compensation else "0", now, worker]
         # Queued on the caller's pipeline as EVALSHA (see pipeline.store.script_sha).
         return pipe.evalsha(script_sha("claim", _CLAIM), len(keys), *keys, *args)
 

@@ -11,6 +11,8 @@ Per pipeline:
 - the due set: each unfinished job scored by the time by which it must show a sign of life,
   pushed forward every time it is touched. The reconciler reads only what is due, so finding
   stalled jobs never scans the keyspace;
+- the job index: every job scored by when it was submitted, kept a replay window, so `vetro job
+  list` reads recent jobs without scanning either;
 Shared by all pipelines:
 - the queue frontier: the send time of the newest message a worker started, per queue, so a
   job waiting behind a long queue is not mistaken for a lost one.
@@ -37,6 +39,10 @@ COMPENSATING, COMPENSATED = "compensating", "compensated"
 UNFINISHED = frozenset({QUEUED, COMPENSATING})  # statuses of a job that still has steps to run
 FRONTIER_KEY = key("ledger", "frontier")
 STARTS = "starts:"  # the record's fields counting each step's runs that started and did not end
+# The record's fields of each step, by scope: runs started and not ended, when it last began and on which
+# worker, when it was recorded. `describe_job` shows them with the step, not with the job.
+STEP_FIELDS = {STARTS: "unfinished_runs", "began:": "began_at", "worker:": "worker", "ended:": "ended_at"}
+LISTED_FIELDS = ("job_id", "pipeline", "status", "correlation_id", "submitted_at", "finished_at", "failed_stage")
 REDRIVE_LOG_SIZE = 10  # re-drives kept on the record for `vetro job show`
 
 
@@ -48,23 +54,30 @@ def due_key(pipeline: str) -> str:
     return key(pipeline, "due")
 
 
+def index_key(pipeline: str) -> str:
+    """The pipeline's jobs by submission time (`vetro job list` reads it; the reconciler trims it)."""
+    return key(pipeline, "jobs")
+
+
 def dedup_key(pipeline: str, idempotency_key: str) -> str:
     return key(pipeline, "submitted", idempotency_key)
 
 
 # Open a job unless its idempotency key is taken, and push its first messages: the producer's one round
 # trip. Only used when the broker is this Redis (a kombu broker is never a Redis Cluster), so the
-# keys may span slots. KEYS: dedup key, record, due set, then one queue key per message.
-# ARGV: job id, dedup TTL, record TTL, due at, due set TTL, n, n field/value pairs, the messages.
+# keys may span slots. KEYS: dedup key, record, due set, job index, then one queue key per message.
+# ARGV: job id, dedup TTL, record TTL, due at, due set and index TTL, now, n, n field/value pairs, the messages.
 # Returns the job id that holds the key: this one when it was opened here.
 _OPEN = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return redis.call('GET', KEYS[1]) end
-local fields = 7 + 2 * tonumber(ARGV[6])
-redis.call('HSET', KEYS[2], unpack(ARGV, 7, fields - 1))
+local fields = 8 + 2 * tonumber(ARGV[7])
+redis.call('HSET', KEYS[2], unpack(ARGV, 8, fields - 1))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
-for i = 4, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[fields + i - 4]) end
+redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
+redis.call('EXPIRE', KEYS[4], ARGV[5])
+for i = 5, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[fields + i - 5]) end
 return ARGV[1]
 """
 
@@ -79,8 +92,9 @@ def open_unless_known(
         dedup_key(job.pipeline, job.idempotency_key),
         JobKeys(job.pipeline, job.job_id).record,
         due_key(job.pipeline),
+        index_key(job.pipeline),
     ]
-    args = [job.job_id, dedup_ttl, settings.job_ttl, now + stall_after(), settings.replay_window, len(record)]
+    args = [job.job_id, dedup_ttl, settings.job_ttl, now + stall_after(), settings.replay_window, now, len(record)]
     args += [item for field in record.items() for item in field]
     keys += [queue for queue, _ in pushes]
     args += [message for _, message in pushes]
@@ -101,6 +115,8 @@ def open_jobs(pipe: redis.client.Pipeline, pipeline: str, jobs: list[tuple[JobCo
     if jobs:
         due_at = now + stall_after()
         _watch(pipe, pipeline, {job.job_id: due_at for job, _ in jobs})
+        pipe.zadd(index_key(pipeline), {job.job_id: now for job, _ in jobs})
+        pipe.expire(index_key(pipeline), get_settings().replay_window)
 
 
 def _watch(pipe: redis.client.Pipeline, pipeline: str, due: dict[str, float]) -> None:
@@ -299,10 +315,14 @@ def get_jobs(job_ids: list[str]) -> list[dict[str, str] | None]:
     return [_public(_text(raw)) if raw else None for raw in found]
 
 
+def _step_field(name: str) -> bool:
+    return name.startswith(tuple(STEP_FIELDS))
+
+
 def _public(record: dict[str, str]) -> dict[str, str]:
     """The record without the payload, which can be large and is shown only by `describe_job`, and without
-    the guard's count of each step's unfinished runs (`describe_job` shows it with the step)."""
-    return {name: value for name, value in record.items() if name != "payload" and not name.startswith(STARTS)}
+    its steps' fields (`describe_job` shows them with each step)."""
+    return {name: value for name, value in record.items() if name != "payload" and not _step_field(name)}
 
 
 def settled(job_ids: list[str], status: str | None = None) -> list[dict[str, str]] | None:
@@ -313,7 +333,8 @@ def settled(job_ids: list[str], status: str | None = None) -> list[dict[str, str
 
 
 def describe_job(job_id: str) -> dict[str, Any] | None:
-    """The job's record, each step (done with its result, or running, with its counters), and its re-drives."""
+    """The job's record, each step (done with its result, or running, with its counters and times), and its
+    re-drives: what `vetro job show` prints as a timeline."""
     record = get_job(job_id)
     if record is None:
         return None
@@ -322,20 +343,79 @@ def describe_job(job_id: str) -> dict[str, Any] | None:
     state = load(pipeline, job_id)
     counters = _text(redis_client().hgetall(keys.attempts))
     record = dict(state.record)
-    counters.update({name: record.pop(name) for name in list(record) if name.startswith(STARTS)})
+    step_fields = {name: record.pop(name) for name in list(record) if _step_field(name)}
     payload = decode(record.pop("payload"))
     redrives = json.loads(record.pop("redrive_log", "[]"))
     steps: dict[str, dict[str, Any]] = {scope: {"status": "done", "result": r} for scope, r in state.results.items()}
     for name, value in counters.items():
         counter, scope = name.split(":", 1)
-        if name.startswith(STARTS) and scope in state.results:
-            continue  # a finished step's runs all ended; the guard leaves their count behind
         steps.setdefault(scope, {"status": "pending"})[counter] = int(value)
+    for name, value in step_fields.items():
+        prefix, scope = name.split(":", 1)
+        shown = STEP_FIELDS[f"{prefix}:"]
+        if prefix + ":" == STARTS and scope in state.results:
+            continue  # a finished step's runs all ended; the guard leaves their count behind
+        step = steps.setdefault(scope, {"status": "pending"})
+        step[shown] = value if shown == "worker" else _number(value)
     for scope, seconds in leases_held(pipeline, job_id, steps).items():
         steps[scope].update(status="running", lease_seconds_left=seconds)
-    described = {**record, "payload": payload, "steps": dict(sorted(steps.items())), "redrives": redrives}
+    if record.get("failed_stage") in steps and record.get("status") != COMPLETED:
+        steps[record["failed_stage"]]["status"] = "dead-lettered"
+    numbers = {name: _number(value) for name, value in record.items() if name in NUMERIC_FIELDS}
+    described = {**record, **numbers, "payload": payload, "steps": steps, "redrives": redrives}
     if state.compensations is not None:
         described["compensations"] = [
             {"stage": name, "status": steps.get(name, {}).get("status", "pending")} for name in state.compensations
         ]
     return described
+
+
+NUMERIC_FIELDS = frozenset(
+    {"submitted_at", "touched_at", "progress_at", "finished_at", "replayed_at", "replay", "replays", "retries"}
+    | {"waits", "redrives", "stalls", "parts_expected", "parts_done", "dead_lettered"}
+)
+
+
+def _number(value: str) -> float | int:
+    number = float(value)
+    return int(number) if number.is_integer() and abs(number) < 1e9 else number
+
+
+def trim_index(pipeline: str, now: float) -> None:
+    """Drop from the job index the jobs submitted more than a replay window ago (their records are gone)."""
+    redis_client().zremrangebyscore(index_key(pipeline), "-inf", now - get_settings().replay_window)
+
+
+def recent_jobs(
+    pipelines: list[str],
+    since: float,
+    status: str | None = None,
+    correlation_id: str | None = None,
+    limit: int = 50,
+    page: int = 500,
+) -> list[dict[str, str]]:
+    """The newest jobs submitted since `since` (epoch seconds), newest first, read from the job index.
+
+    Records are read a page at a time and filtered; at most `limit` are returned.
+    """
+    client, found = redis_client(), []
+    for pipeline in pipelines:
+        matched: list[dict[str, str]] = []
+        offset = 0
+        while len(matched) < limit:
+            job_ids = client.zrevrangebyscore(index_key(pipeline), "+inf", since, start=offset, num=page)
+            if not job_ids:
+                break
+            offset += len(job_ids)
+            pipe = client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hmget(JobKeys(pipeline, job_id.decode()).record, LISTED_FIELDS)
+            for values in pipe.execute():
+                job = {name: value.decode() for name, value in zip(LISTED_FIELDS, values, strict=True) if value}
+                wanted = (status is None or job.get("status") == status) and (
+                    correlation_id is None or job.get("correlation_id") == correlation_id
+                )
+                if job.get("job_id") and wanted:  # no job id: its record expired
+                    matched.append(job)
+        found += matched[:limit]
+    return sorted(found, key=lambda job: float(job.get("submitted_at", 0)), reverse=True)[:limit]

@@ -141,6 +141,8 @@ def sweep(dry_run: bool = False, limit: int = BATCH) -> list[Finding] | None:
     try:
         now, queues, findings = time.time(), _Queues(), []
         for pipeline in sorted(load_pipelines()):
+            if not dry_run:
+                ledger.trim_index(pipeline, now)
             for job_id in ledger.due(pipeline, now, limit):
                 try:
                     findings.append(examine(pipeline, job_id, now, queues, dry_run))

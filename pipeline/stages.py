@@ -210,7 +210,7 @@ class Stage(Task):
 
     def _claim_once(self, guard: Guard, owner: str, now: float, compensation: bool) -> list:
         pipe = redis_client().pipeline(transaction=False)
-        guard.claim(owner, self.lease_seconds, pipe, compensation)
+        guard.claim(owner, self.lease_seconds, pipe, compensation, now, self.request.hostname or "")
         ledger.expect(guard.pipeline, guard.job_id, pipe=pipe)
         sent_at = self.request.get(SENT_AT)
         if sent_at and now - _frontier_written["at"] >= FRONTIER_EVERY:

@@ -4,8 +4,9 @@
 - stubborn: a stage that ignores its soft time limit;
 - refunds: a team's pipeline with stage names of its own and settings of its own (REFUNDS_*),
   written only with vetro's public API;
-- metered: outcomes chosen by the payload (fail permanently, fail once, wait once, succeed), so
-  the tests of metrics, logs and timelines know exactly what ran.
+- metered: outcomes chosen by the payload (fail permanently, fail once, wait once, succeed), then
+  a fan-out to the destinations it names, so the tests of metrics, logs and timelines know
+  exactly what ran.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline import (
     DependencyWaitError,
+    FanOut,
     PermanentError,
     Pipeline,
     Stage,
@@ -112,12 +114,28 @@ def check_reading(self: Stage, reading: dict[str, Any]) -> dict[str, Any]:
         raise TransientError(f"reading {reading.get('id')}: the meter did not answer")
     if outcome == "waits" and not self.request.retries:
         raise DependencyWaitError("the meter's breaker is open", retry_after=0.5)
-    return {"id": reading.get("id"), "checked": True}
+    return {"id": reading.get("id"), "to": reading.get("to"), "wait_on": reading.get("wait_on")}
+
+
+@stage("route", "metered")
+def route_reading(self: Stage, checked: dict[str, Any]) -> list[str]:
+    """Fan out to each destination the reading names (one, 'main', by default)."""
+    return list(checked.get("to") or ["main"])
+
+
+@stage("deliver", "metered")
+def deliver_reading(self: Stage, checked: dict[str, Any], destination: str) -> dict[str, Any]:
+    """A delivery to one destination; 'wait_on' names one that waits once on its dependency."""
+    if checked.get("wait_on") == destination and not self.request.retries:
+        raise DependencyWaitError(f"{destination} is rate limited", retry_after=0.5)
+    return {"id": checked["id"], "destination": destination}
 
 
 @stage("store", "metered")
-def store_reading(self: Stage, checked: dict[str, Any]) -> dict[str, Any]:
-    return {**checked, "stored": True}
+def store_reading(self: Stage, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": deliveries[0]["id"], "stored": [delivery["destination"] for delivery in deliveries]}
 
 
-METERED = register(Pipeline("metered", [check_reading, store_reading]))
+METERED = register(
+    Pipeline("metered", [check_reading, route_reading], fan_out=FanOut(part=deliver_reading, join=store_reading))
+)

@@ -17,7 +17,7 @@ from rich.progress import Progress
 
 from dlq.cli import db_cli, dlq_cli
 from pipeline import logs
-from pipeline.console import fail
+from pipeline.console import fail, tables
 from pipeline.console import messages as console
 from settings import ConfigError
 from vetro.quarantine_cli import quarantine_cli
@@ -102,14 +102,79 @@ def submit(
 
 
 @job_cli.command("show")
-def job_show(job_id: str) -> None:
-    """Print a job's ledger: status, where it failed and why, retries, re-drives, and each step."""
+def job_show(
+    job_id: str, as_json: bool = typer.Option(False, "--json", help="Print JSON (times in ISO 8601 UTC).")
+) -> None:
+    """A job's timeline: each step with when it began and ended, attempts, waits and worker; re-drives, replays."""
     from pipeline.ledger import describe_job
+    from vetro.timeline import for_scripts, render
 
-    record = describe_job(job_id)
-    if record is None:
+    described = describe_job(job_id)
+    if described is None:
         raise fail(f"no job {job_id!r}")
-    print(json.dumps(record, indent=2, sort_keys=True, default=str))
+    if as_json:
+        print(json.dumps(for_scripts(described), indent=2, default=str))
+    else:
+        render(described, tables())
+
+
+SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str) -> float:
+    """'90s', '15m', '2h', '7d' as seconds."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in SINCE_UNITS or not number.isdigit():
+        raise typer.BadParameter(f"{text!r}: give a number and a unit, as 90s, 15m, 2h or 7d")
+    return int(number) * SINCE_UNITS[unit]
+
+
+@job_cli.command("list")
+def job_list(
+    pipeline: list[str] = typer.Option(None, "--pipeline", help="Only this pipeline (repeatable; default: all)."),
+    status: str = typer.Option(None, help="Only jobs with this status (queued, completed, failed, ...)."),
+    since: str = typer.Option("1h", help="Submitted within this long: 90s, 15m, 2h, 7d."),
+    correlation_id: str = typer.Option(None, "--correlation-id", help="Only jobs with this correlation id."),
+    limit: int = typer.Option(50, min=1, max=10_000, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Recent jobs, newest first, from the ledger's job index (no scan of the keyspace)."""
+    import time
+
+    from rich.table import Table
+
+    from pipeline.ledger import recent_jobs
+    from pipeline.pipelines import load_pipelines
+    from vetro.timeline import iso
+
+    known = sorted(load_pipelines())
+    unknown = sorted(set(pipeline or []) - set(known))
+    if unknown:
+        raise fail(f"no pipeline {unknown[0]!r}; known: {', '.join(known)}")
+    jobs = recent_jobs(pipeline or known, time.time() - _seconds(since), status, correlation_id, limit)
+    for job in jobs:
+        for name in ("submitted_at", "finished_at"):
+            if name in job:
+                job[name] = iso(float(job[name]))
+    if as_json:
+        print(json.dumps(jobs, indent=2))
+        return
+    table = Table()
+    for column in ("job", "pipeline", "status", "submitted", "finished", "failed at", "correlation id"):
+        table.add_column(column, no_wrap=True)
+    for job in jobs:
+        failed_at = job.get("failed_stage", "-") if job.get("status") != "completed" else "-"
+        table.add_row(
+            job["job_id"],
+            job.get("pipeline", "-"),
+            job.get("status", "-"),
+            job.get("submitted_at") or "-",
+            job.get("finished_at") or "-",
+            failed_at,
+            job.get("correlation_id", "-"),
+        )
+    tables().print(table)
+    console.print(f"{len(jobs)} job(s) submitted in the last {since}", highlight=False)
 
 
 @cli.command()

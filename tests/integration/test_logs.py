@@ -37,10 +37,12 @@ def test_each_jobs_lines_carry_its_context_and_failures_are_logged_once():
         assert mine, f"no line carries job {job_id}"
         for line in mine:
             assert line["correlation_id"] == f"corr-{outcome}", line
-            assert line["pipeline"] == "metered" and line["stage"] in ("check", "store") and line["task_id"], line
+            assert line["pipeline"] == "metered" and line["task_id"], line
             assert line["attempt"] >= 1
         stages = {line["stage"] for line in mine}
-        assert stages == ({"check", "store"} if outcome in ("ok", "flaky") else {"check"})
+        assert stages == ({"check", "route", "deliver", "store"} if outcome in ("ok", "flaky") else {"check"})
+        if outcome in ("ok", "flaky"):
+            assert {line.get("destination") for line in mine if line["stage"] == "deliver"} == {"main"}
     failures = {outcome: [line for line in lines if line.get("job_id") == jobs[outcome]] for outcome in outcomes}
     permanent = [line for line in failures["permanent"] if line["level"] in ("warning", "error")]
     assert [line["level"] for line in permanent] == ["warning"]  # one line, a warning, no traceback

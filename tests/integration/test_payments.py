@@ -40,7 +40,7 @@ def effects_of(partner_url: str, key: str) -> dict[str, int]:
 
 
 def job_show(job_id: str) -> dict:
-    shown = vetro("job", "show", job_id)
+    shown = vetro("job", "show", job_id, "--json")
     assert shown.returncode == 0, shown.stderr
     return json.loads(shown.stdout)
 

@@ -30,7 +30,7 @@ def walkthrough_module() -> str:
 
 def ended(job_id: str, env: dict[str, str]) -> dict | None:
     """`vetro job show`, once the job has ended (this process cannot load the README's module)."""
-    shown = vetro("job", "show", job_id, env=env)
+    shown = vetro("job", "show", job_id, "--json", env=env)
     assert shown.returncode == 0, shown.stderr
     job = json.loads(shown.stdout)
     return job if job["status"] not in UNFINISHED else None
