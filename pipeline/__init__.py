@@ -9,7 +9,7 @@
 See the README's "Writing a pipeline".
 """
 
-from pipeline import instruments, logs  # noqa: F401 (count every process's task signals; give logs the job's context)
+from pipeline import instruments, logs, tracing  # noqa: F401 (metrics, logs and traces of every task)
 from pipeline.app import app
 from pipeline.failures import (
     BusinessRuleError,

@@ -68,3 +68,12 @@ def _carry_job_headers(headers: dict | None = None, **_: Any) -> None:
             return
         headers.update(job.headers())
     headers[SENT_AT] = time.time()
+    # A stage takes no keyword arguments: what Flower shows as its kwargs is the job, searchable there as
+    # `kwargs:correlation_id=<id>`, `kwargs:job_id=<id>` or `kwargs:pipeline=<name>`.
+    headers["kwargsrepr"] = shown_job(headers)
+
+
+def shown_job(headers: dict) -> str:
+    return repr(
+        {"job_id": headers[JOB_ID], "correlation_id": headers.get(CORRELATION_ID), "pipeline": headers.get(PIPELINE)}
+    )

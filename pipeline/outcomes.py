@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import ledger, metrics
+from pipeline import errors, ledger, metrics
 from pipeline.context import JobContext
 from pipeline.failures import FailureClass
 from settings import ConfigError, get_settings
@@ -96,6 +96,15 @@ def hand_off(
         exc_info=exc if technical and exc.__traceback__ is not None else None,
     )
     metrics.count(metrics.DEAD_LETTERS, step.job.pipeline, step.stage, str(failure_class))
+    tags = {
+        "pipeline": step.job.pipeline,
+        "job_id": step.job.job_id,
+        "correlation_id": step.job.correlation_id,
+        "stage": step.stage,
+        "destination": step.destination,
+        "failure_class": str(failure_class),
+    }
+    errors.dead_lettered(tags, exc)
     if not compensations:
         metrics.count(metrics.JOBS_FAILED, step.job.pipeline)
 

@@ -57,16 +57,20 @@ class HandedOff:
     """The step failed for good and is in the dead-letter store; the task then fails with DeadLettered."""
 
     error: BaseException
+    failure_class: FailureClass
 
 
 class DeadLettered(Exception):  # noqa: N818 (it names what happened, and Flower shows it)
-    """What Celery is told of a step that failed for good: the failure in one line (its traceback is in
-    the dead-letter row). A task's expected error (`Task.throws`): Celery logs it without a traceback,
-    and its failure info walks two frames, not the failure's own (issue 11: a third of a dead letter's cost)."""
+    """What Celery is told of a step that failed for good: its failure class and the failure, in one line (its
+    traceback is in the dead-letter row). A task's expected error (`Task.throws`): Celery logs it without a
+    traceback, and its failure info walks two frames, not the failure's own (issue 11: a third of a dead letter's
+    cost). Flower shows this text as the task's exception."""
 
     @classmethod
-    def of(cls, error: BaseException) -> DeadLettered:
-        return cls(f"{type(error).__module__}.{type(error).__qualname__}: {str(error)[:MESSAGE_SHOWN]}")
+    def of(cls, handed_off: HandedOff) -> DeadLettered:
+        error = handed_off.error
+        kind = f"{type(error).__module__}.{type(error).__qualname__}"
+        return cls(f"[{handed_off.failure_class}] {kind}: {str(error)[:MESSAGE_SHOWN]}")
 
 
 _frontier_written = {"at": 0.0}
@@ -117,7 +121,7 @@ class Stage(Task):
                 time.sleep(KEEP_PAUSE)  # the store or broker is down: do not spin on the message
             raise Reject(exc, requeue=True) from exc
         if isinstance(result, HandedOff):
-            raise DeadLettered.of(result.error) from None
+            raise DeadLettered.of(result) from None
         # What Celery logs and sends to Flower; the next steps already have the whole result.
         return privacy.redact(result)
 
@@ -266,7 +270,7 @@ class Stage(Task):
     ) -> HandedOff:
         step = FailedStep(job, self.stage, scope, list(args), dict(kwargs or {}), self.request.hostname)
         driver.fail(step, failure_class, exc, attempts)
-        return HandedOff(exc)
+        return HandedOff(exc, failure_class)
 
 
 POLICY_KNOBS = frozenset(StagePolicy.model_fields)

@@ -171,7 +171,12 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(10, ge=2, description="runs of one step (crashes included) before it is a poison job")
     spool_flush_interval: int = Field(10, ge=1, description="seconds between flushes of rows spooled in Redis")
 
-    sentry_dsn: str | None = None
+    sentry_dsn: str | None = Field(None, description="Sentry: one event per dead letter (pipeline.errors)")
+    sentry_environment: str | None = Field(None, description="Sentry's environment tag (default: production)")
+
+    tracing: Literal["off", "console", "otlp"] = Field(
+        "off", description="OpenTelemetry traces, one per job (otlp: OTEL_EXPORTER_OTLP_ENDPOINT says where)"
+    )
 
     # Logs (pipeline.logs): JSON lines for a log pipeline, or lines for people.
     log_format: Literal["console", "json"] = Field("console", description="json in production")

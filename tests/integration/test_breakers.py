@@ -115,18 +115,21 @@ def test_a_shared_rate_limit_holds_across_two_workers(partner):
         job_ids = submit_many(sample_order(n, prefix=f"rate-{uuid.uuid4().hex[:8]}") for n in range(300))
         records = wait_for_jobs(job_ids, timeout=240)
     times = call_times(partner.url, "/customers/")
-    # Tokens are taken just before each call; the partner clocks arrivals. A worker process's
-    # first call also opens its connection, arriving up to ~0.2 s after its token was taken, so
-    # the first second bunches; from then on arrivals track tokens within milliseconds.
+    # Tokens are taken just before each call and the partner clocks arrivals, which lag their tokens: by up
+    # to ~0.2 s for a worker process's first call (it opens its connection), and by scheduling delays on a
+    # loaded machine. Calls arriving within any WINDOW took their tokens within WINDOW + LAG, so at most
+    # rate * (WINDOW + LAG) + burst of them; the first second (connections opening) is left out.
+    window, lag = 2.0, 0.25
     warm = [t for t in times if t >= times[0] + 1]
-    busiest = max(sum(1 for t in warm if start <= t < start + 1) for start in warm)
-    busiest_with_warm_up = max(sum(1 for t in times if start <= t < start + 1) for start in times)
+    busiest = max(sum(1 for t in warm if start <= t < start + window) for start in warm)
     assert [record["status"] for record in records] == ["completed"] * 300
     assert len(times) >= 300
-    assert busiest <= 20 + 5
+    assert busiest <= 20 * (window + lag) + 5
+    duration = times[-1] - times[0]
+    assert len(times) <= 20 * (duration + lag) + 5 + 5  # the whole run, its first second included
     print(
-        f"\nFIGURES rate limit 20/s burst 5, 2 workers x 2 processes: busiest 1-s window {busiest} calls "
-        f"({busiest_with_warm_up} counting the first second); {len(times)} calls over {times[-1] - times[0]:.1f}s"
+        f"\nFIGURES rate limit 20/s burst 5, 2 workers x 2 processes: busiest {window:.0f}-s window {busiest} calls; "
+        f"{len(times)} calls over {duration:.1f}s"
     )
 
 

@@ -24,8 +24,9 @@ class FlowerProcess(CeleryProcess):
         self.port = port
         self.command = ["flower", "--address=127.0.0.1", f"--port={port}", f"--basic-auth={':'.join(AUTH)}"]
 
-    def tasks(self) -> dict[str, dict]:
-        answer = httpx.get(f"http://127.0.0.1:{self.port}/api/tasks", auth=AUTH, timeout=10)
+    def tasks(self, search: str | None = None) -> dict[str, dict]:
+        params = {"search": search} if search else {}
+        answer = httpx.get(f"http://127.0.0.1:{self.port}/api/tasks", params=params, auth=AUTH, timeout=10)
         answer.raise_for_status()
         return answer.json()
 
@@ -38,12 +39,24 @@ def test_flower_shows_a_jobs_steps_live_though_workers_start_with_events_off(par
         flower.start()
         try:
             wait_until(lambda: "enabled by remote" in worker.log(), 60, "Flower to turn the worker's events on")
-            job_id = submit(sample_order(1, prefix="flower") | {"order_type": "purchase", "region": "eu"})
+            order = sample_order(1, prefix="flower") | {"order_type": "purchase", "region": "eu"}
+            job_id = submit(order, correlation_id="corr-flower")
             wait_for_completion([job_id], timeout=90)
 
-            def steps_shown() -> set[str]:
-                return {task["name"] for task in flower.tasks().values() if task["uuid"].startswith(job_id)}
+            def steps_shown(search: str | None = None) -> set[str]:
+                return {task["name"] for task in flower.tasks(search).values() if task["uuid"].startswith(job_id)}
 
             wait_until(lambda: {"orders.validate", "orders.finish"} <= steps_shown(), 60, "Flower to list the steps")
+            # The job is what Flower shows as each step's kwargs, and what its search finds.
+            validate = next(task for task in flower.tasks().values() if task["uuid"] == f"{job_id}.validate")
+            assert (
+                f"'job_id': '{job_id}'" in validate["kwargs"]
+                and "'correlation_id': 'corr-flower'" in validate["kwargs"]
+            )
+            assert "'pipeline': 'orders'" in validate["kwargs"]
+            shown = [task for task in flower.tasks().values() if task["uuid"].startswith(job_id)]
+            assert not any("@" in (task["args"] or "") for task in shown)  # customers' emails are redacted
+            assert {"orders.validate", "orders.finish"} <= steps_shown("kwargs:correlation_id=corr-flower")
+            assert not steps_shown("kwargs:correlation_id=someone-else")
         finally:
             flower.stop()
