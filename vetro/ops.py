@@ -275,9 +275,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200 if current.ready else 503, current.as_dict())
             else:
                 self._json(404, {"error": f"no such endpoint: {path[:100]}"})
-        except Exception as error:  # a request must never end the server
+        except Exception as error:  # a request must never end the server; a service that cannot tell is not ready
             log.exception("serving %s failed", path[:100])
-            self._json(500, {"error": f"{type(error).__name__}: {error}"[:300]})
+            status = 503 if path == "/health/ready" else 500
+            self._json(status, {"ready": False, "error": f"{type(error).__name__}: {error}"[:300]})
 
     def _json(self, status: int, body: dict[str, Any]) -> None:
         self._send(status, json.dumps(body, default=str).encode(), "application/json")

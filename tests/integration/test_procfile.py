@@ -26,7 +26,7 @@ RUN_FOR = 30  # seconds the stack must stay up with jobs going through
 
 
 def test_honcho_start_runs_the_stack_for_30_seconds_with_jobs_going_through(tmp_path):
-    stub_port, flower_port = free_port(), free_port()
+    stub_port, flower_port, ops_port = free_port(), free_port(), free_port()
     stub = f"http://127.0.0.1:{stub_port}"
     env = {
         **os.environ,
@@ -35,6 +35,7 @@ def test_honcho_start_runs_the_stack_for_30_seconds_with_jobs_going_through(tmp_
         "ORDERS_PARTNER_URL": stub,
         "STUB_PORT": str(stub_port),
         "FLOWER_PORT": str(flower_port),
+        "OPS_PORT": str(ops_port),
         "FLOWER_PASSWORD": "test-only",
         "WORKER_CONCURRENCY": "1",
         "VETRO_DATABASE_URL": f"sqlite:///{tmp_path}/dlq.db",
@@ -65,6 +66,8 @@ def test_honcho_start_runs_the_stack_for_30_seconds_with_jobs_going_through(tmp_
         records = wait_for_completion(job_ids, timeout=120)
         assert honcho.poll() is None, log.read_text()[-3000:]
         assert _answers(f"http://127.0.0.1:{flower_port}/healthcheck")
+        ready = httpx.get(f"http://127.0.0.1:{ops_port}/health/ready", timeout=30)  # vetro serve
+        assert ready.status_code == 200, ready.text
     finally:
         os.killpg(honcho.pid, signal.SIGTERM)
         honcho.wait(60)

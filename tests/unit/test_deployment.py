@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).parents[2]
-LONG_RUNNING = ["redis", "postgres", "worker", "beat", "flower", "stub"]
+LONG_RUNNING = ["redis", "postgres", "worker", "beat", "flower", "stub", "ops"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,8 @@ def test_no_password_is_written_in_the_file_and_nothing_listens_beyond_loopback(
 
 def test_the_procfile_keeps_flower_and_the_stub_on_loopback_and_runs_no_one_shot_process():
     processes = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
-    assert set(processes) == {"worker", "beat", "flower", "stub"}  # a process that exits stops honcho's stack
+    assert set(processes) == {"worker", "beat", "flower", "stub", "ops"}  # a process that exits stops honcho's stack
     assert "--address=${FLOWER_ADDRESS:-127.0.0.1}" in processes["flower"]
     assert "${FLOWER_PASSWORD:?" in processes["flower"]
     assert "--host 127.0.0.1" in processes["stub"]
+    assert "--host" not in processes["ops"]  # VETRO_SERVE_HOST: 127.0.0.1 unless set
