@@ -5,7 +5,7 @@ years after a Redis reconnect: celery#4453, #7705, #8030, #8990, #10205, #10302)
 TCP checks pass; only the queue tells. So the worker's consumer notes, for each queue, when it
 last took a message, and a timer in the worker's own event loop writes that, with the worker's
 running task count, to Redis every HEARTBEAT_EVERY seconds. Health compares it with the age of
-the oldest waiting message (vetro.ops). A worker stopped or hung writes nothing, and its entry
+the oldest waiting message (pipeline.health). A worker stopped or hung writes nothing, and its entry
 ages out.
 """
 

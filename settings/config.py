@@ -212,6 +212,15 @@ class Settings(BaseSettings):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
+    @field_validator("serve_auth")
+    @classmethod
+    def _user_and_password(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None:
+            user, _, password = secret.get_secret_value().partition(":")
+            if not user or not password:
+                raise ValueError("give user:password")
+        return secret
+
     @field_validator("encryption_keys")
     @classmethod
     def _fernet_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:

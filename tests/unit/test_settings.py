@@ -43,6 +43,9 @@ def test_a_stage_policy_that_does_not_hold_together_names_its_variable(monkeypat
         # Lifetimes are aligned, so that nothing outlives what it points to.
         ("VETRO_SUBMIT_DEDUP_TTL", "3600", "VETRO_SUBMIT_DEDUP_TTL (3600) must be at least VETRO_JOB_TTL (604800)"),
         ("VETRO_REPLAY_WINDOW", "3600", "VETRO_REPLAY_WINDOW (3600) must be at least VETRO_JOB_TTL (604800)"),
+        ("VETRO_SERVE_AUTH", "just-a-password", "VETRO_SERVE_AUTH: give user:password"),
+        ("VETRO_LOG_FORMAT", "xml", "VETRO_LOG_FORMAT: Input should be 'console' or 'json'"),
+        ("VETRO_TRACING", "jaeger", "VETRO_TRACING: Input should be 'off', 'console' or 'otlp'"),
     ],
 )
 def test_a_bad_value_names_the_variable_in_one_line(monkeypatch, variable, value, expected):
