@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -209,3 +210,29 @@ def test_every_endpoint_asks_for_the_configured_credentials(fleet):
             assert httpx.get(f"{url}{path}", timeout=30).status_code == 401
             assert httpx.get(f"{url}{path}", auth=("ops", "wrong"), timeout=30).status_code == 401
             assert httpx.get(f"{url}{path}", auth=("ops", "s3cret"), timeout=30).status_code == 200
+
+
+def test_a_slow_dependency_is_counted_logged_and_its_latency_shown(monkeypatch, caplog):
+    from pipeline import dependencies, metrics
+    from pipeline.health import core_health
+    from settings import reset_settings
+
+    monkeypatch.setenv("VETRO_SLOW_CALL_SECONDS", "0.2")
+    reset_settings()
+    name = f"slowpoke-{os.getpid()}"
+    try:
+        for pause in (0.01, 0.01, 0.3):
+            dependencies.call(name, time.sleep, pause)
+        metrics.flush()
+        durations, slow = metrics.read((metrics.CALL_DURATION, metrics.SLOW_CALLS))
+        [calls] = [
+            s for s in metrics.histogram_series(metrics.CALL_DURATION, durations) if s.labels["dependency"] == name
+        ]
+        assert calls.count == 3 and calls.quantile(0.5) < 0.2 < calls.quantile(0.95)
+        assert {s.labels["dependency"]: s.value for s in metrics.counter_series(metrics.SLOW_CALLS, slow)}[name] == 1
+        assert [r for r in caplog.records if f"slow call to {name}" in r.getMessage()]
+        [shown] = [latency for latency in core_health().dependencies if latency.name == name]
+        assert (shown.calls, shown.slow_calls) == (3, 1)
+    finally:
+        monkeypatch.delenv("VETRO_SLOW_CALL_SECONDS")
+        reset_settings()
