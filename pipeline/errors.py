@@ -11,22 +11,27 @@ from __future__ import annotations
 
 from typing import Any
 
-import sentry_sdk
 from celery.signals import worker_init
-from sentry_sdk.integrations.celery import CeleryIntegration
-from sentry_sdk.integrations.logging import LoggingIntegration
-from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
 from settings import get_settings
 
 ENVIRONMENT_DEFAULT = "production"
+_state = {"on": False}
 
 
 def setup() -> bool:
-    """Start Sentry in this process if a DSN is set; whether it is on."""
+    """Start Sentry in this process if a DSN is set; whether it is on.
+
+    Sentry is imported only then: its Celery integration alone weighs about 15 MiB per process.
+    """
     settings = get_settings()
     if not settings.sentry_dsn:
         return False
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.logging import LoggingIntegration
+    from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
+
     sentry_sdk.init(
         dsn=settings.sentry_dsn,
         environment=settings.sentry_environment or ENVIRONMENT_DEFAULT,
@@ -38,6 +43,7 @@ def setup() -> bool:
         integrations=[CeleryIntegration(), LoggingIntegration(event_level=None)],
         traces_sample_rate=0.0,
     )
+    _state["on"] = True
     return True
 
 
@@ -48,8 +54,10 @@ def _start_in_worker(**_: Any) -> None:
 
 def dead_lettered(tags: dict[str, str | None], error: BaseException) -> None:
     """One event for a step that failed for good (nothing is sent when Sentry is off)."""
-    if not sentry_sdk.get_client().is_active():
+    if not _state["on"]:
         return
+    import sentry_sdk
+
     with sentry_sdk.new_scope() as scope:
         for name, value in tags.items():
             if value is not None:

@@ -31,7 +31,7 @@ CLAIMED, DONE, BUSY, UNKNOWN, UNDOING = "claimed", "done", "busy", "unknown", "u
 # or another attempt had already recorded the step (the caller then resumes, as for DONE).
 RECORDED, COMPLETED, JOINED, DUPLICATE = "recorded", "completed", "joined", "duplicate"
 
-# KEYS: record, results, lease. ARGV: scope, owner, lease ms, '1' for a compensation, now, worker.
+# KEYS: record, results, lease. ARGV: scope, owner, lease ms, '1' for a compensation.
 # The job's identity comes from its ledger record; the count of earlier unfinished runs is kept on it.
 _CLAIM = """
 local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations')
@@ -45,7 +45,6 @@ if stored then
 end
 if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then
     local starts = redis.call('HINCRBY', KEYS[1], 'starts:' .. ARGV[1], 1)
-    redis.call('HSET', KEYS[1], 'began:' .. ARGV[1], ARGV[5], 'worker:' .. ARGV[1], ARGV[6])
     return {'claimed', tostring(starts - 1), unpack(identity)}
 end
 redis.call('HINCRBY', KEYS[1], 'conflicts:' .. ARGV[1], 1)
@@ -53,19 +52,25 @@ return {'busy', tostring(redis.call('PTTL', KEYS[3])), unpack(identity)}
 """
 
 # KEYS: record, results, attempts, lease, then the queues of the messages to push. ARGV: scope, result, now,
-# ttl, role, branch count, branch names (JSON), '1' to start the lifetime of the results, then
-# the messages. The lease is dropped whoever holds it: once the result is in, every later claim gets it.
+# ttl, role, branch count, branch names (JSON), '1' to start the lifetime of the results, when the run began and
+# on which worker (the job's timeline), then the messages. The lease is dropped whoever holds it: once the
+# result is in, every later claim gets it.
 # The keys live job_ttl from submission (the record) or from the first step (results), and again from each
 # retry (pipeline.guard's release) and from the job's end: a job that keeps moving never outlives them.
 _RECORD = """
 local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 redis.call('DEL', KEYS[4])
-redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'progress_at', ARGV[3], 'last_step', ARGV[1], 'stalls', 0)
-for i = 5, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[i + 4]) end
+if new == 1 then
+    local step = ARGV[1]
+    redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'progress_at', ARGV[3], 'last_step', step, 'stalls', 0,
+        'began:' .. step, ARGV[9], 'worker:' .. step, ARGV[10], 'ended:' .. step, ARGV[3])
+else
+    redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'progress_at', ARGV[3], 'last_step', ARGV[1], 'stalls', 0)
+end
+for i = 5, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[i + 6]) end
 local outcome = 'duplicate'
 if new == 1 then
     outcome = 'recorded'
-    redis.call('HSET', KEYS[1], 'ended:' .. ARGV[1], ARGV[3])
     if ARGV[5] == 'planner' then
         redis.call('HSET', KEYS[1], 'parts_expected', ARGV[6], 'branches', ARGV[7])
     elseif ARGV[5] == 'part' then
@@ -87,12 +92,17 @@ return {outcome, job[1] or '0', job[2] or '0'}
 """
 
 # KEYS: record, attempts, lease, results. ARGV: scope, owner, now, counter ('failed', 'waits' or ''), budget, stage,
-# ttl. A counted attempt (a retry or a wait follows) starts the job's lifetimes again.
+# ttl, when the run began and on which worker ('' if untold). A counted attempt (a retry or a wait follows) starts
+# the job's lifetimes again.
 # Returns the step's count for that counter, and 1 if it is still within the budget (a retry follows).
 _RELEASE = """
 if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
 redis.call('HDEL', KEYS[1], 'starts:' .. ARGV[1])
-redis.call('HSET', KEYS[1], 'touched_at', ARGV[3])
+if ARGV[8] == '' then
+    redis.call('HSET', KEYS[1], 'touched_at', ARGV[3])
+else
+    redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'began:' .. ARGV[1], ARGV[8], 'worker:' .. ARGV[1], ARGV[9])
+end
 if ARGV[4] == '' then return {0, 0} end
 local count = redis.call('HINCRBY', KEYS[2], ARGV[4] .. ':' .. ARGV[1], 1)
 for _, name in ipairs({KEYS[1], KEYS[2], KEYS[4]}) do redis.call('EXPIRE', name, ARGV[7]) end
@@ -145,22 +155,13 @@ class Guard:
         self.scope = scope
         self.keys = JobKeys(pipeline, job_id)
 
-    def claim(
-        self,
-        owner: str,
-        lease_seconds: float,
-        pipe: redis.client.Pipeline,
-        compensation: bool = False,
-        now: float = 0.0,
-        worker: str = "",
-    ) -> Any:
+    def claim(self, owner: str, lease_seconds: float, pipe: redis.client.Pipeline, compensation: bool = False) -> Any:
         """Queue the claim of the step on `pipe`; `parse_claim` reads its answer.
 
         Once a job is being compensated, only compensations may claim: its other steps get UNDOING.
-        A claimed step notes when it began and on which worker (the job's timeline).
         """
         keys = [self.keys.record, self.keys.results, self.keys.lease(self.scope)]
-        args = [self.scope, owner, int(lease_seconds * 1000), "1" if compensation else "0", now, worker]
+        args = [self.scope, owner, int(lease_seconds * 1000), "1" if compensation else "0"]
         # Queued on the caller's pipeline as EVALSHA (see pipeline.store.script_sha).
         return pipe.evalsha(script_sha("claim", _CLAIM), len(keys), *keys, *args)
 
@@ -186,24 +187,37 @@ class Guard:
         branches: list[str] | None = None,
         first: bool = False,
         pushes: list[tuple[str, str]] | None = None,
+        ran: tuple[float, str] = (0.0, ""),
     ) -> Record:
         """Record the step's result and push `pushes` (queue key, message), the messages of the steps it starts.
 
         A planner's `branches` are noted on the job for the fan-in and for operators. `first`: the
         job's first step, which starts the lifetime of its results (the record's started at submission).
+        `ran`: when this run began and on which worker, kept with the step for the job's timeline.
         """
         pushes = pushes or []
         keys = [self.keys.record, self.keys.results, self.keys.attempts, self.keys.lease(self.scope)]
         keys += [queue for queue, _ in pushes]
         branches = branches or []
         args = [self.scope, encoded_result, now, get_settings().job_ttl, role, len(branches), dumps(branches)]
-        args += ["1" if first else "0", *(message for _, message in pushes)]
+        args += ["1" if first else "0", *ran, *(message for _, message in pushes)]
         outcome, dead_lettered, submitted_at = script("record", _RECORD)(keys=keys, args=args)
         return Record(outcome.decode(), dead_lettered == b"1", float(submitted_at))
 
-    def release(self, owner: str, now: float, counter: str = "", budget: int = 0, stage: str = "") -> Release:
-        """Drop the lease; with a counter ('failed' or 'waits'), count this attempt against `budget`."""
+    def release(
+        self,
+        owner: str,
+        now: float,
+        counter: str = "",
+        budget: int = 0,
+        stage: str = "",
+        ran: tuple[float, str] = (0.0, ""),
+    ) -> Release:
+        """Drop the lease; with a counter ('failed' or 'waits'), count this attempt against `budget`.
+
+        `ran`: when this run began and on which worker, kept with the step for the job's timeline."""
         keys = [self.keys.record, self.keys.attempts, self.keys.lease(self.scope), self.keys.results]
-        args = [self.scope, owner, now, counter, budget, stage, get_settings().job_ttl]
+        began, worker = ran
+        args = [self.scope, owner, now, counter, budget, stage, get_settings().job_ttl, began or "", worker]
         count, within = script("release", _RELEASE)(keys=keys, args=args)
         return Release(int(count), bool(within))

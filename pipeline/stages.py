@@ -144,6 +144,7 @@ class Stage(Task):
             return self._hand_off(job, guard.scope, UnknownJobError(f"job {job_id} has no ledger record"), args)
         job = claim.job
         self.request.vetro_job = job
+        self.request.vetro_began = now
         if claim.status == UNDOING:
             log.info("job %s is being compensated: %s does not run", job_id, guard.scope)
             return None
@@ -196,10 +197,14 @@ class Stage(Task):
         pipeline = self.pipeline
         first = self.stage == pipeline.stages[0].stage
         if role not in (Role.STEP, Role.PLANNER) or not records_carry_publishes():
-            return guard.record(encoded, time.time(), role, branches, first)
+            return guard.record(encoded, time.time(), role, branches, first, ran=self._ran())
         (pushes,) = driver.messages([(job, pipeline.after(self.stage, args, result))])
-        guard.record(encoded, time.time(), role, branches, first, pushes)
+        guard.record(encoded, time.time(), role, branches, first, pushes, self._ran())
         return None
+
+    def _ran(self) -> tuple[float, str]:
+        """When this run began and on which worker (the job's timeline)."""
+        return getattr(self.request, "vetro_began", 0.0), self.request.hostname or ""
 
     def _refuse(self, reason: str, args: tuple, kwargs: dict) -> None:
         """A message no job asked for (forged, or a bug): kept in the quarantine, never run, the job untouched."""
@@ -214,7 +219,7 @@ class Stage(Task):
 
     def _claim_once(self, guard: Guard, owner: str, now: float, compensation: bool) -> list:
         pipe = redis_client().pipeline(transaction=False)
-        guard.claim(owner, self.lease_seconds, pipe, compensation, now, self.request.hostname or "")
+        guard.claim(owner, self.lease_seconds, pipe, compensation)
         ledger.expect(guard.pipeline, guard.job_id, pipe=pipe)
         sent_at = self.request.get(SENT_AT)
         if sent_at and now - _frontier_written["at"] >= FRONTIER_EVERY:
@@ -237,13 +242,13 @@ class Stage(Task):
         labels = (self.pipeline_name, self.stage)
         if failure.waiting:
             # An open breaker or a spent rate limit: come back when it clears, without spending a retry.
-            release = guard.release(owner, time.time(), "waits", settings.max_dependency_waits, self.stage)
+            release = guard.release(owner, time.time(), "waits", settings.max_dependency_waits, self.stage, self._ran())
             if release.retry:
                 metrics.count(metrics.DEPENDENCY_WAITS, *labels)
                 self._wait(job.job_id, (failure.retry_after or 1) + random.uniform(0, 1), exc)
         else:
             metrics.count(metrics.STEP_FAILURES, *labels, str(failure.failure_class))
-            release = guard.release(owner, time.time(), "failed", retry_budget(self, failure), self.stage)
+            release = guard.release(owner, time.time(), "failed", retry_budget(self, failure), self.stage, self._ran())
             if release.retry:
                 metrics.count(metrics.STEP_RETRIES, *labels, str(failure.failure_class))
                 self._wait(job.job_id, retry_delay(self, failure, release.count), exc)
