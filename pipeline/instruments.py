@@ -1,8 +1,10 @@
-"""Celery's task signals, counted under the Celery exporter's names (pipeline.metrics).
+"""What vetro does around every task, from Celery's signals: count it, give its log lines the job, trace it.
 
-Every process that publishes counts what it sent; a worker's main process counts what it
-received, its pool processes what they started and how it ended. The hostname label is the
-machine's name, never a process's, so label sets stay bounded however often processes restart.
+Counts use the Celery exporter's names (pipeline.metrics). Every process that publishes counts
+what it sent; a worker's main process counts what it received, its pool processes what they
+started and how it ended. The hostname label is the machine's name, never a process's, so label
+sets stay bounded however often processes restart. One receiver per signal does all three
+(each receiver costs Celery's dispatch on every task).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from pipeline import metrics
+from pipeline import logs, metrics, tracing
 from pipeline.context import SENT_AT
 from pipeline.metrics import HOSTNAME
 
@@ -49,9 +51,16 @@ def _received(request: Any = None, **_: Any) -> None:
 
 
 @task_prerun.connect
-def _prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+def _prerun(task_id: str | None = None, task: Any = None, args: tuple | None = None, **_: Any) -> None:
     now = time.time()
     request = task.request
+    try:
+        fields = logs.job_context(task, tuple(args or ()))
+    except Exception:  # a message the shield let through but no pipeline knows: its lines carry no job
+        fields = {"task_id": request.id}
+    logs.bind(fields)
+    if task_id and tracing.on():
+        tracing.start(task_id, task.name, fields)
     labels = _labels(task.name, request)
     metrics.count(metrics.TASK_STARTED, *labels)
     sent_at = request.get(SENT_AT)
@@ -64,6 +73,9 @@ def _prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
 @task_postrun.connect
 def _postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
     started = _started.pop(task_id or "", None)
+    if tracing.on():
+        tracing.end(task_id or "", state)
+    logs.unbind()
     labels = _labels(task.name, task.request)
     if state == states.SUCCESS:
         metrics.count(metrics.TASK_SUCCEEDED, *labels)

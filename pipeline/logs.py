@@ -2,7 +2,8 @@
 
 Every line logged while a task runs (vetro's, Celery's, a stage's own `logging` calls) carries
 the job's context: pipeline, job id, correlation id, stage, destination, attempt and task id,
-bound when the task starts, so no stage code passes them along. Payloads stay out: Celery's line
+bound when the task starts (pipeline.instruments), so no stage code passes them along. One
+context variable holds them all: binding is one assignment, not one variable per field. Payloads stay out: Celery's line
 for a task that succeeded drops its return value unless VETRO_LOG_PAYLOADS is set (and then it
 is redacted, pipeline.privacy). A step that fails for good is logged once by vetro
 (pipeline.outcomes), so Celery's own INFO line for it is dropped.
@@ -10,12 +11,13 @@ is redacted, pipeline.privacy). A step that fails for good is logged once by vet
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 from typing import Any
 
 import structlog
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import setup_logging
 
 from pipeline.context import JobContext
 from pipeline.pipelines import get_pipeline
@@ -23,7 +25,21 @@ from settings import get_settings
 
 CELERY_TRACE = "celery.app.trace"
 DEAD_LETTERED = "DeadLettered("  # how Celery shows the exception vetro fails a dead-lettered task with
-CONTEXT_FIELDS = ("pipeline", "job_id", "correlation_id", "stage", "destination", "attempt", "task_id")
+_job: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("vetro_job_log_context", default=None)
+
+
+def bind(fields: dict[str, Any]) -> None:
+    """Every line logged from now on in this task carries `fields`."""
+    _job.set(fields)
+
+
+def unbind() -> None:
+    _job.set(None)
+
+
+def _with_job(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    fields = _job.get()
+    return {**fields, **event_dict} if fields else event_dict
 
 
 def _without_payloads(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -49,13 +65,17 @@ def configure(level: int | str = logging.INFO) -> None:
     """Route every standard-library log line through structlog's renderer, with the job's context."""
     json = get_settings().log_format == "json"
     shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+        _with_job,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _without_payloads,
     ]
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0, pad_level=False, sort_keys=False)
+    )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         pass_foreign_args=True,
@@ -107,18 +127,3 @@ def job_context(task: Any, args: tuple) -> dict[str, Any]:
     if "." in scope:
         context["destination"] = scope.split(".", 1)[1]
     return context
-
-
-@task_prerun.connect
-def _bind(task: Any = None, args: tuple | None = None, **_: Any) -> None:
-    structlog.contextvars.clear_contextvars()
-    try:
-        context = job_context(task, tuple(args or ()))
-    except Exception:  # a message the shield let through but no pipeline knows: log it without a job
-        context = {"task_id": getattr(task.request, "id", None)}
-    structlog.contextvars.bind_contextvars(**context)
-
-
-@task_postrun.connect
-def _unbind(**_: Any) -> None:
-    structlog.contextvars.clear_contextvars()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import bisect
+import functools
 import json
 import logging
 import os
@@ -179,6 +180,11 @@ os.register_at_fork(after_in_child=_forget_parents_counts)
 def _field(metric: Metric, values: tuple[str, ...]) -> str:
     if len(values) != len(metric.labels):
         raise ValueError(f"{metric.name}: labels {metric.labels}, got {values!r}")
+    return _encoded(values)
+
+
+@functools.lru_cache(maxsize=4096)  # label sets are few (bounded by design); encoding them is per count
+def _encoded(values: tuple[str, ...]) -> str:
     return json.dumps([str(value) for value in values], separators=(",", ":"))
 
 

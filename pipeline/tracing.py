@@ -14,9 +14,8 @@ import contextvars
 import uuid
 from typing import Any
 
-from celery.signals import task_postrun, task_prerun, worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown
 
-from pipeline.logs import job_context
 from settings import get_settings
 
 _job_trace: contextvars.ContextVar[int | None] = contextvars.ContextVar("vetro_job_trace", default=None)
@@ -81,28 +80,26 @@ def _flush(**_: Any) -> None:
         trace.get_tracer_provider().force_flush()
 
 
-@task_prerun.connect
-def _start_span(task_id: str | None = None, task: Any = None, args: tuple | None = None, **_: Any) -> None:
-    if not _state["on"] or not task_id:
-        return
+def on() -> bool:
+    return _state["on"]
+
+
+def start(task_id: str, name: str, fields: dict[str, Any]) -> None:
+    """A span for this run of a step, in its job's trace (pipeline.instruments calls it when tracing is on)."""
     from opentelemetry import context, trace
 
-    fields = job_context(task, tuple(args or ()))
     token = _job_trace.set(trace_id_of(fields.get("job_id", "")))
     try:
-        span = trace.get_tracer("vetro").start_span(
-            f"{task.name}", context=context.Context(), kind=trace.SpanKind.CONSUMER
-        )
+        span = trace.get_tracer("vetro").start_span(name, context=context.Context(), kind=trace.SpanKind.CONSUMER)
     finally:
         _job_trace.reset(token)
-    for name, value in fields.items():
-        span.set_attribute(f"vetro.{name}", value)
+    for field, value in fields.items():
+        span.set_attribute(f"vetro.{field}", value)
     _running[task_id] = (span, context.attach(trace.set_span_in_context(span)))
 
 
-@task_postrun.connect
-def _end_span(task_id: str | None = None, state: str | None = None, **_: Any) -> None:
-    found = _running.pop(task_id or "", None)
+def end(task_id: str, state: str | None) -> None:
+    found = _running.pop(task_id, None)
     if found is None:
         return
     from opentelemetry import context
