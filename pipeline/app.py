@@ -21,7 +21,8 @@ warnings.filterwarnings("ignore", message="Call to deprecated setex", category=D
 UNACKED_MUTEX_EXPIRE = 10  # seconds
 
 
-def _is_redis(url: str) -> bool:
+def is_redis(url: str) -> bool:
+    """A Redis URL (the broker may also be RabbitMQ)."""
     return url.startswith(("redis://", "rediss://", "unix://"))
 
 
@@ -79,7 +80,7 @@ def celery_config(settings: Settings) -> dict:
         },
         "enable_utc": True,
     }
-    if _is_redis(settings.broker_url):
+    if is_redis(settings.broker_url):
         # kombu's Redis transport, kept from ending the worker when Redis restarts (see the module).
         config["broker_transport"] = "pipeline.transport:Transport"
         config["broker_transport_options"] = {
@@ -101,7 +102,7 @@ def records_carry_publishes() -> bool:
     """Whether a step's record can push the next step's message itself: the broker is the result store's
     Redis, reached through vetro's transport, which can hand a publish's LPUSH to the caller."""
     settings = get_settings()
-    return _is_redis(settings.broker_url) and settings.broker_url == settings.results_url
+    return is_redis(settings.broker_url) and settings.broker_url == settings.results_url
 
 
 def control_queue(settings: Settings) -> str:

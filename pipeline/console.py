@@ -18,6 +18,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def first_line(error: BaseException) -> str:
+    """An error's first line (a driver's message can run to many), or its type's name when it says nothing."""
+    return next(iter(str(error).strip().splitlines()), type(error).__name__)
+
+
 def tables() -> Console:
     """Standard output for tables: as wide as the terminal, or wide enough never to cut a cell when piped."""
     return Console(soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)

@@ -18,11 +18,13 @@ import redis
 from kombu import Connection
 
 from pipeline import breakers, heartbeat, metrics
-from pipeline.app import control_queue
+from pipeline.app import control_queue, is_redis
 from pipeline.context import SENT_AT
 from pipeline.pipelines import dependencies
+from pipeline.reconciler import messages_waiting
 from settings import get_settings
 
+RESULT_STORE = "result_store"  # the name of its check
 PROBE_TIMEOUT = 3  # seconds a server may take to answer a health probe
 BREAKER_STATES = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreaker.STATE_OPEN: 2}
 
@@ -64,13 +66,14 @@ class CoreHealth:
     problems: list[str] = field(default_factory=list)  # why it is not ready
     warnings: list[str] = field(default_factory=list)  # why it is degraded
 
+    @property
+    def store_answered(self) -> bool:
+        """The result store answered, so the heartbeats, breakers and metrics kept there were read."""
+        return all(check.ok for check in self.checks if check.name == RESULT_STORE)
+
 
 def _probe_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT, retry=None)
-
-
-def _is_redis(url: str) -> bool:
-    return url.startswith(("redis://", "rediss://", "unix://"))
 
 
 def _sent_at(raw: bytes | None) -> float | None:
@@ -101,10 +104,7 @@ def _amqp_queues(url: str, names: list[str]) -> dict[str, tuple[int, float | Non
     with Connection(url, connect_timeout=PROBE_TIMEOUT) as connection:
         connection.ensure_connection(max_retries=1)
         for name in names:
-            try:
-                found[name] = (int(connection.default_channel.queue_declare(name, passive=True).message_count), None)
-            except connection.channel_errors:
-                found[name] = (0, None)
+            found[name] = (messages_waiting(connection, name), None)
     return found
 
 
@@ -135,9 +135,9 @@ def core_health(now: float | None = None) -> CoreHealth:
     bound = settings.health_stall_seconds
     try:
         _probe_client(settings.results_url).ping()
-        report.checks.append(Check("result_store", True))
+        report.checks.append(Check(RESULT_STORE, True))
     except redis.RedisError as error:
-        report.checks.append(Check("result_store", False, f"{type(error).__name__}: {error}"))
+        report.checks.append(Check(RESULT_STORE, False, f"{type(error).__name__}: {error}"))
         report.problems.append(f"the result store does not answer ({type(error).__name__})")
         return report  # the heartbeat, breakers and metrics all live there
     report.workers = heartbeat.workers()
@@ -145,7 +145,7 @@ def core_health(now: float | None = None) -> CoreHealth:
     live = [worker for worker in report.workers if worker.up(now)]
     names = sorted({settings.queue, control_queue(settings), *consumed, *(q for w in live for q in w.queues)})
     try:
-        read = _redis_queues if _is_redis(settings.broker_url) else _amqp_queues
+        read = _redis_queues if is_redis(settings.broker_url) else _amqp_queues
         lengths = read(settings.broker_url, names)
         report.checks.append(Check("broker", True))
     except Exception as error:

@@ -115,15 +115,19 @@ def open_jobs(pipe: redis.client.Pipeline, pipeline: str, jobs: list[tuple[JobCo
     if jobs:
         due_at = now + stall_after()
         _watch(pipe, pipeline, {job.job_id: due_at for job, _ in jobs})
-        pipe.zadd(index_key(pipeline), {job.job_id: now for job, _ in jobs})
-        pipe.expire(index_key(pipeline), get_settings().replay_window)
+        _scored(pipe, index_key(pipeline), {job.job_id: now for job, _ in jobs})
 
 
 def _watch(pipe: redis.client.Pipeline, pipeline: str, due: dict[str, float]) -> None:
-    """Put jobs in the due set (job id -> due time). The set lives a replay window past the last job put
-    in it: any job in it by then has long ended or been dead-lettered."""
-    pipe.zadd(due_key(pipeline), due)
-    pipe.expire(due_key(pipeline), get_settings().replay_window)
+    """Put jobs in the due set (job id -> due time)."""
+    _scored(pipe, due_key(pipeline), due)
+
+
+def _scored(pipe: redis.client.Pipeline, name: str, scores: dict[str, float]) -> None:
+    """Add jobs to one of a pipeline's sorted sets, which lives a replay window past the last job put in it:
+    any job in it by then has long ended or been dead-lettered, and its record is gone."""
+    pipe.zadd(name, scores)
+    pipe.expire(name, get_settings().replay_window)
 
 
 def expect(pipeline: str, job_id: str, within: float = 0.0, pipe: redis.client.Pipeline | None = None) -> None:
@@ -352,11 +356,11 @@ def describe_job(job_id: str) -> dict[str, Any] | None:
         steps.setdefault(scope, {"status": "pending"})[counter] = int(value)
     for name, value in step_fields.items():
         prefix, scope = name.split(":", 1)
-        shown = STEP_FIELDS[f"{prefix}:"]
-        if prefix + ":" == STARTS and scope in state.results:
+        prefix += ":"
+        if prefix == STARTS and scope in state.results:
             continue  # a finished step's runs all ended; the guard leaves their count behind
-        step = steps.setdefault(scope, {"status": "pending"})
-        step[shown] = value if shown == "worker" else _number(value)
+        shown = STEP_FIELDS[prefix]
+        steps.setdefault(scope, {"status": "pending"})[shown] = value if shown == "worker" else _number(value)
     for scope, seconds in leases_held(pipeline, job_id, steps).items():
         steps[scope].update(status="running", lease_seconds_left=seconds)
     if record.get("failed_stage") in steps and record.get("status") != COMPLETED:

@@ -3,10 +3,10 @@
 Every line logged while a task runs (vetro's, Celery's, a stage's own `logging` calls) carries
 the job's context: pipeline, job id, correlation id, stage, destination, attempt and task id,
 bound when the task starts (pipeline.instruments), so no stage code passes them along. One
-context variable holds them all: binding is one assignment, not one variable per field. Payloads stay out: Celery's line
-for a task that succeeded drops its return value unless VETRO_LOG_PAYLOADS is set (and then it
-is redacted, pipeline.privacy). A step that fails for good is logged once by vetro
-(pipeline.outcomes), so Celery's own INFO line for it is dropped.
+context variable holds them all: binding is one assignment, not one variable per field.
+Payloads stay out: Celery's line for a task that succeeded drops its return value unless
+VETRO_LOG_PAYLOADS is set (and then it is redacted, pipeline.privacy). A step that fails for
+good is logged once by vetro (pipeline.outcomes), so Celery's own INFO line for it is dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import structlog
 from celery.signals import setup_logging
 
 from pipeline.context import JobContext
-from pipeline.pipelines import get_pipeline
+from pipeline.pipelines import destination_of, get_pipeline
 from settings import get_settings
 
 CELERY_TRACE = "celery.app.trace"
@@ -122,10 +122,8 @@ def job_context(task: Any, args: tuple) -> dict[str, Any]:
     context: dict[str, Any] = {"task_id": request.id}
     if job is None:
         return context
-    stage = getattr(task, "stage", "") or task.name
-    scope = stage
-    if getattr(task, "pipeline_name", ""):
-        scope = get_pipeline(task.pipeline_name).scope(stage, args)
+    stage, pipeline = getattr(task, "stage", "") or task.name, getattr(task, "pipeline_name", "")
+    destination = destination_of(get_pipeline(pipeline).scope(stage, args)) if pipeline else None
     context |= {
         "pipeline": job.pipeline,
         "job_id": job.job_id,
@@ -133,6 +131,6 @@ def job_context(task: Any, args: tuple) -> dict[str, Any]:
         "stage": stage,
         "attempt": int(request.retries or 0) + 1,
     }
-    if "." in scope:
-        context["destination"] = scope.split(".", 1)[1]
+    if destination is not None:
+        context["destination"] = destination
     return context

@@ -45,8 +45,9 @@ class Metric:
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
+        """Its hash in the result store: one field per label set (and, for a histogram, per bucket)."""
         return key("metrics", self.name)
 
 
@@ -138,12 +139,12 @@ class _Pending:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.values: dict[tuple[str, str], float] = {}
+        self.values: dict[tuple[str, str], float] = {}  # (metric's key, field) -> amount
         self.thread: threading.Thread | None = None
 
     def add(self, metric: Metric, field: str, amount: float) -> None:
         with self.lock:
-            entry = (metric.name, field)
+            entry = (metric.key, field)
             self.values[entry] = self.values.get(entry, 0) + amount
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="vetro-metrics", daemon=True)
@@ -206,14 +207,12 @@ def flush() -> None:
     values = _pending.take()
     if not values:
         return
-    names = {name for name, _ in values}
-    by_name = {metric.name: metric for metric in (*COUNTERS, *HISTOGRAMS)}
     try:
         pipe = redis_client().pipeline(transaction=False)
         for (name, field), amount in values.items():
-            pipe.hincrbyfloat(by_name[name].key, field, amount)
-        for name in names:
-            pipe.expire(by_name[name].key, METRIC_TTL)
+            pipe.hincrbyfloat(name, field, amount)
+        for name in {name for name, _ in values}:
+            pipe.expire(name, METRIC_TTL)
         pipe.execute()
     except Exception as error:  # never lose counts, never fail what was being counted
         log.debug("metrics not flushed (%s); kept for the next flush", error)

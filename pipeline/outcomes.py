@@ -17,6 +17,7 @@ from typing import Any
 from pipeline import errors, ledger, metrics
 from pipeline.context import JobContext
 from pipeline.failures import FailureClass
+from pipeline.pipelines import destination_of
 from settings import ConfigError, get_settings
 
 log = logging.getLogger("vetro.outcomes")
@@ -35,7 +36,7 @@ class FailedStep:
 
     @property
     def destination(self) -> str | None:
-        return self.scope.split(".", 1)[1] if "." in self.scope else None
+        return destination_of(self.scope)
 
 
 DeadLetterSink = Callable[[FailedStep, FailureClass, BaseException, int], None]

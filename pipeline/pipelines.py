@@ -52,6 +52,11 @@ def task_id(job_id: str, scope: str) -> str:
     return f"{job_id}.{scope}"
 
 
+def destination_of(scope: str) -> str | None:
+    """The branch a step's scope names ('operate.billing' -> 'billing'); None for a step that is no part."""
+    return scope.split(".", 1)[1] if "." in scope else None
+
+
 @dataclass(frozen=True)
 class Step:
     """One message to publish: a stage's task, the step's scope and its arguments."""

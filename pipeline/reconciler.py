@@ -22,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from redis.exceptions import LockError
 
@@ -80,10 +81,15 @@ class _Queues:
 def queue_length(queue: str) -> int:
     """Messages waiting in a queue, asked of the broker itself (Redis or RabbitMQ)."""
     with app.connection_for_read() as connection:
-        try:
-            return int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count)
-        except connection.channel_errors:  # no such queue yet: nothing waits in it
-            return 0
+        return messages_waiting(connection, queue)
+
+
+def messages_waiting(connection: Any, queue: str) -> int:
+    """Messages waiting in a queue, on an open broker connection."""
+    try:
+        return int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count)
+    except connection.channel_errors:  # no such queue yet: nothing waits in it
+        return 0
 
 
 def _queue_of(step: Step) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from celery.signals import worker_init
 
+from pipeline.app import is_redis
 from pipeline.outcomes import load_dead_letter_store
 from pipeline.pipelines import load_pipelines
 from settings import ConfigError, get_settings
@@ -51,7 +52,7 @@ def check_redis_durability() -> None:
     """Warn about (or, if required, refuse) a Redis that can lose vetro's data."""
     settings = get_settings()
     urls = {settings.results_url}
-    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis(settings.broker_url):
         urls.add(settings.broker_url)
     for url in sorted(urls):
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True)

@@ -15,9 +15,9 @@ from redis import RedisError
 from rich.console import Console
 from rich.progress import Progress
 
-from dlq.cli import db_cli, dlq_cli
+from dlq.cli import db_cli, dlq_cli, parse_duration
 from pipeline import logs
-from pipeline.console import fail, tables
+from pipeline.console import fail, first_line, tables
 from pipeline.console import messages as console
 from settings import ConfigError
 from vetro.quarantine_cli import quarantine_cli
@@ -118,22 +118,11 @@ def job_show(
         render(described, tables())
 
 
-SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _seconds(text: str) -> float:
-    """'90s', '15m', '2h', '7d' as seconds."""
-    number, unit = text[:-1], text[-1:]
-    if unit not in SINCE_UNITS or not number.isdigit():
-        raise typer.BadParameter(f"{text!r}: give a number and a unit, as 90s, 15m, 2h or 7d")
-    return int(number) * SINCE_UNITS[unit]
-
-
 @job_cli.command("list")
 def job_list(
     pipeline: list[str] = typer.Option(None, "--pipeline", help="Only this pipeline (repeatable; default: all)."),
     status: str = typer.Option(None, help="Only jobs with this status (queued, completed, failed, ...)."),
-    since: str = typer.Option("1h", help="Submitted within this long: 90s, 15m, 2h, 7d."),
+    since: str = typer.Option("1h", help="Submitted within this long: 90s, 15m, 2h, 7d, 2w."),
     correlation_id: str = typer.Option(None, "--correlation-id", help="Only jobs with this correlation id."),
     limit: int = typer.Option(50, min=1, max=10_000, help="At most this many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -151,7 +140,9 @@ def job_list(
     unknown = sorted(set(pipeline or []) - set(known))
     if unknown:
         raise fail(f"no pipeline {unknown[0]!r}; known: {', '.join(known)}")
-    jobs = recent_jobs(pipeline or known, time.time() - _seconds(since), status, correlation_id, limit)
+    jobs = recent_jobs(
+        pipeline or known, time.time() - parse_duration(since).total_seconds(), status, correlation_id, limit
+    )
     for job in jobs:
         for name in ("submitted_at", "finished_at"):
             if name in job:
@@ -235,7 +226,7 @@ def _print_health(current: Any) -> None:
         table.add_row(
             queue.name, str(queue.length), oldest, taken, str(queue.workers), "yes" if queue.stalled else "no"
         )
-    Console().print(table)
+    tables().print(table)
     slow = Table()
     for column in ("dependency", "calls", "p50", "p95", "slow calls"):
         slow.add_column(column, no_wrap=True)
@@ -244,7 +235,7 @@ def _print_health(current: Any) -> None:
         p95 = f"{latency.p95 * 1000:.0f} ms" if latency.p95 is not None else "-"
         slow.add_row(latency.name, str(latency.calls), p50, p95, str(latency.slow_calls))
     if current.core.dependencies:
-        Console().print(slow)
+        tables().print(slow)
 
 
 @cli.command()
@@ -420,9 +411,9 @@ def main() -> None:
         raise SystemExit(fail(f"bad configuration: {error}").exit_code) from None
     except (RedisError, OperationalError, SQLAlchemyError) as error:
         # A server that does not answer is the operator's to fix: say which, in one line.
-        first = next(iter(str(error).strip().splitlines()), type(error).__name__)
+        first = first_line(error)[:200]
         raise SystemExit(
-            fail(f"cannot reach a server vetro needs ({type(error).__name__}): {first[:200]}").exit_code
+            fail(f"cannot reach a server vetro needs ({type(error).__name__}): {first}").exit_code
         ) from None
     raise SystemExit(code if isinstance(code, int) else 0)
 

@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dlq.health import DeadLetterHealth, dead_letter_health
 from pipeline import metrics, quarantine
+from pipeline.console import first_line
 from pipeline.health import BREAKER_STATES, Check, CoreHealth, core_health
 from pipeline.ledger import due_key
 from pipeline.pipelines import load_pipelines
@@ -91,13 +92,12 @@ def report() -> Report:
         result.dead_letters = dead_letter_health(settings.health_dead_letter_window, settings.metrics_top_fingerprints)
         core.checks.append(Check("database", True))
     except SQLAlchemyError as error:
-        first = next(iter(str(error).strip().splitlines()), type(error).__name__)
-        core.checks.append(Check("database", False, f"{type(error).__name__}: {first}"[:300]))
+        core.checks.append(Check("database", False, f"{type(error).__name__}: {first_line(error)}"[:300]))
         core.problems.append(f"the dead-letter database does not answer ({type(error).__name__})")
     if result.dead_letters and result.dead_letters.recent:
         minutes = settings.health_dead_letter_window / 60
         core.warnings.append(f"{result.dead_letters.recent} job(s) dead-lettered in the last {minutes:.0f} min")
-    if all(check.ok for check in core.checks if check.name == "result_store"):
+    if core.store_answered:
         pipe = redis_client().pipeline(transaction=False)
         names = sorted(load_pipelines())
         for name in names:
@@ -145,7 +145,7 @@ class ServiceCollector:
         yield _gauge(
             "vetro_check_up", "1 when the server answers.", ("check",), [((c.name,), c.ok) for c in core.checks]
         )
-        if not all(check.ok for check in core.checks if check.name == "result_store"):
+        if not core.store_answered:
             return
         for metric, series in metrics.all_series():
             yield _histogram(metric, series) if metric.buckets else _counter(metric, series)
