@@ -32,6 +32,7 @@ from pipeline.failures import Failure, FailureClass, FailureClassifier, Technica
 from pipeline.guard import BUSY, DONE, DUPLICATE, UNDOING, UNKNOWN, Guard, Record, encode
 from pipeline.outcomes import FailedStep
 from pipeline.pipelines import Pipeline, Role, check_branches, check_name, get_pipeline
+from pipeline.producer import InvalidJobError
 from pipeline.retry import hop, retry_budget, retry_delay
 from pipeline.store import redis_client, sent_with_scripts
 from settings import StagePolicy, get_settings
@@ -50,6 +51,11 @@ class PoisonJobError(TechnicalError):
 
 class UnknownJobError(TechnicalError):
     """The job's ledger has no record of it: expired, or a message vetro did not publish."""
+
+
+class UnsupportedCanvasError(InvalidJobError):
+    """A stage published by Celery's own API (`.delay()`, a chain, group or chord) rather than by vetro:
+    refused before anything is sent, so no job is published only to be quarantined by the worker."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,21 @@ class Stage(Task):
     @property
     def pipeline(self) -> Pipeline:
         return get_pipeline(self.pipeline_name)
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None, **options: Any) -> Any:
+        """Publish this stage's message: only vetro does, for a job it has opened (or a running step's retry)."""
+        if not (options.get("headers") or {}).get(JOB_ID) and not self._own_retry(task_id):
+            raise UnsupportedCanvasError(
+                f"{self.name}: vetro cannot yet run a stage sent with Celery's own API (.delay(), apply_async, a "
+                f"chain, group or chord); submit the job with pipeline.submit(payload, "
+                f"pipeline={self.pipeline_name!r}): nothing was published"
+            )
+        return super().apply_async(args, kwargs, task_id=task_id, **options)
+
+    def _own_retry(self, task_id: str | None) -> bool:
+        """A running step publishing its own message again (Celery's retry keeps the task id)."""
+        request = self.request
+        return bool(task_id) and not request.called_directly and request.id == task_id and bool(request.get(JOB_ID))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         job_id = self.request.get(JOB_ID)
