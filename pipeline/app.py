@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from functools import cached_property, partial
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
 
+from pipeline import publishing
+from pipeline.context import JOB_ID
 from pipeline.heartbeat import Heartbeat
+from pipeline.privacy import RedactingAMQP
 from settings import ConfigError, Settings, get_settings
 
 # The core's own modules every worker imports; at start-up they load the pipelines and the
@@ -31,7 +37,9 @@ def celery_config(settings: Settings) -> dict:
     control = control_queue(settings)
     config = {
         "broker_url": settings.broker_url,
-        # No result backend: every step's result is recorded by its guard in the job ledger.
+        # Every step's result is recorded by its guard in the job ledger; this backend reads it there, so
+        # AsyncResult works for any step of a canvas, and a task stores nothing of its own.
+        "result_backend": "pipeline.results:LedgerBackend",
         "task_ignore_result": True,
         # JSON only: pickle from the broker would be remote code execution.
         "accept_content": ["json"],
@@ -120,10 +128,39 @@ def _configuration() -> dict:
         raise SystemExit(f"vetro: bad configuration: {error}") from None
 
 
+class VetroCelery(Celery):
+    """Celery's app, with every publish made inside a bracket that holds one call's sends (pipeline.publishing):
+    a group's or chord's parts are captured together and open one job."""
+
+    def producer_or_acquire(self, producer: Any = None) -> Any:
+        if producer is not None:
+            return super().producer_or_acquire(producer)
+        return publishing.producer(partial(Celery.producer_or_acquire, self, None))
+
+
+class VetroAMQP(RedactingAMQP):
+    """Celery's message builder and sender: inside a bracket, a plain task's message waits for it to close, so a
+    canvas that turns out to mix it with stages sends nothing at all."""
+
+    @cached_property
+    def send_task_message(self) -> Callable[..., Any]:
+        # Celery's own sender is a cached property too (built once per app): wrap what it builds.
+        send = super().send_task_message
+
+        def send_or_hold(producer: Any, name: str, message: Any, **options: Any) -> Any:
+            if message.headers.get(JOB_ID) or not publishing.hold(
+                name, message, partial(send, producer, name, message, **options)
+            ):
+                return send(producer, name, message, **options)
+            return None
+
+        return send_or_hold
+
+
 def create_app() -> Celery:
     """The app; its configuration is read from settings when first used, not at import."""
     # Its message builder redacts personal fields from the arguments Flower and the logs show.
-    app = Celery("vetro", include=CORE_MODULES, amqp="pipeline.privacy:RedactingAMQP")
+    app = VetroCelery("vetro", include=CORE_MODULES, amqp=VetroAMQP)
     app.add_defaults(_configuration)
     app.steps["consumer"].add(Heartbeat)  # what health reads to tell a worker that stopped taking messages
     return app

@@ -24,6 +24,7 @@ REPLAY = "vetro_replay"  # 0 for the first run, n for the n-th replay from the d
 HEADER_NAMES = (JOB_ID, IDEMPOTENCY_KEY, CORRELATION_ID, PIPELINE, REPLAY)
 SENT_AT = "vetro_sent_at"  # when the message was published (epoch seconds): moves the queue frontier
 NOT_BEFORE = "vetro_not_before"  # a wait longer than a worker may hold a message: run no earlier than this
+SCOPE = "vetro_scope"  # the step of the job's plan a message runs (absent on the first format's messages)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ def _carry_job_headers(headers: dict | None = None, **_: Any) -> None:
         if job is None:
             return
         headers.update(job.headers())
+        if headers.get("id") == task.request.id and task.request.get(SCOPE):  # a step's retry: the same step
+            headers[SCOPE] = task.request.get(SCOPE)
     headers[SENT_AT] = time.time()
     # A stage takes no keyword arguments: what Flower shows as its kwargs is the job, searchable there as
     # `kwargs:correlation_id=<id>`, `kwargs:job_id=<id>` or `kwargs:pipeline=<name>`.

@@ -1,42 +1,79 @@
-"""Moving jobs along: publish the steps that follow a recorded one, or the steps a job still needs.
+"""Moving jobs along, from their plans: publish the steps a recorded one starts, or the steps a job still needs.
 
-Every publish goes through `publish`, which stamps the job's headers and task ids and
-pushes the job's due time. A step published twice is harmless: its guard answers the second
-copy. So each path here errs on the side of publishing: after a step is recorded, when a
-redelivered step finds its result already recorded, when the reconciler finds a stalled job,
-and when an operator replays one.
+Every publish goes through `publish`, which stamps the job's headers, the step's scope and task id,
+and the step's own options (queue, priority, a countdown split into hops a Redis broker never
+delivers twice). A step published twice is harmless: its guard answers the second copy. So each
+path here errs on the side of publishing: after a step is recorded, when a redelivered step finds
+its result already recorded, when the reconciler finds a stalled job, and when an operator replays one.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from pipeline import ledger, templates
 from pipeline.app import app, records_carry_publishes
-from pipeline.context import JobContext
+from pipeline.context import NOT_BEFORE, SCOPE, JobContext
 from pipeline.failures import FailureClass
 from pipeline.guard import COMPLETED, JOINED, Record
 from pipeline.outcomes import FailedStep, compensated, completed, hand_off, just_completed
-from pipeline.pipelines import Pipeline, Role, Step, check_branches, get_pipeline, task_id
+from pipeline.pipelines import task_named
+from pipeline.plan import DELAY_OPTIONS, Plan, Route, Step
+from pipeline.retry import hop
 
 log = logging.getLogger("vetro.driver")
 
 
+def delay_of(step: Step, now: float) -> float:
+    """Seconds before the step may run: its signature's countdown, or its eta from now."""
+    countdown, eta = (step.options.get(name) for name in DELAY_OPTIONS)
+    if eta is not None:
+        when = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
+        return max(0.0, when.timestamp() - now)
+    return float(countdown or 0)
+
+
+def longest_delay(steps: list[Step]) -> float:
+    now = time.time()
+    return max((delay_of(step, now) for step in steps), default=0.0)
+
+
+def _options(job: JobContext, step: Step, task: Any, now: float) -> dict[str, Any]:
+    """What `apply_async` is given for a step (a long delay hops, see pipeline.retry)."""
+    headers = {**job.headers(), SCOPE: step.scope}
+    options: dict[str, Any] = {name: step.options[name] for name in ("queue", "priority") if name in step.options}
+    delay = delay_of(step, now)
+    if delay > 0:
+        countdown, not_before = hop(task, delay, now)
+        options["countdown"] = countdown
+        if not_before:
+            headers[NOT_BEFORE] = not_before
+    return {"headers": headers, **options}
+
+
 def publish(job: JobContext, steps: list[Step], producer: Any = None) -> None:
+    now = time.time()
     for step in steps:
-        step.task.apply_async(
+        task = task_named(step.task)
+        task.apply_async(
             args=step.args,
-            task_id=task_id(job.job_id, step.scope),
-            headers=job.headers(),
+            kwargs=dict(step.kwargs),
+            task_id=step.id_in(job.job_id),
             producer=producer,
             # No time limits in the message: Celery would otherwise carry the publisher's, and the
             # worker would obey them instead of the stage's own policy in its settings.
             time_limit=None,
             soft_time_limit=None,
+            **_options(job, step, task, now),
         )
+    delayed = longest_delay(steps)
+    if delayed:
+        ledger.expect(job.pipeline, job.job_id, delayed)  # a held message is in no queue: not a stalled job
 
 
 def messages(batches: list[tuple[JobContext, list[Step]]]) -> list[list[tuple[str, str]]]:
@@ -46,7 +83,12 @@ def messages(batches: list[tuple[JobContext, list[Step]]]) -> list[list[tuple[st
         templates.pushes(
             [
                 templates.Message(
-                    step.task, task_id(job.job_id, step.scope), step.args, job.headers(), partial(publish, job, [step])
+                    task_named(step.task),
+                    step.id_in(job.job_id),
+                    step.args,
+                    {**job.headers(), SCOPE: step.scope},
+                    partial(publish, job, [step]),
+                    plain=not step.kwargs and not step.options,
                 )
                 for job, steps in batches
                 for step in steps
@@ -70,6 +112,9 @@ def publish_after(
             for queue, message in pushes:
                 pipe.lpush(queue, message)
         pipe.execute()
+        for job, steps in batches:
+            if delayed := longest_delay(steps):
+                ledger.expect(job.pipeline, job.job_id, delayed)
         return
     pipe.execute()
     try:
@@ -82,58 +127,59 @@ def publish_after(
         on_publish_error(error)
 
 
-def advance(job: JobContext, pipeline: Pipeline, stage: str, args: tuple, result: Any, record: Record) -> None:
-    """A step was just recorded (`record`: what the guard made of it): start what follows it."""
+def advance(job: JobContext, plan: Plan, route: Route, record: Record, sent: bool) -> None:
+    """A step was just recorded (`record`: what the guard made of it): start what follows it.
+
+    `sent`: the steps it starts at once went out with the record.
+    """
     if record.outcome == COMPLETED:
         just_completed(job, record.submitted_at)
-        return completed(job, record.dead_lettered)
-    if pipeline.role(stage) is Role.UNDO:
-        return compensate_next(job, pipeline)
-    if pipeline.role(stage) is Role.PART:
-        if record.outcome == JOINED:
-            publish_join(job, pipeline)
-        return None
-    publish(job, pipeline.after(stage, args, result))
-    return None
+        completed(job, record.dead_lettered)
+        return
+    if not sent:
+        publish(job, route.next)
+    if record.outcome == JOINED:
+        publish(job, plan.after_join(route, _results(job, plan.needed(route))))
 
 
-def resume(job: JobContext, pipeline: Pipeline, stage: str, args: tuple, result: Any) -> None:
+def _results(job: JobContext, scopes: list[str]) -> dict[str, Any]:
+    return dict(zip(scopes, ledger.results_of(job.pipeline, job.job_id, scopes), strict=True))
+
+
+def resume(job: JobContext, plan: Plan, route: Route) -> None:
     """A redelivered step found its result recorded: start again whatever it started that has not run.
 
     The first attempt may have died between recording and publishing; the steps it starts are
     published again unless their results are recorded (a duplicate is answered by their guards).
+    The fan-ins it belongs to are checked from the recorded results, not from their counters.
     """
-    role = pipeline.role(stage)
-    if role is Role.LAST:
+    _publish_unrecorded(job, route.next)
+    levels = route.levels
+    recorded = _results(job, sorted({scope for level in levels for scope in level.terminals}))
+    for level in levels:
+        if any(recorded[scope] is None for scope in level.terminals):
+            return
+    if levels and levels[-1].node is None and route.then is None:
         state = ledger.load(job.pipeline, job.job_id)
-        return completed(job, state is not None and state.record.get("dead_lettered") == "1")
-    if role is Role.PART:
-        return publish_join(job, pipeline)
-    if role is Role.UNDO:
-        return compensate_next(job, pipeline)
-    following = pipeline.after(stage, args, result)
-    recorded = ledger.results_of(job.pipeline, job.job_id, [step.scope for step in following])
-    publish(job, [step for step, done in zip(following, recorded, strict=True) if done is None])
-    return None
+        if state is not None and state.status != ledger.COMPLETED and state.compensations is None:
+            finish(state)
+        elif state is not None:
+            completed(job, state.record.get("dead_lettered") == "1")
+    elif levels:
+        _publish_unrecorded(job, plan.after_join(route, _results(job, plan.needed(route))))
 
 
-def publish_join(job: JobContext, pipeline: Pipeline) -> None:
-    """Publish the join when every part is recorded and the join is not."""
-    planner = pipeline.stages[-1].stage
-    (planned,) = ledger.results_of(job.pipeline, job.job_id, [planner])
-    branches = check_branches(planned)
-    scopes = pipeline.part_scopes(branches)
-    *parts, joined = ledger.results_of(job.pipeline, job.job_id, [*scopes, pipeline.fan_out.join.stage])
-    if joined is None and all(part is not None for part in parts):
-        publish(job, [pipeline.join(parts)])
+def _publish_unrecorded(job: JobContext, steps: list[Step]) -> None:
+    recorded = ledger.results_of(job.pipeline, job.job_id, [step.scope for step in steps])
+    publish(job, [step for step, done in zip(steps, recorded, strict=True) if done is None])
 
 
-def compensate_next(job: JobContext, pipeline: Pipeline) -> None:
+def compensate_next(job: JobContext) -> None:
     """A compensation is recorded: publish the plan's next one, or end the job compensated."""
     state = ledger.load(job.pipeline, job.job_id)
     if state is None:
         return
-    steps = pipeline.pending_compensation(state.compensations or [], state.results)
+    steps = state.plan.pending_compensation(state.compensations or [], state.results)
     if steps:
         publish(job, steps)
     else:
@@ -146,21 +192,37 @@ def _end_compensated(state: ledger.JobState) -> None:
     compensated(state.context, plan, int(state.number("replays")) > 0)
 
 
-def fail(step: FailedStep, failure_class: FailureClass, exc: BaseException, attempts: int) -> None:
-    """A step failed for good: dead-letter it, and undo the job's recorded steps if its pipeline says how.
+def fail(step: FailedStep, failure_class: FailureClass, exc: BaseException, attempts: int, plan: Plan | None) -> None:
+    """A step failed for good: dead-letter it, and undo the job's recorded steps if its plan says how.
 
     A compensation that fails for good ends the job failed; replaying it goes on compensating.
     """
-    pipeline = get_pipeline(step.job.pipeline)
-    state, plan = None, []
-    if pipeline.compensations and pipeline.role(step.stage) is not Role.UNDO:
+    state, undo = None, []
+    if plan is not None and plan.compensations and not plan.is_compensation(step.scope):
         state = ledger.load(step.job.pipeline, step.job.job_id)
         if state is not None and state.compensations is None:
-            plan = pipeline.compensation_plan(state.results)
-    hand_off(step, failure_class, exc, attempts, plan)
-    if plan:
-        log.warning("job %s: compensating %s", step.job.job_id, ", ".join(plan))
-        publish(step.job, pipeline.pending_compensation(plan, state.results))
+            undo = plan.compensation_plan(state.results)
+    errbacks = plan.errbacks(step.scope, failed_task_id(plan, step.job, step.scope)) if plan else []
+    hand_off(step, failure_class, exc, attempts, undo, bool(errbacks))
+    if undo:
+        log.warning("job %s: compensating %s", step.job.job_id, ", ".join(undo))
+        publish(step.job, plan.pending_compensation(undo, state.results))
+    if errbacks:
+        publish(step.job, errbacks)
+
+
+def failed_task_id(plan: Plan, job: JobContext, scope: str) -> str:
+    """The task id of a job's step (Celery's own for a canvas's step), as its errbacks are given it."""
+    leaf = plan.leaf(scope)
+    own = leaf.task_id if leaf is not None and leaf.scope == scope else None
+    return own or f"{job.job_id}.{scope}"
+
+
+def errback_recorded(job: JobContext) -> None:
+    """An errback's step is recorded: once every errback of the failed job has run, stop watching it."""
+    state = ledger.load(job.pipeline, job.job_id)
+    if state is not None and not pending(state):
+        ledger.close(job.pipeline, job.job_id)
 
 
 def finish(state: ledger.JobState) -> None:
@@ -168,6 +230,8 @@ def finish(state: ledger.JobState) -> None:
     job = state.context
     if state.compensations is not None:
         _end_compensated(state)
+    elif state.errbacks_for is not None:
+        ledger.close(job.pipeline, job.job_id)
     else:
         ledger.mark_completed(job.pipeline, job.job_id)
         just_completed(job, state.number("submitted_at"))
@@ -176,10 +240,12 @@ def finish(state: ledger.JobState) -> None:
 
 def pending(state: ledger.JobState) -> list[Step]:
     """What a job still needs, from its ledger alone: its next steps, or once it is undoing, its next compensation."""
-    pipeline = get_pipeline(state.context.pipeline)
     if state.compensations is not None:
-        return pipeline.pending_compensation(state.compensations, state.results)
-    return pipeline.pending(state.payload, state.results)
+        return state.plan.pending_compensation(state.compensations, state.results)
+    if state.errbacks_for is not None:
+        failed = state.errbacks_for
+        return state.plan.pending_errbacks(failed, failed_task_id(state.plan, state.context, failed), state.results)
+    return state.plan.pending(state.results)
 
 
 def redrive(state: ledger.JobState, steps: list[Step], reason: str) -> None:

@@ -27,16 +27,18 @@ from pipeline.store import JobKeys, script, script_sha
 from settings import get_settings
 
 CLAIMED, DONE, BUSY, UNKNOWN, UNDOING = "claimed", "done", "busy", "unknown", "undoing"
-# What recording a step did: the job is now complete, a fan-out's last part completed the count,
-# or another attempt had already recorded the step (the caller then resumes, as for DONE).
+# What recording a step did: the job is now complete, the fan-ins it belongs to are all complete (what
+# follows them may start), or another attempt had already recorded the step (the caller then resumes).
 RECORDED, COMPLETED, JOINED, DUPLICATE = "recorded", "completed", "joined", "duplicate"
+FANIN = "fanin:"  # the record's counters of recorded terminals, one per fan-in (pipeline.plan.Level)
 
 # KEYS: record, results, lease. ARGV: scope, owner, lease ms, '1' for a compensation.
-# The job's identity comes from its ledger record; the count of earlier unfinished runs is kept on it.
+# The job's identity and plan come from its ledger record; the count of earlier unfinished runs is kept on it.
 _CLAIM = """
-local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations')
+local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations',
+    'plan')
 if not job[1] then return {'unknown'} end
-local identity = {job[1], job[2], job[3], job[4] or '0'}
+local identity = {job[1], job[2], job[3], job[4] or '0', job[6] or ''}
 if ARGV[4] ~= '1' and job[5] then return {'undoing', '', unpack(identity)} end
 local stored = redis.call('HGET', KEYS[2], ARGV[1])
 if stored then
@@ -51,44 +53,51 @@ redis.call('HINCRBY', KEYS[1], 'conflicts:' .. ARGV[1], 1)
 return {'busy', tostring(redis.call('PTTL', KEYS[3])), unpack(identity)}
 """
 
-# KEYS: record, results, attempts, lease, then the queues of the messages to push. ARGV: scope, result, now,
-# ttl, role, branch count, branch names (JSON), '1' to start the lifetime of the results, when the run began and
-# on which worker (the job's timeline), then the messages. The lease is dropped whoever holds it: once the
-# result is in, every later claim gets it.
-# The keys live job_ttl from submission (the record) or from the first step (results), and again from each
-# retry (pipeline.guard's release) and from the job's end: a job that keeps moving never outlives them.
+# KEYS: record, results, attempts, lease, then the queues of the messages to push. ARGV: scope, result, now, ttl,
+# '1' to start the lifetime of the results (a first step), when the run began and on which worker (the job's
+# timeline), a field to note on the record and its value ('' for none: a planner's branches), the fan-ins the
+# step belongs to (JSON [[counter, size], ...], inner first), '1' when the last of them is the whole job's, then
+# the messages. The lease is dropped whoever holds it: once the result is in, every later claim gets it.
+# A new record counts itself in each fan-in; the fan-ins complete in order, and when all of them do, what
+# follows them may start (or, for the job's own, the job is complete). The keys live job_ttl from submission
+# (the record) or from the first step (results), and again from each retry (release) and from the job's end.
 _RECORD = """
 local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 redis.call('DEL', KEYS[4])
+local step = ARGV[1]
 if new == 1 then
-    local step = ARGV[1]
     redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'progress_at', ARGV[3], 'last_step', step, 'stalls', 0,
-        'began:' .. step, ARGV[9], 'worker:' .. step, ARGV[10], 'ended:' .. step, ARGV[3])
+        'began:' .. step, ARGV[6], 'worker:' .. step, ARGV[7], 'ended:' .. step, ARGV[3])
+    if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], ARGV[8], ARGV[9]) end
 else
-    redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'progress_at', ARGV[3], 'last_step', ARGV[1], 'stalls', 0)
+    redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'progress_at', ARGV[3], 'last_step', step, 'stalls', 0)
 end
-for i = 5, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[i + 6]) end
+for i = 5, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[i + 7]) end
 local outcome = 'duplicate'
 if new == 1 then
     outcome = 'recorded'
-    if ARGV[5] == 'planner' then
-        redis.call('HSET', KEYS[1], 'parts_expected', ARGV[6], 'branches', ARGV[7])
-    elseif ARGV[5] == 'part' then
-        local done = redis.call('HINCRBY', KEYS[1], 'parts_done', 1)
-        if done == tonumber(redis.call('HGET', KEYS[1], 'parts_expected')) then outcome = 'joined' end
-    elseif ARGV[5] == 'last' then
-        redis.call('HSET', KEYS[1], 'status', 'completed', 'finished_at', ARGV[3])
-        outcome = 'completed'
+    local levels = cjson.decode(ARGV[10])
+    local joined, leading = 0, true
+    for _, level in ipairs(levels) do
+        local count = redis.call('HINCRBY', KEYS[1], level[1], 1)
+        if leading and count >= level[2] then joined = joined + 1 else leading = false end
+    end
+    if #levels > 0 and joined == #levels then
+        if ARGV[11] == '1' then
+            redis.call('HSET', KEYS[1], 'status', 'completed', 'finished_at', ARGV[3])
+            outcome = 'completed'
+        else
+            outcome = 'joined'
+        end
     end
 end
-if ARGV[5] == 'last' then
+if outcome == 'completed' then
     for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
-elseif ARGV[8] == '1' then
-    redis.call('EXPIRE', KEYS[2], ARGV[4])
+    local job = redis.call('HMGET', KEYS[1], 'dead_lettered', 'submitted_at')
+    return {outcome, job[1] or '0', job[2] or '0'}
 end
-if ARGV[5] ~= 'last' then return {outcome, '0', '0'} end
-local job = redis.call('HMGET', KEYS[1], 'dead_lettered', 'submitted_at')
-return {outcome, job[1] or '0', job[2] or '0'}
+if ARGV[5] == '1' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+return {outcome, '0', '0'}
 """
 
 # KEYS: record, attempts, lease, results. ARGV: scope, owner, now, counter ('failed', 'waits' or ''), budget, stage,
@@ -128,6 +137,7 @@ def decode(stored: bytes | str) -> Any:
 class Claim:
     status: str
     job: JobContext | None = None
+    plan: str | None = None  # the job's plan as stored (a canvas); None for a declared pipeline's job
     result: Any = None  # DONE: the recorded result
     retry_in: float = 0.0  # BUSY: seconds until the held lease ends
     crashed_runs: int = 0  # CLAIMED: earlier runs of this step that started and never ended
@@ -169,38 +179,41 @@ class Guard:
         status = answer[0].decode()
         if status == UNKNOWN:
             return Claim(UNKNOWN)
-        value, key, correlation_id, pipeline, replay = answer[1:]
+        value, key, correlation_id, pipeline, replay, plan = answer[1:]
         job = JobContext(self.job_id, key.decode(), correlation_id.decode(), pipeline.decode(), int(replay))
+        plan = plan.decode() if plan else None
         if status == DONE:
-            return Claim(DONE, job, result=decode(value))
+            return Claim(DONE, job, plan, result=decode(value))
         if status == BUSY:
-            return Claim(BUSY, job, retry_in=max(int(value), 0) / 1000)
+            return Claim(BUSY, job, plan, retry_in=max(int(value), 0) / 1000)
         if status == UNDOING:
-            return Claim(UNDOING, job)
-        return Claim(CLAIMED, job, crashed_runs=int(value))
+            return Claim(UNDOING, job, plan)
+        return Claim(CLAIMED, job, plan, crashed_runs=int(value))
 
     def record(
         self,
         encoded_result: str,
         now: float,
-        role: str,
-        branches: list[str] | None = None,
+        fan_ins: list[tuple[str, int]],
+        completes_job: bool,
         first: bool = False,
         pushes: list[tuple[str, str]] | None = None,
         ran: tuple[float, str] = (0.0, ""),
+        note: tuple[str, str] = ("", ""),
     ) -> Record:
-        """Record the step's result and push `pushes` (queue key, message), the messages of the steps it starts.
+        """Record the step's result, count it in `fan_ins` (counter, size), and push `pushes` (queue key, message),
+        the messages of the steps it starts.
 
-        A planner's `branches` are noted on the job for the fan-in and for operators. `first`: the
-        job's first step, which starts the lifetime of its results (the record's started at submission).
-        `ran`: when this run began and on which worker, kept with the step for the job's timeline.
+        `completes_job`: the last fan-in is the job's own. `first`: a first step of the job, which starts the
+        lifetime of its results (the record's started at submission). `ran`: when this run began and on which
+        worker, for the job's timeline. `note`: a field and value to set on the record (a planner's branches).
         """
         pushes = pushes or []
         keys = [self.keys.record, self.keys.results, self.keys.attempts, self.keys.lease(self.scope)]
         keys += [queue for queue, _ in pushes]
-        branches = branches or []
-        args = [self.scope, encoded_result, now, get_settings().job_ttl, role, len(branches), dumps(branches)]
-        args += ["1" if first else "0", *ran, *(message for _, message in pushes)]
+        args = [self.scope, encoded_result, now, get_settings().job_ttl, "1" if first else "0", *ran, *note]
+        args += [dumps([[FANIN + name, size] for name, size in fan_ins]), "1" if completes_job else "0"]
+        args += [message for _, message in pushes]
         outcome, dead_lettered, submitted_at = script("record", _RECORD)(keys=keys, args=args)
         return Record(outcome.decode(), dead_lettered == b"1", float(submitted_at))
 

@@ -24,7 +24,7 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from pipeline import logs, metrics, tracing
+from pipeline import logs, metrics, phases, tracing
 from pipeline.context import SENT_AT
 from pipeline.metrics import HOSTNAME
 
@@ -107,3 +107,24 @@ def _revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
 def _flush_at_exit(**_: Any) -> None:
     """A pool process ends with os._exit, which skips atexit: flush what it counted first."""
     metrics.flush()
+
+
+# The step's phases (pipeline.phases) tell what happened to a step; here it is counted.
+@phases.events.on("done_already")
+def _idempotency_hit(run: phases.StepRun) -> None:
+    metrics.count(metrics.IDEMPOTENCY_HITS, run.task.pipeline_name, run.task.stage)
+
+
+@phases.events.on("waiting")
+def _dependency_wait(run: phases.StepRun) -> None:
+    metrics.count(metrics.DEPENDENCY_WAITS, run.task.pipeline_name, run.task.stage)
+
+
+@phases.events.on("failed")
+def _step_failed(run: phases.StepRun, failure_class: str) -> None:
+    metrics.count(metrics.STEP_FAILURES, run.task.pipeline_name, run.task.stage, str(failure_class))
+
+
+@phases.events.on("retrying")
+def _step_retried(run: phases.StepRun, failure_class: str) -> None:
+    metrics.count(metrics.STEP_RETRIES, run.task.pipeline_name, run.task.stage, str(failure_class))

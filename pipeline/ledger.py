@@ -24,17 +24,23 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
+from traceback import format_exception
 from typing import Any
 
 import redis
 
 from pipeline.context import JobContext
-from pipeline.guard import decode, encode
-from pipeline.pipelines import load_pipelines, stall_after
+from pipeline.guard import FANIN, decode, encode
+from pipeline.pipelines import namespaces, plan_of, stall_after
+from pipeline.plan import Plan, outline
 from pipeline.store import JobKeys, key, redis_client, script_sha
 from settings import get_settings
 
 QUEUED, COMPLETED, FAILED = "queued", "completed", "failed"
+# The record's format: 2 adds the plan (a canvas's), the task-id index and the fan-in counters. A record
+# without one was written by the release before, and is read as a declared pipeline's job (its plan).
+FORMAT = 2
 COMPENSATING, COMPENSATED = "compensating", "compensated"
 UNFINISHED = frozenset({QUEUED, COMPENSATING})  # statuses of a job that still has steps to run
 FRONTIER_KEY = key("ledger", "frontier")
@@ -44,6 +50,9 @@ STARTS = "starts:"  # the record's fields counting each step's runs that started
 STEP_FIELDS = {STARTS: "unfinished_runs", "began:": "began_at", "worker:": "worker", "ended:": "ended_at"}
 LISTED_FIELDS = ("job_id", "pipeline", "status", "correlation_id", "submitted_at", "finished_at", "failed_stage")
 REDRIVE_LOG_SIZE = 10  # re-drives kept on the record for `vetro job show`
+ERRBACKS_FOR = "errbacks_for"  # a failed job's step whose errbacks (link_error) run
+FAILURE_FIELDS = ("failed_stage", "failure_class", "error", "error_type", "traceback", ERRBACKS_FOR)  # a replay clears
+TRACEBACK_KEPT = 4000  # characters of a dead-lettered failure's traceback kept on the record (the row has it all)
 
 
 def _now() -> float:
@@ -65,57 +74,101 @@ def dedup_key(pipeline: str, idempotency_key: str) -> str:
 
 # Open a job unless its idempotency key is taken, and push its first messages: the producer's one round
 # trip. Only used when the broker is this Redis (a kombu broker is never a Redis Cluster), so the
-# keys may span slots. KEYS: dedup key, record, due set, job index, then one queue key per message.
-# ARGV: job id, dedup TTL, record TTL, due at, due set and index TTL, now, n, n field/value pairs, the messages.
+# keys may span slots. KEYS: dedup key, record, due set, job index, then the task-id index keys of the
+# canvas's steps, then one queue key per message. ARGV: job id, dedup TTL, record TTL, due at, due set and
+# index TTL, now, n, k (index keys), what an index key holds, n field/value pairs, the messages.
 # Returns the job id that holds the key: this one when it was opened here.
 _OPEN = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return redis.call('GET', KEYS[1]) end
-local fields = 8 + 2 * tonumber(ARGV[7])
-redis.call('HSET', KEYS[2], unpack(ARGV, 8, fields - 1))
+local n, k = tonumber(ARGV[7]), tonumber(ARGV[8])
+redis.call('HSET', KEYS[2], unpack(ARGV, 10, 9 + 2 * n))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
 redis.call('EXPIRE', KEYS[4], ARGV[5])
-for i = 5, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[fields + i - 5]) end
+for i = 5, 4 + k do redis.call('SET', KEYS[i], ARGV[9], 'EX', ARGV[3]) end
+for i = 5 + k, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[10 + 2 * n + i - 5 - k]) end
 return ARGV[1]
 """
 
 
+@dataclass(frozen=True)
+class Opening:
+    """A job to open: its identity, its input, and its plan (a canvas as Celery serializes it; None for a
+    declared pipeline's job, whose plan is its pipeline), with the Celery task ids its steps answer to."""
+
+    job: JobContext
+    payload: Any = None
+    plan: str | None = None
+    task_ids: tuple[str, ...] = ()
+    delay: float = 0.0  # seconds before its first steps may run (a countdown or eta on them)
+
+
+def task_key(task_id: str) -> str:
+    """A canvas step's Celery task id -> its job, for the result backend (`AsyncResult(id)`)."""
+    return key("task", task_id)
+
+
+def _indexed(job: JobContext) -> str:
+    return f"{job.pipeline} {job.job_id}"
+
+
 def open_unless_known(
-    pipe: redis.client.Pipeline, job: JobContext, payload: Any, dedup_ttl: int, pushes: list[tuple[str, str]]
+    pipe: redis.client.Pipeline, opening: Opening, dedup_ttl: int, pushes: list[tuple[str, str]]
 ) -> None:
     """Queue on `pipe` the opening of a new job with its first messages, unless its key is taken (see _OPEN)."""
-    now, settings = _now(), get_settings()
-    record = _opened(job, payload, now)
+    now, settings, job = _now(), get_settings(), opening.job
+    record = _opened(opening, now)
     keys = [
         dedup_key(job.pipeline, job.idempotency_key),
         JobKeys(job.pipeline, job.job_id).record,
         due_key(job.pipeline),
         index_key(job.pipeline),
     ]
-    args = [job.job_id, dedup_ttl, settings.job_ttl, now + stall_after(), settings.replay_window, now, len(record)]
+    due_at = now + stall_after() + opening.delay
+    args = [job.job_id, dedup_ttl, settings.job_ttl, due_at, settings.replay_window, now, len(record)]
+    args += [len(opening.task_ids), _indexed(job)]
     args += [item for field in record.items() for item in field]
+    keys += [task_key(task_id) for task_id in opening.task_ids]
     keys += [queue for queue, _ in pushes]
     args += [message for _, message in pushes]
     pipe.evalsha(script_sha("open", _OPEN), len(keys), *keys, *args)
 
 
-def _opened(job: JobContext, payload: Any, now: float) -> dict[str, Any]:
-    return job.as_dict() | {"status": QUEUED, "submitted_at": now, "touched_at": now, "payload": encode(payload)}
+def _opened(opening: Opening, now: float) -> dict[str, Any]:
+    record = opening.job.as_dict() | {"status": QUEUED, "submitted_at": now, "touched_at": now, "format": FORMAT}
+    if opening.plan is None:
+        return record | {"payload": encode(opening.payload)}
+    return record | {"plan": opening.plan}
 
 
-def open_jobs(pipe: redis.client.Pipeline, pipeline: str, jobs: list[tuple[JobContext, Any]]) -> None:
-    """Add new jobs' records (job, payload) and due entries to a pipeline the producer is about to execute."""
+def open_jobs(pipe: redis.client.Pipeline, pipeline: str, openings: list[Opening]) -> None:
+    """Add new jobs' records, task-id index and due entries to a pipeline the producer is about to execute."""
     now, ttl = _now(), get_settings().job_ttl
-    for job, payload in jobs:
-        record = JobKeys(pipeline, job.job_id).record
-        pipe.hset(record, mapping=_opened(job, payload, now))
+    for opening in openings:
+        record = JobKeys(pipeline, opening.job.job_id).record
+        pipe.hset(record, mapping=_opened(opening, now))
         pipe.expire(record, ttl)
-    if jobs:
-        due_at = now + stall_after()
-        _watch(pipe, pipeline, {job.job_id: due_at for job, _ in jobs})
-        _scored(pipe, index_key(pipeline), {job.job_id: now for job, _ in jobs})
+        for task_id in opening.task_ids:
+            pipe.set(task_key(task_id), _indexed(opening.job), ex=ttl)
+    if openings:
+        _watch(pipe, pipeline, {opening.job.job_id: now + stall_after() + opening.delay for opening in openings})
+        _scored(pipe, index_key(pipeline), {opening.job.job_id: now for opening in openings})
+
+
+def alias(task_ids: Iterable[str], job: JobContext) -> None:
+    """Point a resubmitted canvas's task ids at the job its idempotency key already names."""
+    pipe = redis_client().pipeline(transaction=False)
+    for task_id in task_ids:
+        pipe.set(task_key(task_id), _indexed(job), ex=get_settings().job_ttl)
+    pipe.execute()
+
+
+def job_of_task(task_id: str) -> tuple[str, str] | None:
+    """(pipeline, job id) of a canvas step's Celery task id, or None if it is not indexed."""
+    found = redis_client().get(task_key(task_id))
+    return tuple(found.decode().split(" ", 1)) if found else None
 
 
 def _watch(pipe: redis.client.Pipeline, pipeline: str, due: dict[str, float]) -> None:
@@ -173,18 +226,38 @@ def mark_compensated(pipeline: str, job_id: str) -> None:
     pipe.execute()
 
 
-def mark_failed(job: JobContext, scope: str, failure_class: str, error: str, compensations: list[str]) -> None:
+def mark_failed(
+    job: JobContext,
+    scope: str,
+    failure_class: str,
+    error: BaseException,
+    compensations: list[str],
+    errbacks: bool = False,
+) -> None:
     """The job was dead-lettered: keep its ledger (and submit's dedup key) for the replay window.
 
-    With `compensations` to run, it is compensating (and still watched) rather than failed.
+    With `compensations` to run, it is compensating (and still watched) rather than failed. With `errbacks`
+    (Celery's link_error) to run, it is failed, and watched until they have run. The failure's
+    class and the end of its traceback are kept for `AsyncResult` (pipeline.results).
     """
     keys = JobKeys(job.pipeline, job.job_id)
     window = get_settings().replay_window
-    failure = {"failed_stage": scope, "failure_class": failure_class, "error": error[:2000], "dead_lettered": 1}
+    text = f"{type(error).__name__}: {error}"
+    failure = {
+        "failed_stage": scope,
+        "failure_class": failure_class,
+        "error": text[:2000],
+        "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
+        "traceback": "".join(format_exception(error))[-TRACEBACK_KEPT:],
+        "dead_lettered": 1,
+    }
     pipe = redis_client().pipeline()
     if compensations:
-        plan = {"compensations": json.dumps(compensations), "compensating_for": f"{scope}: {error}"[:2000]}
+        plan = {"compensations": json.dumps(compensations), "compensating_for": f"{scope}: {text}"[:2000]}
         pipe.hset(keys.record, mapping={"status": COMPENSATING, "touched_at": _now(), **failure, **plan})
+        _watch(pipe, job.pipeline, {job.job_id: _now() + stall_after()})
+    elif errbacks:
+        pipe.hset(keys.record, mapping={"status": FAILED, "finished_at": _now(), **failure, ERRBACKS_FOR: scope})
         _watch(pipe, job.pipeline, {job.job_id: _now() + stall_after()})
     else:
         pipe.hset(keys.record, mapping={"status": FAILED, "finished_at": _now(), **failure})
@@ -195,10 +268,10 @@ def mark_failed(job: JobContext, scope: str, failure_class: str, error: str, com
     redis_client().expire(dedup_key(job.pipeline, job.idempotency_key), window)  # another slot: not in the MULTI
 
 
-def planned_branches(pipeline: str, job_id: str) -> list[str]:
-    """The branches the job's planner recorded ([] before it has)."""
-    branches = redis_client().hget(JobKeys(pipeline, job_id).record, "branches")
-    return json.loads(branches) if branches else []
+def planned_branches(pipeline: str, job_id: str, field: str) -> list[str]:
+    """The branches a job's planner recorded in `field` of its record ([] before it has)."""
+    found = redis_client().hget(JobKeys(pipeline, job_id).record, field)
+    return json.loads(found) if found else []
 
 
 def reopen(jobs: list[tuple[JobContext, bool]], pipe: redis.client.Pipeline) -> None:
@@ -213,7 +286,7 @@ def reopen(jobs: list[tuple[JobContext, bool]], pipe: redis.client.Pipeline) -> 
         status = COMPENSATING if compensating else QUEUED
         now = _now()
         pipe.hset(keys.record, mapping={"status": status, "replay": job.replay, "touched_at": now, "replayed_at": now})
-        pipe.hdel(keys.record, "failed_stage", "failure_class", "error", "finished_at", "stalls")
+        pipe.hdel(keys.record, *FAILURE_FIELDS, "finished_at", "stalls")
         pipe.hincrby(keys.record, "replays", 1)
         pipe.delete(keys.attempts)
         for name in (keys.record, keys.results, dedup_key(job.pipeline, job.idempotency_key)):
@@ -252,7 +325,18 @@ class JobState:
 
     @property
     def payload(self) -> Any:
-        return decode(self.record["payload"])
+        """A declared pipeline's input (a canvas's steps carry their own arguments in its plan)."""
+        stored = self.record.get("payload")
+        return decode(stored) if stored is not None else None
+
+    @cached_property
+    def plan(self) -> Plan:
+        return plan_of(self.record, self.payload)
+
+    @property
+    def errbacks_for(self) -> str | None:
+        """The failed step whose errbacks (Celery's link_error) this failed job runs, if any."""
+        return self.record.get(ERRBACKS_FOR) if self.status == FAILED else None
 
     @property
     def compensations(self) -> list[str] | None:
@@ -303,13 +387,18 @@ def results_of(pipeline: str, job_id: str, scopes: list[str]) -> list[Any]:
 
 
 def get_job(job_id: str) -> dict[str, str] | None:
-    """The job's record (status, where it failed and why, retries, re-drives), or None if unknown."""
-    return get_jobs([job_id])[0]
+    """The job's record (status, where it failed and why, retries, re-drives), or None if unknown.
+
+    A canvas's step can be named by its Celery task id (what `AsyncResult.id` says) instead of the job's."""
+    found = get_jobs([job_id])[0]
+    if found is None and (indexed := job_of_task(job_id)) is not None:
+        found = get_jobs([indexed[1]])[0]
+    return found
 
 
 def get_jobs(job_ids: list[str]) -> list[dict[str, str] | None]:
-    """The jobs' records, whatever their pipelines (each loaded pipeline is asked)."""
-    pipelines = sorted(load_pipelines())
+    """The jobs' records, whatever their pipelines (each namespace is asked)."""
+    pipelines = namespaces()
     pipe = redis_client().pipeline(transaction=False)
     for job_id in job_ids:
         for pipeline in pipelines:
@@ -324,9 +413,13 @@ def _step_field(name: str) -> bool:
 
 
 def _public(record: dict[str, str]) -> dict[str, str]:
-    """The record without the payload, which can be large and is shown only by `describe_job`, and without
-    its steps' fields (`describe_job` shows them with each step)."""
-    return {name: value for name, value in record.items() if name != "payload" and not _step_field(name)}
+    """The record without the payload and the plan, which can be large and are shown only by `describe_job`,
+    and without its steps' fields (`describe_job` shows them with each step) and fan-in counters."""
+    return {name: value for name, value in record.items() if name not in ("payload", "plan") and not _hidden(name)}
+
+
+def _hidden(name: str) -> bool:
+    return _step_field(name) or name.startswith(FANIN)
 
 
 def settled(job_ids: list[str], status: str | None = None) -> list[dict[str, str]] | None:
@@ -342,13 +435,17 @@ def describe_job(job_id: str) -> dict[str, Any] | None:
     record = get_job(job_id)
     if record is None:
         return None
-    pipeline = record["pipeline"]
+    pipeline, job_id = record["pipeline"], record["job_id"]
     keys = JobKeys(pipeline, job_id)
     state = load(pipeline, job_id)
     counters = _text(redis_client().hgetall(keys.attempts))
     record = dict(state.record)
     step_fields = {name: record.pop(name) for name in list(record) if _step_field(name)}
-    payload = decode(record.pop("payload"))
+    for name in [name for name in record if name.startswith(FANIN)]:
+        del record[name]
+    payload = state.payload
+    record.pop("payload", None)
+    record.pop("plan", None)
     redrives = json.loads(record.pop("redrive_log", "[]"))
     steps: dict[str, dict[str, Any]] = {scope: {"status": "done", "result": r} for scope, r in state.results.items()}
     for name, value in counters.items():
@@ -367,6 +464,12 @@ def describe_job(job_id: str) -> dict[str, Any] | None:
         steps[record["failed_stage"]]["status"] = "dead-lettered"
     numbers = {name: _number(value) for name, value in record.items() if name in NUMERIC_FIELDS}
     described = {**record, **numbers, "payload": payload, "steps": steps, "redrives": redrives}
+    plan = state.plan
+    described["plan"] = outline(
+        plan.root,
+        lambda scope: steps.get(scope, {}).get("status", "pending"),
+        lambda planner: json.loads(state.record.get(plan.branches_field(planner)) or "[]"),
+    )
     if state.compensations is not None:
         described["compensations"] = [
             {"stage": name, "status": steps.get(name, {}).get("status", "pending")} for name in state.compensations

@@ -152,9 +152,15 @@ class CeleryProcess:
     ready_line = ""  # what the log says once the process is up
 
     def __init__(
-        self, env: dict[str, str], name: str, extra_args: list[str] | None = None, app: str = "pipeline"
+        self,
+        env: dict[str, str],
+        name: str,
+        extra_args: list[str] | None = None,
+        app: str = "pipeline",
+        cwd: str | None = None,
     ) -> None:
         self.env = env
+        self.cwd = cwd  # where it runs (its code, for `-m`): another checkout of vetro, say
         self.app = app
         self.name = name
         self.extra_args = extra_args or []
@@ -170,6 +176,7 @@ class CeleryProcess:
         self.process = subprocess.Popen(
             self.arguments(),
             env={**os.environ, **self.env},
+            cwd=self.cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -246,8 +253,9 @@ class WorkerProcess(CeleryProcess):
         extra_args: list[str] | None = None,
         supervised: bool = False,
         app: str = "pipeline",
+        cwd: str | None = None,
     ) -> None:
-        super().__init__(env, name, extra_args, app)
+        super().__init__(env, name, extra_args, app, cwd)
         self.concurrency = concurrency
         self.supervised = supervised
         self.command = [

@@ -19,8 +19,8 @@ from typing import Any
 import structlog
 from celery.signals import setup_logging
 
-from pipeline.context import JobContext
-from pipeline.pipelines import destination_of, get_pipeline
+from pipeline.context import SCOPE, JobContext
+from pipeline.pipelines import declared_plan, destination_of
 from settings import get_settings
 
 CELERY_TRACE = "celery.app.trace"
@@ -115,6 +115,14 @@ def _configure_worker(loglevel: int | str | None = None, **_: Any) -> None:
     configure(loglevel or logging.INFO)
 
 
+def _declared_scope(task: Any, args: tuple) -> str | None:
+    """The step a message of the first format runs (it names none): its stage in its declared pipeline."""
+    try:
+        return declared_plan(task.pipeline_name).scope_for(task.name, args)
+    except (AttributeError, ValueError):
+        return None
+
+
 def job_context(task: Any, args: tuple) -> dict[str, Any]:
     """The context fields of a running task; {} outside a job."""
     request = task.request
@@ -122,8 +130,9 @@ def job_context(task: Any, args: tuple) -> dict[str, Any]:
     context: dict[str, Any] = {"task_id": request.id}
     if job is None:
         return context
-    stage, pipeline = getattr(task, "stage", "") or task.name, getattr(task, "pipeline_name", "")
-    destination = destination_of(get_pipeline(pipeline).scope(stage, args)) if pipeline else None
+    stage = getattr(task, "stage", "") or task.name
+    scope = request.get(SCOPE) or _declared_scope(task, args)
+    destination = destination_of(scope) if scope else None
     context |= {
         "pipeline": job.pipeline,
         "job_id": job.job_id,

@@ -71,9 +71,15 @@ def on_compensated(callback: Callable[[JobContext, list[str]], None]) -> Callabl
 
 
 def hand_off(
-    step: FailedStep, failure_class: FailureClass, exc: BaseException, attempts: int, compensations: list[str]
+    step: FailedStep,
+    failure_class: FailureClass,
+    exc: BaseException,
+    attempts: int,
+    compensations: list[str],
+    errbacks: bool = False,
 ) -> None:
-    """Dead-letter the step and mark the job failed (or compensating, with `compensations` to run).
+    """Dead-letter the step and mark the job failed (or compensating, with `compensations` to run; still
+    watched while the step's `errbacks` run).
 
     Raises if the step could not be stored: the caller must then keep the message (or the job
     stays in the reconciler's due set) rather than lose the job.
@@ -82,7 +88,7 @@ def hand_off(
     load_dead_letter_store()
     for sink in _sinks:
         sink(step, failure_class, exc, attempts)
-    ledger.mark_failed(step.job, step.scope, failure_class, error, compensations)
+    ledger.mark_failed(step.job, step.scope, failure_class, exc, compensations, errbacks)
     # One line per job that failed for good: an expected failure (bad input, a rule said no, a partner
     # that kept failing) is a warning; a technical one (a bug of ours) an error with its traceback.
     technical = failure_class == FailureClass.TECHNICAL

@@ -1,17 +1,17 @@
-"""Pipelines as declarations: the stages in order, then an optional fan-out, walked by the framework.
+"""Pipelines as declarations: vetro's shorthand for a canvas of stages, and one way to build a job's plan.
 
-A pipeline is not a Celery canvas: vetro publishes each step itself once the step before it is
-recorded. So the steps still to run can always be worked out from the ledger alone (the
-job's payload and its recorded results), which is what lets the reconciler and replay
-rebuild any job, whatever the broker dropped.
+A declared pipeline is the stages in order, then an optional fan-out (the last stage plans it by
+naming branches, the part runs once per branch, then the join), and a saga's compensations. It
+runs on the same plan executor as any Celery canvas (pipeline.plan): `submit()` opens a job whose
+plan is the declaration, and `pipeline.s(payload)` is a signature to put in a bigger canvas.
 
-A step's task id is '<job id>.<scope>', where the scope is the stage, or '<stage>.<branch>'
-for a fan-out part: a retry, a redelivery or a replay of a step has the same id.
+A declared pipeline's step has the task id '<job id>.<scope>', where the scope is the stage, or
+'<stage>.<branch>' for a fan-out part: a retry, a redelivery or a replay of a step has the same id.
 
 A saga declares compensations: when a step fails for good, the compensations of the steps
 already recorded run, last first, each a guarded step of its own given the result of the
-step it undoes. Which ones must run (the plan) is fixed on the job's record when the failure
-happens, so what is left of a compensation can also be worked out from the ledger alone.
+step it undoes. Which ones must run is fixed on the job's record when the failure happens, so
+what is left of a compensation can also be worked out from the ledger alone.
 """
 
 from __future__ import annotations
@@ -20,32 +20,28 @@ import importlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
-from functools import cache, cached_property
+from functools import cache, lru_cache
 from typing import Any
 
-from pipeline.failures import TechnicalError
+from celery import Signature
+from kombu.utils.json import loads
+
+from pipeline.app import app
+from pipeline.plan import PIPELINE_TASK, Declared, Plan, from_declared, from_signature
 from settings import ConfigError, get_settings
 from settings.config import ENV_PREFIX, STALL_MARGIN_SECONDS, StagePolicy
 
 _PIPELINES: dict[str, Pipeline] = {}
-BRANCH_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_STAGES: dict[str, Any] = {}  # every stage declared in this process, by task name
 # Pipeline and stage names appear in environment variables (VETRO_STAGES__<PIPELINE>__<STAGE>__...).
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+CANVAS_PLANS = 512  # parsed canvas plans kept per process (a job's steps often run in the same one)
 
 
 def check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not NAME.match(name):
         raise ValueError(f"{kind} name {name!r}: use lower-case letters, digits and '_', starting with a letter")
     return name
-
-
-class Role(StrEnum):
-    STEP = "step"  # a stage of the sequence, followed by the next one
-    PLANNER = "planner"  # the last stage of the sequence when a fan-out follows: its result names the branches
-    PART = "part"  # the fan-out's stage, run once per branch
-    LAST = "last"  # the stage whose recorded result completes the job (the join, or the sequence's end)
-    UNDO = "undo"  # a compensation: undoes a recorded step of a job that failed for good
 
 
 def task_id(job_id: str, scope: str) -> str:
@@ -55,15 +51,6 @@ def task_id(job_id: str, scope: str) -> str:
 def destination_of(scope: str) -> str | None:
     """The branch a step's scope names ('operate.billing' -> 'billing'); None for a step that is no part."""
     return scope.split(".", 1)[1] if "." in scope else None
-
-
-@dataclass(frozen=True)
-class Step:
-    """One message to publish: a stage's task, the step's scope and its arguments."""
-
-    task: Any
-    scope: str
-    args: tuple
 
 
 @dataclass(frozen=True)
@@ -112,67 +99,20 @@ class Pipeline:
         fan_out = (self.fan_out.part, self.fan_out.join) if self.fan_out else ()
         return [*self.stages, *fan_out, *self.compensations.values()]
 
-    @cached_property
-    def _roles(self) -> dict[str, Role]:
-        """Each stage's role, worked out once (every message asks)."""
-        roles = {task.stage: Role.STEP for task in self.stages}
-        roles[self.stages[-1].stage] = Role.PLANNER if self.fan_out else Role.LAST
-        if self.fan_out:
-            roles[self.fan_out.part.stage] = Role.PART
-            roles[self.fan_out.join.stage] = Role.LAST
-        return roles | dict.fromkeys(self._undoes, Role.UNDO)
+    def declared(self) -> Declared:
+        """The declaration as plain names, for the plan executor."""
+        fan_out = (self.fan_out.part.name, self.fan_out.join.name) if self.fan_out else None
+        undo = {task.name: undoing.name for task, undoing in self.compensations.items()}
+        return Declared(self.name, tuple(task.name for task in self.stages), fan_out, undo)
 
-    def role(self, stage: str) -> Role:
-        try:
-            return self._roles[stage]
-        except KeyError:
-            raise ValueError(f"pipeline {self.name!r} has no stage {stage!r}") from None
+    def signature(self, *args: Any, **options: Any) -> Signature:
+        """The whole pipeline as one signature of a Celery canvas: `chain(fetch.s(), orders.s(), notify.s())`.
 
-    def scope(self, stage: str, args: tuple) -> str:
-        """The guarded step a message runs: the stage, plus its branch (the last argument) for a part."""
-        return f"{stage}.{args[-1]}" if self.role(stage) is Role.PART else stage
+        Given no payload, it takes the previous step's result as its first stage's input.
+        """
+        return Signature(PIPELINE_TASK, args, {"name": self.name}, options, app=app)
 
-    def first(self, payload: Any) -> Step:
-        task = self.stages[0]
-        return Step(task, task.stage, (payload,))
-
-    def after(self, stage: str, args: tuple, result: Any) -> list[Step]:
-        """The steps a recorded step starts (the join is started by the fan-in, not here)."""
-        role = self.role(stage)
-        if role is Role.STEP:
-            names = [task.stage for task in self.stages]
-            task = self.stages[names.index(stage) + 1]
-            return [Step(task, task.stage, (result,))]
-        if role is Role.PLANNER:
-            return self.parts(args[0], result) or [self.join([])]
-        return []
-
-    def parts(self, planner_input: Any, planned: Any) -> list[Step]:
-        """One step per planned branch, with the part's input: the mapping's value, else the planner's input."""
-        part = self.fan_out.part
-        inputs = planned if isinstance(planned, dict) else dict.fromkeys(check_branches(planned), planner_input)
-        return [Step(part, f"{part.stage}.{branch}", (inputs[branch], branch)) for branch in check_branches(planned)]
-
-    def join(self, part_results: list[Any]) -> Step:
-        return Step(self.fan_out.join, self.fan_out.join.stage, (part_results,))
-
-    @property
-    def _undoes(self) -> dict[str, str]:
-        """Each compensation's stage name, and the stage it undoes."""
-        return {undo.stage: task.stage for task, undo in self.compensations.items()}
-
-    def compensation_plan(self, results: dict[str, Any]) -> list[str]:
-        """The compensations a failure now calls for: those of the recorded steps, last first."""
-        recorded = [task for task in self.stages if task.stage in results]
-        return [self.compensations[task].stage for task in reversed(recorded) if task in self.compensations]
-
-    def pending_compensation(self, plan: list[str], results: dict[str, Any]) -> list[Step]:
-        """The next compensation of `plan` not yet recorded, given the result it undoes; [] when all ran."""
-        tasks = {undo.stage: undo for undo in self.compensations.values()}
-        for name in plan:
-            if name not in results:
-                return [Step(tasks[name], name, (results[self._undoes[name]],))]
-        return []
+    s = signature
 
     def stage_names(self) -> list[str]:
         return [task.stage for task in self.tasks()]
@@ -181,44 +121,68 @@ class Pipeline:
         """The external dependencies its stages declare (the names breakers and rate limits use)."""
         return {name for task in self.tasks() for name in getattr(task, "dependencies", ())}
 
-    def part_scopes(self, branches: list[str]) -> list[str]:
-        return [f"{self.fan_out.part.stage}.{branch}" for branch in branches]
-
-    def pending(self, payload: Any, results: dict[str, Any]) -> list[Step]:
-        """The steps to run next, given the job's payload and recorded results; [] when it is complete."""
-        step_input = payload
-        for task in self.stages:
-            if task.stage not in results:
-                return [Step(task, task.stage, (step_input,))]
-            planner_input, step_input = step_input, results[task.stage]
-        if not self.fan_out:
-            return []
-        missing = [step for step in self.parts(planner_input, step_input) if step.scope not in results]
-        if missing:
-            return missing
-        if self.fan_out.join.stage in results:
-            return []
-        return [self.join([results[scope] for scope in self.part_scopes(check_branches(step_input))])]
-
-
-def check_branches(planned: Any) -> list[str]:
-    """The planner's branch names (a list, or a mapping's keys): distinct short names of letters, digits, '_', '-'."""
-    names = list(planned) if isinstance(planned, dict) else planned
-    if not isinstance(names, list) or not all(isinstance(b, str) and BRANCH_NAME.match(b) for b in names):
-        raise TechnicalError(
-            f"a fan-out planner must return branch names (a list, or a mapping to each part's input), "
-            f"got {planned!r:.200}"
-        )
-    if len(set(names)) != len(names):
-        raise TechnicalError(f"a fan-out planner returned a branch twice: {planned!r:.200}")
-    return names
-
 
 def register(pipeline: Pipeline) -> Pipeline:
     """Make a pipeline known to this process (its module calls this when imported)."""
     _PIPELINES[pipeline.name] = pipeline
     _longest_time_limit.cache_clear()
+    declared_plan.cache_clear()
     return pipeline
+
+
+def register_stage(task: Any) -> Any:
+    """Make a stage known to this process (`@stage` calls this): its pipeline's name is a namespace of jobs
+    even when no pipeline is declared for it (a team that composes its stages only with Celery's canvas)."""
+    _STAGES[task.name] = task
+    _longest_time_limit.cache_clear()
+    return task
+
+
+def namespaces() -> list[str]:
+    """Every name jobs are kept under: the declared pipelines', and every stage's pipeline."""
+    load_pipelines()
+    return sorted(set(_PIPELINES) | {task.pipeline_name for task in _STAGES.values()})
+
+
+def is_stage(name: str) -> bool:
+    return name in _STAGES
+
+
+def task_named(name: str) -> Any:
+    """The Celery task a plan's step names, loading the pipelines' modules if this process has not yet."""
+    if name not in app.tasks:
+        load_pipelines()
+    return app.tasks[name]
+
+
+def stage_namespace(name: str) -> str:
+    """The pipeline a stage's task belongs to: where the jobs it starts are kept."""
+    return _STAGES[name].pipeline_name
+
+
+def declaration(name: str) -> Declared:
+    """A declared pipeline, as the plan executor reads it (`Pipeline.s()` inside a canvas names it)."""
+    return get_pipeline(name).declared()
+
+
+def plan_of(record: Mapping[str, str], payload: Any = None) -> Plan:
+    """A job's plan from its ledger record: its canvas, or its pipeline's declaration given its payload."""
+    stored = record.get("plan")
+    if stored is not None:
+        return canvas_plan(stored)
+    return declared_plan(record["pipeline"]).given(payload)
+
+
+@lru_cache(maxsize=CANVAS_PLANS)
+def canvas_plan(stored: str) -> Plan:
+    """A canvas's plan from the signature stored on its job's record (parsed once per process and job)."""
+    return from_signature(loads(stored), declaration)
+
+
+@cache
+def declared_plan(name: str) -> Plan:
+    """A declared pipeline's plan, built once per process (a job's payload is given to it when needed)."""
+    return from_declared(declaration(name))
 
 
 def load_pipelines() -> dict[str, Pipeline]:
@@ -235,11 +199,14 @@ def load_pipelines() -> dict[str, Pipeline]:
 
 def _check_overrides() -> None:
     """An override naming a pipeline or stage that does not exist is a mistake, not a no-op."""
+    declared = {name: set(pipeline.stage_names()) for name, pipeline in _PIPELINES.items()}
+    for task in _STAGES.values():
+        declared.setdefault(task.pipeline_name, set()).add(task.stage)
     for pipeline, stages in get_settings().stages.items():
-        if pipeline not in _PIPELINES:
-            known = ", ".join(sorted(_PIPELINES)) or "none"
+        if pipeline not in declared:
+            known = ", ".join(sorted(declared)) or "none"
             raise ConfigError(f"{ENV_PREFIX}STAGES__{pipeline.upper()}: no pipeline {pipeline!r} (known: {known})")
-        names = _PIPELINES[pipeline].stage_names()
+        names = sorted(declared[pipeline])
         for stage in stages:
             if stage not in names:
                 raise ConfigError(
@@ -260,7 +227,8 @@ def get_pipeline(name: str) -> Pipeline:
 
 def dependencies() -> list[str]:
     """Every external dependency the loaded pipelines declare."""
-    return sorted({name for pipeline in load_pipelines().values() for name in pipeline.dependencies()})
+    declared = {name for pipeline in load_pipelines().values() for name in pipeline.dependencies()}
+    return sorted(declared | {name for task in _STAGES.values() for name in getattr(task, "dependencies", ())})
 
 
 def stall_after() -> float:
@@ -274,6 +242,7 @@ def stall_after() -> float:
 
 @cache
 def _longest_time_limit() -> int:
-    """Asked on every claim; the stages' limits change only when a pipeline registers (which clears it)."""
+    """Asked on every claim; the stages' limits change only when a stage or pipeline registers (which clears it)."""
     limits = [task.time_limit for pipeline in _PIPELINES.values() for task in pipeline.tasks()]
+    limits += [task.time_limit for task in _STAGES.values()]
     return max(limits, default=StagePolicy().time_limit)

@@ -10,14 +10,18 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any
+
+from kombu.utils.json import dumps, loads
 
 from pipeline import driver, ledger, metrics
 from pipeline.app import records_carry_publishes
 from pipeline.context import JobContext
-from pipeline.pipelines import Pipeline, get_pipeline
+from pipeline.pipelines import Pipeline, declared_plan, get_pipeline
+from pipeline.plan import Step
+from pipeline.results import JobResult
 from pipeline.store import JobKeys, redis_client, sent_with_scripts
 from settings import get_settings
 
@@ -58,6 +62,19 @@ def check_payload(payload: Any, idempotency_key: str | None = None, position: st
     if idempotency_key is not None:
         check_key(idempotency_key, position, settings.max_key_length)
     return JobRequest(payload, idempotency_key or hashlib.sha256(encoded).hexdigest())
+
+
+def check_arguments(arguments: Any, position: str) -> None:
+    """A canvas step's arguments: anything kombu's JSON carries, within the payload's depth and size limits."""
+    settings = get_settings()
+    try:
+        encoded = dumps(arguments)
+    except (TypeError, ValueError) as error:
+        raise InvalidJobError(f"{position}: arguments are not JSON-serialisable: {error}") from None
+    if len(encoded) > settings.max_payload_bytes:
+        limit = f"the limit of {settings.max_payload_bytes} (VETRO_MAX_PAYLOAD_BYTES)"
+        raise InvalidJobError(f"{position}: arguments of {len(encoded)} bytes, over {limit}")
+    _check_shape(loads(encoded), position, settings.max_payload_depth, settings.max_payload_elements)
 
 
 def check_key(key: Any, position: str, max_length: int) -> None:
@@ -136,10 +153,13 @@ def submit(
     *,
     correlation_id: str | None = None,
     pipeline: str = DEFAULT_PIPELINE,
-) -> str:
-    """Enqueue one job and return its id; the same idempotency key returns the same job id."""
+) -> JobResult:
+    """Enqueue one job and return its id; the same idempotency key returns the same job id.
+
+    The id is a `JobResult`: a string that also `.get()`s the job's final result, like an `AsyncResult`.
+    """
     request = check_payload(payload, idempotency_key)
-    return _publish([request], get_pipeline(pipeline), correlation_id)[0].job_id
+    return JobResult(_publish([request], get_pipeline(pipeline), correlation_id)[0].job_id)
 
 
 def submit_many(
@@ -180,7 +200,34 @@ class Submission:
     new: bool
 
 
+@dataclass(frozen=True)
+class Opening:
+    """A job to open (its ledger's view, pipeline.ledger.Opening) and the steps it starts with."""
+
+    ledger: ledger.Opening
+    first: list[Step]
+
+    @property
+    def job(self) -> JobContext:
+        return self.ledger.job
+
+
+def _declared(request: JobRequest, pipeline: Pipeline, correlation_id: str | None) -> Opening:
+    job = JobContext(str(uuid.uuid4()), request.idempotency_key, correlation_id or str(uuid.uuid4()), pipeline.name)
+    plan = declared_plan(pipeline.name).given(request.payload)
+    return Opening(ledger.Opening(job, request.payload), plan.pending({}))
+
+
 def _publish(requests: list[JobRequest], pipeline: Pipeline, correlation_id: str | None) -> list[Submission]:
+    submissions = open_jobs([_declared(request, pipeline, correlation_id) for request in requests])
+    fresh_count = sum(submission.new for submission in submissions)
+    metrics.count(metrics.JOBS_SUBMITTED, pipeline.name, amount=fresh_count)
+    if len(submissions) > fresh_count:
+        metrics.count(metrics.IDEMPOTENCY_HITS, pipeline.name, "submit", amount=len(submissions) - fresh_count)
+    return submissions
+
+
+def open_jobs(openings: list[Opening]) -> list[Submission]:
     """Map each key to its job (new or known), record new jobs in the ledger, then publish their first steps.
 
     The ledger record is what makes a job exist: once it is written the job will run, even if the
@@ -190,80 +237,80 @@ def _publish(requests: list[JobRequest], pipeline: Pipeline, correlation_id: str
     client = redis_client()
     # One job: a script claims, records and publishes it in one round trip. A batch: two round trips
     # of plain commands cost Redis less than a script per job (bench.producer).
-    if len(requests) == 1 and records_carry_publishes():
-        job_ids, opened = _open_in_one_trip(client, requests, pipeline, correlation_id)
+    if len(openings) == 1 and records_carry_publishes():
+        job_ids, opened = _open_in_one_trip(client, openings)
         claimed: set[str] = set()
     else:
-        (job_ids, claimed), opened = _claim_keys(client, requests, pipeline), set()
-    known = [job_id for job_id in job_ids if job_id not in claimed and job_id not in opened]
-    recorded = set(_recorded(client, pipeline.name, known)) | opened
+        (job_ids, claimed), opened = _claim_keys(client, openings), set()
+    known = [(opening, job_id) for opening, job_id in zip(openings, job_ids, strict=True) if job_id not in claimed]
+    known = [(opening, job_id) for opening, job_id in known if job_id not in opened]
+    recorded = set(_recorded(client, [(opening.job.pipeline, job_id) for opening, job_id in known])) | opened
     fresh = {
-        job_id: (request, _job(job_id, request, pipeline, correlation_id))
-        for request, job_id in reversed(list(zip(requests, job_ids, strict=True)))  # the first of a repeated key wins
+        job_id: _as(opening, job_id)
+        for opening, job_id in reversed(list(zip(openings, job_ids, strict=True)))  # the first of a key wins
         if job_id not in recorded
     }.values()
     if fresh:
         records = client.pipeline(transaction=False)
-        ledger.open_jobs(records, pipeline.name, [(job, request.payload) for request, job in fresh])
+        for namespace in sorted({opening.job.pipeline for opening in fresh}):
+            ledger.open_jobs(records, namespace, [each.ledger for each in fresh if each.job.pipeline == namespace])
         recorded_only = lambda error: log.warning(  # noqa: E731
             "%d job(s) recorded but not yet published (%s); the reconciler will", len(fresh), error
         )
-        driver.publish_after(
-            records, [(job, [pipeline.first(request.payload)]) for request, job in fresh], recorded_only
-        )
-    new = opened | {job.job_id for _, job in fresh}
-    submissions = [Submission(job_id, job_id in new) for job_id in job_ids]
-    fresh_count = sum(submission.new for submission in submissions)
-    metrics.count(metrics.JOBS_SUBMITTED, pipeline.name, amount=fresh_count)
-    if len(submissions) > fresh_count:
-        metrics.count(metrics.IDEMPOTENCY_HITS, pipeline.name, "submit", amount=len(submissions) - fresh_count)
-    return submissions
+        driver.publish_after(records, [(opening.job, opening.first) for opening in fresh], recorded_only)
+    new = opened | {opening.job.job_id for opening in fresh}
+    for opening, job_id in zip(openings, job_ids, strict=True):
+        if job_id not in new and opening.ledger.task_ids:  # a canvas sent again under a known key
+            ledger.alias(opening.ledger.task_ids, replace(opening.job, job_id=job_id))
+    return [Submission(job_id, job_id in new) for job_id in job_ids]
 
 
-def _job(job_id: str, request: JobRequest, pipeline: Pipeline, correlation_id: str | None) -> JobContext:
-    return JobContext(job_id, request.idempotency_key, correlation_id or str(uuid.uuid4()), pipeline.name)
+def _as(opening: Opening, job_id: str) -> Opening:
+    """The opening under the job id its key maps to (a known key whose record went missing)."""
+    if job_id == opening.job.job_id:
+        return opening
+    return Opening(replace(opening.ledger, job=replace(opening.job, job_id=job_id)), opening.first)
 
 
-def _open_in_one_trip(
-    client: Any, requests: list[JobRequest], pipeline: Pipeline, correlation_id: str | None
-) -> tuple[list[str], set[str]]:
-    """Claim each key, record the job and push its first step, in one script per job and one round trip
+def _open_in_one_trip(client: Any, openings: list[Opening]) -> tuple[list[str], set[str]]:
+    """Claim each key, record the job and push its first steps, in one script per job and one round trip
     (the broker is the result store). Returns each key's job id, and those opened here."""
-    jobs = [_job(str(uuid.uuid4()), request, pipeline, correlation_id) for request in requests]
     ttl = get_settings().submit_dedup_ttl
-    firsts = driver.messages(
-        [(job, [pipeline.first(request.payload)]) for request, job in zip(requests, jobs, strict=True)]
-    )
+    firsts = driver.messages([(opening.job, opening.first) for opening in openings])
 
     def send() -> list:
         pipe = client.pipeline(transaction=False)
-        for request, job, pushes in zip(requests, jobs, firsts, strict=True):
-            ledger.open_unless_known(pipe, job, request.payload, ttl, pushes)
+        for opening, pushes in zip(openings, firsts, strict=True):
+            ledger.open_unless_known(pipe, opening.ledger, ttl, pushes)
         return pipe.execute()
 
     job_ids = [answer.decode() for answer in sent_with_scripts(send)]
-    return job_ids, {job.job_id for job, job_id in zip(jobs, job_ids, strict=True) if job.job_id == job_id}
+    given = [opening.job.job_id for opening in openings]
+    opened = {job_id for job_id, answer in zip(given, job_ids, strict=True) if job_id == answer}
+    for opening in openings:
+        if opening.job.job_id in opened and opening.ledger.delay:
+            ledger.expect(opening.job.pipeline, opening.job.job_id, opening.ledger.delay)
+    return job_ids, opened
 
 
-def _claim_keys(client: Any, requests: list[JobRequest], pipeline: Pipeline) -> tuple[list[str], set[str]]:
+def _claim_keys(client: Any, openings: list[Opening]) -> tuple[list[str], set[str]]:
     """Each key's job id (claimed for a new one if free), and the ids claimed here."""
     ttl = get_settings().submit_dedup_ttl
-    candidates = [str(uuid.uuid4()) for _ in requests]
     claims = client.pipeline(transaction=False)
-    for request, job_id in zip(requests, candidates, strict=True):
-        claim_key = ledger.dedup_key(pipeline.name, request.idempotency_key)
-        claims.set(claim_key, job_id, nx=True, ex=ttl)
+    for opening in openings:
+        claim_key = ledger.dedup_key(opening.job.pipeline, opening.job.idempotency_key)
+        claims.set(claim_key, opening.job.job_id, nx=True, ex=ttl)
         claims.get(claim_key)
     answers = claims.execute()
     job_ids = [answer.decode() for answer in answers[1::2]]
     return job_ids, {job_id for job_id, claimed in zip(job_ids, answers[0::2], strict=True) if claimed}
 
 
-def _recorded(client: Any, pipeline: str, job_ids: list[str]) -> list[str]:
-    """Those of `job_ids` whose ledger record exists."""
-    if not job_ids:
+def _recorded(client: Any, jobs: list[tuple[str, str]]) -> list[str]:
+    """Those of (pipeline, job id) whose ledger record exists."""
+    if not jobs:
         return []
     pipe = client.pipeline(transaction=False)
-    for job_id in job_ids:
+    for pipeline, job_id in jobs:
         pipe.exists(JobKeys(pipeline, job_id).record)
-    return [job_id for job_id, exists in zip(job_ids, pipe.execute(), strict=True) if exists]
+    return [job_id for (_, job_id), exists in zip(jobs, pipe.execute(), strict=True) if exists]

@@ -30,7 +30,8 @@ from pipeline import driver, ledger, metrics
 from pipeline.app import app
 from pipeline.failures import FailureClass, TechnicalError
 from pipeline.outcomes import FailedStep, completed
-from pipeline.pipelines import Step, load_pipelines, stall_after
+from pipeline.pipelines import namespaces, stall_after, task_named
+from pipeline.plan import Step
 from pipeline.store import key, redis_client
 from settings import get_settings
 
@@ -93,14 +94,14 @@ def messages_waiting(connection: Any, queue: str) -> int:
 
 
 def _queue_of(step: Step) -> str:
-    return getattr(step.task, "queue", None) or get_settings().queue
+    return step.options.get("queue") or getattr(task_named(step.task), "queue", None) or get_settings().queue
 
 
 def examine(pipeline: str, job_id: str, now: float, queues: _Queues, dry_run: bool = False) -> Finding:
     """Decide what a due job needs, and (unless `dry_run`) do it."""
     settings = get_settings()
     state = ledger.load(pipeline, job_id)
-    if state is None or state.status not in ledger.UNFINISHED:
+    if state is None or (state.status not in ledger.UNFINISHED and state.errbacks_for is None):
         if not dry_run:
             if state is not None and state.status == ledger.COMPLETED:
                 completed(state.context, state.record.get("dead_lettered") == "1")  # in case a crash skipped it
@@ -129,8 +130,9 @@ def examine(pipeline: str, job_id: str, now: float, queues: _Queues, dry_run: bo
         reason = f"stalled: no progress after {stalls} re-drive(s); {reason}"
         if not dry_run:
             for step in steps:
-                failed = FailedStep(state.context, step.task.stage, step.scope, list(step.args))
-                driver.fail(failed, FailureClass.TECHNICAL, StalledJobError(reason), attempts=stalls)
+                stage = getattr(task_named(step.task), "stage", step.task)
+                failed = FailedStep(state.context, stage, step.scope, list(step.args), dict(step.kwargs))
+                driver.fail(failed, FailureClass.TECHNICAL, StalledJobError(reason), stalls, state.plan)
             metrics.count(metrics.STALLED, pipeline)
         return Finding(job_id, Verdict.DEAD_LETTERED, reason, scopes)
     if not dry_run:
@@ -146,7 +148,7 @@ def sweep(dry_run: bool = False, limit: int = BATCH) -> list[Finding] | None:
         return None
     try:
         now, queues, findings = time.time(), _Queues(), []
-        for pipeline in sorted(load_pipelines()):
+        for pipeline in namespaces():
             if not dry_run:
                 ledger.trim_index(pipeline, now)
             for job_id in ledger.due(pipeline, now, limit):

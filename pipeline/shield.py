@@ -20,14 +20,16 @@ from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed, DecodeError
 
 from pipeline import heartbeat, quarantine
-from pipeline.context import CORRELATION_ID, IDEMPOTENCY_KEY, JOB_ID, NOT_BEFORE, PIPELINE, REPLAY, SENT_AT
-from pipeline.pipelines import BRANCH_NAME, Role, get_pipeline
+from pipeline.context import CORRELATION_ID, IDEMPOTENCY_KEY, JOB_ID, NOT_BEFORE, PIPELINE, REPLAY, SCOPE, SENT_AT
+from pipeline.pipelines import NAME, declared_plan
+from pipeline.plan import BRANCH_NAME, PIPELINE_TASK
 from settings import get_settings
 
 log = logging.getLogger("vetro.shield")
 
 MAX_BODY_DEPTH = 200  # nesting of a message's body; deeper cannot be handed to a pool process
 JOB_ID_FORM = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+SCOPE_FORM = re.compile(r"^[a-z][a-z0-9_]{0,62}(-[0-9]{1,6})?(\.[A-Za-z0-9_-]{1,64})?$")
 OPTIONAL_TEXT = ("root_id", "parent_id", "group", "argsrepr", "kwargsrepr", "origin", "shadow", "lang")
 
 
@@ -103,28 +105,42 @@ def _check_job(task: Any, headers: dict, args: list, kwargs: dict) -> None:
     """A stage runs only inside a job: its headers are present, well-typed and agree with the task."""
     job_id = headers.get(JOB_ID)
     if not (isinstance(job_id, str) and JOB_ID_FORM.match(job_id)):
-        raise RefusedMessageError(f"a stage message without a job ({JOB_ID} {job_id!r:.80})")
+        raise RefusedMessageError(
+            f"a stage message without a job ({JOB_ID} {job_id!r:.80}): not sent by vetro's app (send_task by name, "
+            f"another producer); send stages with apply_async, delay or a canvas from an app that imports them"
+        )
     if not _text(headers.get(IDEMPOTENCY_KEY), get_settings().max_key_length) or not headers[IDEMPOTENCY_KEY].isascii():
         raise RefusedMessageError(f"{IDEMPOTENCY_KEY} header {headers.get(IDEMPOTENCY_KEY)!r:.80}: not a valid key")
     if not _text(headers.get(CORRELATION_ID)):
         raise RefusedMessageError(f"{CORRELATION_ID} header {headers.get(CORRELATION_ID)!r:.80}: not valid")
-    if headers.get(PIPELINE) != task.pipeline_name:
-        raise RefusedMessageError(f"{PIPELINE} header {headers.get(PIPELINE)!r:.80} is not {task.pipeline_name!r}")
     replay = headers.get(REPLAY, 0)  # absent: the first run
     if not (isinstance(replay, int) and not isinstance(replay, bool) and replay >= 0):
         raise RefusedMessageError(f"{REPLAY} header {replay!r:.80}: not a count")
     for stamp in (SENT_AT, NOT_BEFORE):
         if headers.get(stamp) is not None and not _number(headers[stamp]):
             raise RefusedMessageError(f"{stamp} header {headers[stamp]!r:.80}: not a time")
+    scope = headers.get(SCOPE)
+    if scope is not None:  # the worker checks the step, its task and id against the job's plan
+        if not (isinstance(scope, str) and SCOPE_FORM.match(scope)):
+            raise RefusedMessageError(f"{SCOPE} header {scope!r:.80}: not a step's name")
+        if not (isinstance(headers.get(PIPELINE), str) and NAME.match(headers[PIPELINE])):
+            raise RefusedMessageError(f"{PIPELINE} header {headers.get(PIPELINE)!r:.80}: not a pipeline's name")
+        return
+    # A message of the first format: a declared pipeline's step, named by its task and arguments.
+    if headers.get(PIPELINE) != task.pipeline_name:
+        raise RefusedMessageError(f"{PIPELINE} header {headers.get(PIPELINE)!r:.80} is not {task.pipeline_name!r}")
     if kwargs:
         raise RefusedMessageError(f"a stage takes no keyword arguments, got {sorted(kwargs)!r:.80}")
-    pipeline = get_pipeline(task.pipeline_name)
-    if pipeline.role(task.stage) is Role.PART:
+    try:
+        plan = declared_plan(task.pipeline_name)
+    except ValueError:
+        raise RefusedMessageError(f"no {SCOPE} header, and {task.name} is in no declared pipeline") from None
+    if plan.fan_out_of_part(plan.scope_for(task.name, ("x",)) or "") is not None:
         if len(args) != 2 or not (isinstance(args[1], str) and BRANCH_NAME.match(args[1])):
             raise RefusedMessageError(f"a fan-out part takes (input, branch), got {len(args)} argument(s)")
     elif len(args) != 1:
         raise RefusedMessageError(f"a stage takes one argument, got {len(args)}")
-    expected = f"{job_id}.{pipeline.scope(task.stage, tuple(args))}"
+    expected = f"{job_id}.{plan.scope_for(task.name, tuple(args))}"
     if headers["id"] != expected:
         raise RefusedMessageError(f"message id {headers['id']!r:.80} is not {expected!r}")
 
@@ -143,6 +159,8 @@ def inspect(headers: Any, decode: Any, tasks: Any) -> str | None:
         args, kwargs = _check_body(body)
         if getattr(task, "stage", None):
             _check_job(task, headers, args, kwargs)
+        elif task.name == PIPELINE_TASK:
+            raise RefusedMessageError(f"{PIPELINE_TASK} is a pipeline's signature inside a canvas, not a message")
     except RefusedMessageError as refused:
         return str(refused)
     return None

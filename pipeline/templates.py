@@ -62,6 +62,7 @@ class Message:
     args: Any
     headers: dict[str, Any]  # the job's
     publish: Callable[[], None]
+    plain: bool = True  # no keyword arguments and no options of its own: a copy of the task's template fits
 
 
 def pushes(messages: list[Message]) -> list[list[Push]]:
@@ -80,6 +81,8 @@ def pushes(messages: list[Message]) -> list[list[Push]]:
 
 def _built(message: Message, shown_as: Callable[[Any], str], policy: dict[str, Any], where: tuple | None) -> list[Push]:
     task = message.task
+    if not message.plain:
+        return _captured(message.publish)
     if where is None:
         route = app.amqp.router.route({}, task.name, message.args, None, task)
         where = tuple(

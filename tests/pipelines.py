@@ -139,3 +139,73 @@ def store_reading(self: Stage, deliveries: list[dict[str, Any]]) -> dict[str, An
 METERED = register(
     Pipeline("metered", [check_reading, route_reading], fan_out=FanOut(part=deliver_reading, join=store_reading))
 )
+
+
+# shop: stages with no declared pipeline, composed only with Celery's canvas (tests/integration/test_canvas.py).
+SHOP_FLAG = "vetro-test:shop:fixed"  # set in Redis: `mend` succeeds (the cause of its failure was fixed)
+
+
+@stage("parse", "shop")
+def parse(self: Stage, order: dict[str, Any]) -> dict[str, Any]:
+    return {"id": order["id"], "items": list(order.get("items", []))}
+
+
+@stage("price", "shop")
+def price(self: Stage, order: dict[str, Any], discount: int = 0) -> dict[str, Any]:
+    return {**order, "total": sum(item["price"] for item in order["items"]) - discount}
+
+
+@stage("ship", "shop")
+def ship(self: Stage, order: dict[str, Any]) -> str:
+    return f"shipped {order['id']}"
+
+
+@stage("bill", "shop")
+def bill(self: Stage, order: dict[str, Any]) -> int:
+    return order["total"]
+
+
+@stage("email", "shop")
+def email(self: Stage, order: dict[str, Any]) -> str:
+    return f"mailed {order['id']}"
+
+
+@stage("summarize", "shop")
+def summarize(self: Stage, parts: list[Any]) -> dict[str, Any]:
+    return {"parts": parts}
+
+
+@stage("add", "shop")
+def add(self: Stage, x: int, y: int = 0) -> int:
+    return x + y
+
+
+@stage("refuse", "shop")
+def refuse(self: Stage, value: Any) -> Any:
+    raise PermanentError(f"no {value!r}")
+
+
+@stage("mend", "shop")
+def mend(self: Stage, value: Any) -> Any:
+    """Fails for good until a test sets SHOP_FLAG (an operator fixed the cause); then passes its input on."""
+    from pipeline.store import redis_client
+
+    if not redis_client().exists(SHOP_FLAG):
+        raise PermanentError(f"cannot mend {value!r} yet")
+    return value
+
+
+@stage("alert", "shop")
+def alert(self: Stage, failed_task_id: str) -> dict[str, str]:
+    """An errback (link_error): Celery calls it with the id of the task that failed."""
+    return {"alerted": failed_task_id}
+
+
+@stage("tally", "shop")
+def tally(self: Stage, parts: list[Any]) -> dict[str, Any]:
+    """A chord's body with an effect: each run counts itself in Redis, so a test sees how often it ran."""
+    from pipeline.store import redis_client
+
+    runs = redis_client().incr(f"vetro-test:tally:{self.job.idempotency_key}")
+    redis_client().expire(f"vetro-test:tally:{self.job.idempotency_key}", 3600)
+    return {"parts": parts, "run": runs}

@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError
 
 from pipeline import driver
 from pipeline.context import JobContext
+from pipeline.guard import JOINED
 from pipeline.stages import Stage
 from pipeline.store import redis_client
 
@@ -44,19 +45,20 @@ def _first_time(job: object, fault: str) -> bool:
     return bool(redis_client().set(f"vetro-test:done:{fault}:{job.job_id}", 1, nx=True, ex=FAULT_TTL))
 
 
-_publish_join = driver.publish_join
+_advance = driver.advance
 
 
-def _publish_join_or_die(job, pipeline) -> None:
+def _advance_or_die(job, plan, route, record, sent) -> None:
     fault = _fault(job)
-    if fault in ("die-before-join", "kill-worker-before-join") and _first_time(job, fault):
+    joined = record.outcome == JOINED
+    if joined and fault in ("die-before-join", "kill-worker-before-join") and _first_time(job, fault):
         if fault == "kill-worker-before-join":
             os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
-    _publish_join(job, pipeline)
+    _advance(job, plan, route, record, sent)
 
 
-driver.publish_join = _publish_join_or_die
+driver.advance = _advance_or_die
 
 _apply_async = Task.apply_async
 
@@ -92,10 +94,10 @@ def _duplicate_step(sender=None, **_: object) -> None:
     request = sender.request
     if not wanted or request.get(DUPLICATED_HEADER) or not hasattr(sender, "pipeline_name"):
         return
-    if sender.pipeline.scope(sender.stage, tuple(request.args or ())) != wanted:
+    if request.get("vetro_scope") != wanted:
         return
     job_headers = {
         name: request.get(name)
-        for name in ("vetro_job_id", "vetro_idempotency_key", "vetro_correlation_id", "vetro_pipeline")
+        for name in ("vetro_job_id", "vetro_idempotency_key", "vetro_correlation_id", "vetro_pipeline", "vetro_scope")
     }
     sender.signature_from_request(headers={**job_headers, DUPLICATED_HEADER: True}).apply_async()

@@ -133,10 +133,10 @@ def job_list(
     from rich.table import Table
 
     from pipeline.ledger import recent_jobs
-    from pipeline.pipelines import load_pipelines
+    from pipeline.pipelines import namespaces
     from vetro.timeline import iso
 
-    known = sorted(load_pipelines())
+    known = namespaces()
     unknown = sorted(set(pipeline or []) - set(known))
     if unknown:
         raise fail(f"no pipeline {unknown[0]!r}; known: {', '.join(known)}")

@@ -36,7 +36,7 @@ from pipeline import metrics, quarantine
 from pipeline.console import first_line
 from pipeline.health import BREAKER_STATES, Check, CoreHealth, core_health
 from pipeline.ledger import due_key
-from pipeline.pipelines import load_pipelines
+from pipeline.pipelines import namespaces
 from pipeline.store import redis_client
 from settings import get_settings
 
@@ -99,7 +99,7 @@ def report() -> Report:
         core.warnings.append(f"{result.dead_letters.recent} job(s) dead-lettered in the last {minutes:.0f} min")
     if core.store_answered:
         pipe = redis_client().pipeline(transaction=False)
-        names = sorted(load_pipelines())
+        names = namespaces()
         for name in names:
             pipe.zcard(due_key(name))
         result.jobs_in_flight = dict(zip(names, pipe.execute(), strict=True))

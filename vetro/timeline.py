@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.tree import Tree
 
 UNFINISHED = ("queued", "compensating")
 
@@ -50,6 +51,35 @@ def _attempts(step: dict[str, Any]) -> int:
     return max(failed, 1) if step.get("began_at") else failed
 
 
+def _tree(shape: dict[str, Any], tree: Tree) -> Tree:
+    """A plan's outline (pipeline.plan.outline) as a tree: chains, groups, chords and fan-outs, each step's status."""
+    if "step" in shape:
+        node = tree.add(f"{shape['step']}  [bold]{shape['status']}[/bold]  [dim]{shape['task']}[/dim]")
+        for callback in shape.get("then", []):
+            _tree(callback, node.add("then"))
+        return tree
+    for kind in ("chain", "group"):
+        if kind in shape:
+            branch = tree.add(kind)
+            for child in shape[kind]:
+                _tree(child, branch)
+            return tree
+    if "chord" in shape:
+        chord = tree.add("chord")
+        header = chord.add("group")
+        for child in shape["chord"]:
+            _tree(child, header)
+        _tree(shape["body"], chord.add("then"))
+        return tree
+    fan_out = tree.add("fan-out")
+    _tree(shape["fan_out"], fan_out)
+    parts = fan_out.add(f"parts ({len(shape['parts'])})")
+    for part in shape["parts"]:
+        _tree(part, parts)
+    _tree(shape["join"], fan_out.add("then"))
+    return tree
+
+
 def render(described: dict[str, Any], console: Console) -> None:
     """The job in a few lines, then a table of its steps, then what else happened to it."""
     submitted = float(described.get("submitted_at") or 0)
@@ -69,6 +99,8 @@ def render(described: dict[str, Any], console: Console) -> None:
         )
         if described["status"] == "failed":
             console.print("  next            vetro dlq list --job " + described["job_id"], highlight=False)
+    if "plan" in described:
+        console.print(_tree(described["plan"], Tree("plan", guide_style="dim")))
     table = Table(title="steps (times from submission)", title_justify="left")
     for column in ("step", "outcome", "began", "ended", "took", "attempts", "waits", "worker"):
         table.add_column(column, no_wrap=column != "worker")

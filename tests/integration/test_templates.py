@@ -18,9 +18,9 @@ from celery import Task
 from celery._state import _task_stack
 from celery.signals import after_task_publish, before_task_publish
 
-from pipeline import driver, templates
+from pipeline import app, driver, templates
 from pipeline.context import SENT_AT, JobContext
-from pipeline.pipelines import get_pipeline, task_id
+from pipeline.pipelines import declared_plan, task_id
 from pipeline.transport import captured
 from tasks.orders.samples import sample_order
 
@@ -32,7 +32,8 @@ def job() -> JobContext:
 
 
 def first_step(payload: dict) -> Any:
-    return get_pipeline("orders").first(payload)
+    (step,) = declared_plan("orders").given(payload).pending({})
+    return step
 
 
 def celerys_own(context: JobContext, payload: dict) -> tuple[str, dict]:
@@ -75,7 +76,7 @@ def test_a_copied_message_is_the_one_celery_would_have_sent(fresh_templates):
 
 
 def test_a_message_sent_by_a_running_task_names_it_as_parent_and_root(fresh_templates):
-    running = first_step(sample_order(3)).task
+    running = app.tasks[first_step(sample_order(3)).task]
     _task_stack.push(running)
     running.push_request(id="parent-task", root_id="root-task", called_directly=False)
     try:

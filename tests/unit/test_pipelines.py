@@ -1,11 +1,11 @@
-"""What a job still needs, worked out from its ledger alone, and how long waits are split into hops."""
+"""A declared pipeline's plan: what a job still needs, worked out from its ledger alone; how waits hop."""
 
 from types import SimpleNamespace
 
 import pytest
 
-from pipeline.failures import TechnicalError
-from pipeline.pipelines import FanOut, Pipeline, Role, check_branches
+from pipeline.pipelines import FanOut, Pipeline
+from pipeline.plan import PlannerError, check_branches, from_declared
 from pipeline.retry import hop
 
 
@@ -27,7 +27,11 @@ LINEAR = Pipeline("refunds", [task("validate"), task("charge"), task("notify")])
 
 
 def plan(pipeline: Pipeline, payload: object, results: dict) -> list[tuple[str, tuple]]:
-    return [(step.scope, step.args) for step in pipeline.pending(payload, results)]
+    return [(step.scope, step.args) for step in from_declared(pipeline.declared(), payload).pending(results)]
+
+
+def after(pipeline: Pipeline, scope: str, args: tuple, result: object) -> list:
+    return from_declared(pipeline.declared()).route(scope, args, result).next
 
 
 def test_a_new_job_starts_at_its_first_stage_with_its_payload():
@@ -55,20 +59,16 @@ def test_a_fan_out_whose_parts_are_all_recorded_needs_its_join_with_results_in_b
 
 def test_a_fan_out_with_no_branches_goes_straight_to_its_join():
     assert plan(ORDERS, "payload", {"validate": "order", "route": []}) == [("finish", ([],))]
-    assert [step.scope for step in ORDERS.after("route", ("order",), [])] == ["finish"]
+    assert [step.scope for step in after(ORDERS, "route", ("order",), [])] == ["finish"]
 
 
-def test_roles_and_scopes_follow_the_declaration():
-    assert [ORDERS.role(name) for name in ("validate", "route", "operate", "finish")] == [
-        Role.STEP,
-        Role.PLANNER,
-        Role.PART,
-        Role.LAST,
-    ]
-    assert LINEAR.role("notify") is Role.LAST
-    assert ORDERS.scope("operate", ("order", "billing")) == "operate.billing"
-    with pytest.raises(ValueError, match="has no stage 'charge'"):
-        ORDERS.role("charge")
+def test_scopes_follow_the_declaration():
+    declared = from_declared(ORDERS.declared())
+    assert declared.scope_for("test.operate", ("order", "billing")) == "operate.billing"
+    assert declared.scope_for("test.validate", ("order",)) == "validate"
+    assert declared.is_planner("route") and not declared.is_planner("validate")
+    assert declared.scope_for("test.charge", ("x",)) is None
+    assert [level.terminals for level in declared.route("finish", ([],), "done").levels] == [("finish",)]
 
 
 def test_a_planner_may_give_each_part_its_own_input_with_a_mapping():
@@ -76,18 +76,18 @@ def test_a_planner_may_give_each_part_its_own_input_with_a_mapping():
     results = {"validate": "sync", "route": pages, "operate.page-1": "r1"}
     assert plan(ORDERS, "payload", results) == [("operate.page-2", ([{"id": 2}], "page-2"))]
     assert plan(ORDERS, "payload", {**results, "operate.page-2": "r2"}) == [("finish", (["r1", "r2"],))]
-    assert [step.args for step in ORDERS.after("route", ("sync",), pages)] == [
+    assert [step.args for step in after(ORDERS, "route", ("sync",), pages)] == [
         ([{"id": 1}], "page-1"),
         ([{"id": 2}], "page-2"),
     ]
-    assert [step.scope for step in ORDERS.after("route", ("sync",), {})] == ["finish"]
+    assert [step.scope for step in after(ORDERS, "route", ("sync",), {})] == ["finish"]
 
 
 @pytest.mark.parametrize(
     "planned", ["billing", [1], ["a b"], ["../x"], ["a", "a"], [""], ["x" * 65], None, {"a b": 1}, {1: "x"}]
 )
 def test_a_planner_must_name_distinct_safe_branches(planned):
-    with pytest.raises(TechnicalError):
+    with pytest.raises(PlannerError):
         check_branches(planned)
 
 
@@ -103,22 +103,24 @@ SAGA = Pipeline("payments", [task("validate"), RESERVE, CHARGE, SHIP], compensat
 
 
 def test_a_failure_compensates_the_recorded_steps_last_first():
-    assert SAGA.compensation_plan({"validate": "v", "reserve": "r", "charge": "c"}) == ["refund", "release"]
-    assert SAGA.compensation_plan({"validate": "v", "reserve": "r"}) == ["release"]  # charge never succeeded
-    assert SAGA.compensation_plan({"validate": "v"}) == []
-    assert SAGA.role("refund") is Role.UNDO and SAGA.scope("refund", ("c",)) == "refund"
+    saga = from_declared(SAGA.declared())
+    assert saga.compensation_plan({"validate": "v", "reserve": "r", "charge": "c"}) == ["refund", "release"]
+    assert saga.compensation_plan({"validate": "v", "reserve": "r"}) == ["release"]  # charge never succeeded
+    assert saga.compensation_plan({"validate": "v"}) == []
+    assert saga.is_compensation("refund") and saga.scope_for("test.refund", ("c",)) == "refund"
 
 
 def test_a_compensation_is_given_the_result_of_the_step_it_undoes_and_resumes_from_the_ledger():
+    saga = from_declared(SAGA.declared())
     results = {"validate": "v", "reserve": "r", "charge": "c"}
-    assert [(s.scope, s.args) for s in SAGA.pending_compensation(["refund", "release"], results)] == [
+    assert [(s.scope, s.args) for s in saga.pending_compensation(["refund", "release"], results)] == [
         ("refund", ("c",))
     ]
     results["refund"] = "refunded"
-    assert [(s.scope, s.args) for s in SAGA.pending_compensation(["refund", "release"], results)] == [
+    assert [(s.scope, s.args) for s in saga.pending_compensation(["refund", "release"], results)] == [
         ("release", ("r",))
     ]
-    assert SAGA.pending_compensation(["refund", "release"], {**results, "release": "released"}) == []
+    assert saga.pending_compensation(["refund", "release"], {**results, "release": "released"}) == []
 
 
 def test_compensations_are_declared_for_stages_of_a_pipeline_without_a_fan_out():

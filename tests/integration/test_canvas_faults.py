@@ -1,0 +1,108 @@
+"""A Celery canvas of stages under faults: a chord's join survives the death of any process, and a Redis
+restart in the middle of chains loses nothing."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from celery import chain, chord
+
+from pipeline.app import reconfigure
+from pipeline.local import BeatProcess, RedisServer, WorkerProcess, wait_until
+from pipeline.store import redis_client
+from settings import reset_settings
+from tests.integration.test_no_job_lost import SETTLE, fleet_env
+from tests.pipelines import add, summarize, tally
+from tests.worker_plugins import inject
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def fleet(redis_server) -> Iterator[list[WorkerProcess]]:
+    env = fleet_env()
+    saved = dict(os.environ)
+    os.environ.update(env)
+    reset_settings()
+    workers = [
+        WorkerProcess(
+            env,
+            concurrency=2,
+            name=f"canvas{n}-{uuid.uuid4().hex[:4]}",
+            extra_args=["--include", "tests.worker_plugins"],
+        )
+        for n in range(2)
+    ]
+    beat = BeatProcess(env)
+    for process in [*workers, beat]:
+        process.start()
+    yield workers
+    for process in [*workers, beat]:
+        process.stop()
+    os.environ.clear()
+    os.environ.update(saved)
+    reset_settings()
+
+
+def revive(workers: list[WorkerProcess]) -> None:
+    for worker in workers:
+        if not worker.alive():
+            worker.stop()
+            worker.start()
+
+
+@pytest.mark.parametrize("fault", ["die-before-join", "kill-worker-before-join"])
+def test_a_chords_join_survives_the_death_of_the_process_that_completed_its_parts(fleet, fault):
+    key = f"{fault}-{uuid.uuid4().hex[:8]}"
+    inject(key, fault)
+    result = chain(add.s(1, 1), chord([add.s(1), add.s(2), add.s(3)], tally.s())).apply_async(idempotency_key=key)
+    if fault == "kill-worker-before-join":
+        wait_until(lambda: not all(worker.alive() for worker in fleet), 60, "a worker to die before the join")
+        revive(fleet)
+    assert result.get(timeout=SETTLE) == {"parts": [3, 4, 5], "run": 1}
+    assert int(redis_client().get(f"vetro-test:tally:{key}")) == 1  # the join ran once
+
+
+@contextmanager
+def producing_to(url: str) -> Iterator[None]:
+    """This process publishes to, and reads results from, another Redis inside the block."""
+    saved = {name: os.environ[name] for name in ("VETRO_BROKER_URL", "VETRO_RESULT_STORE_URL")}
+    os.environ.update({"VETRO_BROKER_URL": url, "VETRO_RESULT_STORE_URL": url})
+    reset_settings()
+    reconfigure()
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+        reset_settings()
+        reconfigure()
+
+
+def test_chains_and_chords_finish_across_a_restart_of_their_redis(partner_server):
+    with RedisServer(appendonly=True) as redis:
+        env = fleet_env(VETRO_BROKER_URL=redis.url, VETRO_RESULT_STORE_URL=redis.url)
+        processes = [WorkerProcess(env, concurrency=2, name=f"canvas-restart{n}") for n in range(2)]
+        processes.append(BeatProcess(env))
+        try:
+            for process in processes:
+                process.start()
+            with producing_to(redis.url):
+                results = [
+                    chain(
+                        add.s(n, 1), add.s(1), chord([add.s(1), add.s(2)], summarize.s()), summarize.s()
+                    ).apply_async()
+                    for n in range(30)
+                ]
+                wait_until(lambda: sum(r.ready() for r in results) >= 5, 120, "the first canvases to finish")
+                redis.restart()
+                values = [result.get(timeout=SETTLE) for result in results]
+            alive = [process.alive() for process in processes]
+        finally:
+            for process in processes:
+                process.stop()
+    assert values == [{"parts": {"parts": [n + 3, n + 4]}} for n in range(30)]
+    assert all(alive)
