@@ -1,5 +1,9 @@
 """vetro's five trivial stages against a raw Celery chain of five trivial tasks, side by side.
 
+`--canvas` adds a third kind to each pair: the same five stages sent as a Celery chain
+(`chain(s1.s(payload), s2.s(), ...)`), a vetro job whose plan is the canvas, against the same
+stages submitted as the declared pipeline (the ratio `canvas/vetro`).
+
 Each trial starts from an empty private Redis: it publishes N jobs, then starts one worker
 (prefork, concurrency 2, -O fair) and reads the figures from the moment the worker is ready
 until the last job finished (its start-up is not counted). vetro runs as shipped: the guards, the
@@ -9,6 +13,7 @@ vetro/raw ratio of each pair, and the machine's load.
 
     .venv/bin/python -m bench.throughput --jobs 1000 --pairs 3
     .venv/bin/python -m bench.throughput --against unguarded   # what the guard costs
+    .venv/bin/python -m bench.throughput --canvas              # a Celery chain of the stages too
 """
 
 from __future__ import annotations
@@ -60,6 +65,14 @@ def _publish(kind: str, jobs: int) -> float:
 
         for n in range(jobs):
             submit(payload(n))
+    elif kind == "canvas":
+        from celery import chain
+
+        from bench.trivial import BENCH
+
+        first, *rest = BENCH.stages
+        for n in range(jobs):
+            chain(first.s(payload(n)), *(stage.s() for stage in rest)).apply_async()
     else:
         from pipeline import submit_many
 
@@ -164,21 +177,30 @@ RATIOS = ("jobs_per_s", "worker_cpu_ms_per_job", "redis_commands_per_job", "redi
 
 
 def summary(trials: list[dict[str, Any]], against: str = "raw") -> dict[str, Any]:
-    """Medians per kind, and the ratio vetro/`against` per pair and of the medians."""
-    by_kind = {kind: [t for t in trials if t["kind"] == kind] for kind in ("vetro", against)}
+    """Medians per kind, and the ratio vetro/`against` per pair and of the medians (with a canvas kind,
+    also canvas/vetro and canvas/`against`)."""
+    kinds = ["vetro", against] + (["canvas"] if any(t["kind"] == "canvas" for t in trials) else [])
+    by_kind = {kind: [t for t in trials if t["kind"] == kind] for kind in kinds}
     medians = {
         kind: {name: round(statistics.median(t[name] for t in found), 2) for name in NUMBERS}
         for kind, found in by_kind.items()
     }
-    pairs = [
-        {name: round(v[name] / r[name], 2) for name in RATIOS}
-        for v, r in zip(by_kind["vetro"], by_kind[against], strict=True)
-    ]
-    return {
-        "medians": medians,
-        "ratio_per_pair": pairs,
-        "ratio_of_medians": {name: round(medians["vetro"][name] / medians[against][name], 2) for name in RATIOS},
-    }
+
+    def ratios(subject: str, anchor: str) -> tuple[list[dict[str, float]], dict[str, float]]:
+        pairs = [
+            {name: round(s[name] / a[name], 2) for name in RATIOS}
+            for s, a in zip(by_kind[subject], by_kind[anchor], strict=True)
+        ]
+        return pairs, {name: round(medians[subject][name] / medians[anchor][name], 2) for name in RATIOS}
+
+    pairs, of_medians = ratios("vetro", against)
+    result = {"medians": medians, "ratio_per_pair": pairs, "ratio_of_medians": of_medians}
+    if "canvas" in kinds:
+        for anchor in ("vetro", against):
+            pairs, of_medians = ratios("canvas", anchor)
+            result[f"canvas_{anchor}_ratio_per_pair"] = pairs
+            result[f"canvas_{anchor}_ratio_of_medians"] = of_medians
+    return result
 
 
 def private_setup(stack: ExitStack) -> tuple[dict[str, str], tuple[RedisServer, RedisServer]]:
@@ -202,12 +224,14 @@ def main() -> None:
         "--against", choices=("raw", "unguarded"), default="raw", help="raw Celery, or vetro without its guard"
     )
     parser.add_argument("--concurrency", type=int, default=2, help="prefork processes of the worker")
+    parser.add_argument("--canvas", action="store_true", help="also the stages sent as a Celery chain")
     options = parser.parse_args()
+    kinds = ("vetro", "canvas", options.against) if options.canvas else ("vetro", options.against)
     with ExitStack() as stack:
         env, servers = private_setup(stack)
         trials = []
         for number in range(options.pairs):
-            for kind in ("vetro", options.against):
+            for kind in kinds:
                 trials.append(trial(kind, options.jobs, env, servers, options.concurrency))
                 print(f"pair {number + 1} {kind}: {json.dumps(trials[-1])}", file=sys.stderr)
     result = {

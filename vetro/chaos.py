@@ -2,7 +2,9 @@
 
 Everything runs on 127.0.0.1 and is started here: a Redis with its append-only file on,
 a SQLite dead-letter store, the partner stub, workers (each under pipeline.supervise, as
-the Procfile runs them) and celery beat. Orders are submitted while faults are injected:
+the Procfile runs them) and celery beat. Half the orders are submitted as the declared
+pipeline, half as a hand-built Celery canvas of the same stages (tasks.orders.order_canvas),
+while faults are injected:
 SIGKILLs of pool processes and of whole workers (their supervisor starts them again), a
 SIGTERM (a deploy: the worker shuts down warm and is started again), a Redis restart, a
 partner outage and a partner error rate. Then the faults stop, the system drains, and the
@@ -16,10 +18,16 @@ outcome is checked against what the partner recorded, not against vetro's own re
 It also lists each duplicate delivery (a key the partner got twice and absorbed) with the
 faults that happened between the two deliveries. It prints a JSON report and returns
 non-zero when a check fails.
+
+`--engine raw` runs the same canvas on raw Celery instead (bench.raw_orders: the same stage
+bodies, a Redis result backend, acks late), under the same fault schedule: the anchor. Its
+report counts the jobs that ended incomplete (neither finished nor failed: a lost chain link
+or chord join) and the effects the partner got twice; it has no checks to pass.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -72,6 +80,9 @@ class Plan:
     outage: float = 20.0  # seconds the partner is down
     error_rate: float = 0.2  # share of partner calls answered 503 during the window
     drain_timeout: float = 600.0
+    canvas_share: float = 0.5  # orders submitted as a hand-built Celery canvas rather than the declared pipeline
+    engine: str = "vetro"  # or "raw": the same canvas on raw Celery (the anchor), no checks
+    quiet: float = 120.0  # raw: stop waiting once no job has ended for this long after the faults stop
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,9 @@ class Run:
     partner: PartnerServer
     workers: list[WorkerProcess]
     started: float = field(default_factory=time.time)
-    orders: dict[str, dict] = field(default_factory=dict)  # job id -> order
+    orders: dict[str, dict] = field(default_factory=dict)  # job id (raw: the canvas's result id) -> order
+    kinds: dict[str, str] = field(default_factory=dict)  # job id -> declared, canvas or raw
+    results: dict[str, Any] = field(default_factory=dict)  # raw: the canvas's AsyncResult
     log: list[dict[str, Any]] = field(default_factory=list)  # faults as injected
     load_at_start: tuple[float, float, float] = field(default_factory=os.getloadavg)
 
@@ -133,21 +146,47 @@ def _environment(redis_url: str, partner_url: str, database_url: str) -> dict[st
 
 def _submit(run: Run) -> None:
     """Submit the orders in small batches spread over the window, retrying a batch Redis refused."""
-    from pipeline.producer import submit_many
-
     orders = sample_batch(run.plan.jobs, prefix=f"chaos{run.plan.seed}-{int(run.started)}")
     pause = run.plan.window * SUBMIT_SHARE / max(1, len(orders) / SUBMIT_BATCH)
+    every = round(1 / run.plan.canvas_share) if run.plan.canvas_share else 0
     for first in range(0, len(orders), SUBMIT_BATCH):
-        batch = [(order, order["order_id"]) for order in orders[first : first + SUBMIT_BATCH]]
+        batch = orders[first : first + SUBMIT_BATCH]
+        as_canvas = [order for n, order in enumerate(batch, first) if every and n % every == 0]
+        declared = [order for order in batch if order not in as_canvas]
+        if run.plan.engine == "raw":
+            as_canvas, declared = batch, []
         while True:
             try:
-                job_ids = submit_many(batch)
+                _publish(run, declared, as_canvas)
                 break
             except Exception as error:  # Redis restarting: the same keys again, deduplicated
                 run.note("submit-retried", error=type(error).__name__)
                 time.sleep(0.5)
-        run.orders.update(zip(job_ids, (order for order, _ in batch), strict=True))
         time.sleep(pause)  # pacing the submissions over the window
+
+
+def _publish(run: Run, declared: list[dict], as_canvas: list[dict]) -> None:
+    from pipeline.ledger import job_of_task
+    from pipeline.producer import submit_many
+    from tasks.orders import order_canvas
+
+    if declared:
+        job_ids = submit_many([(order, order["order_id"]) for order in declared])
+        for job_id, order in zip(job_ids, declared, strict=True):
+            run.orders[job_id], run.kinds[job_id] = order, "declared"
+    for order in as_canvas:
+        if run.plan.engine == "raw":
+            result = order_canvas(order, _raw().STAGES).apply_async()
+            run.orders[result.id], run.kinds[result.id], run.results[result.id] = order, "raw", result
+            continue
+        result = order_canvas(order).apply_async(idempotency_key=order["order_id"])
+        (_, job_id) = job_of_task(result.id)
+        run.orders[job_id], run.kinds[job_id] = order, "canvas"
+
+
+def _raw() -> Any:
+    """The raw-Celery anchor's app (bench.raw_orders), from the repository's checkout."""
+    return importlib.import_module("bench.raw_orders")
 
 
 def _running(run: Run, preferred: int) -> WorkerProcess:
@@ -201,12 +240,44 @@ def _drain(run: Run) -> list[dict[str, str] | None]:
     """Wait (up to the drain timeout) until no job is still queued; the jobs' records."""
     from pipeline.ledger import UNFINISHED, get_jobs
 
+    if run.plan.engine == "raw":
+        return _drain_raw(run)
     deadline = time.time() + run.plan.drain_timeout
     while True:
         records = get_jobs(list(run.orders))
         if all(record and record["status"] not in UNFINISHED for record in records) or time.time() > deadline:
             return records
         time.sleep(2)  # polling the ledger
+
+
+def _drain_raw(run: Run) -> list[dict[str, str] | None]:
+    """Raw Celery keeps no record of a job: its canvas's results say how it ended. A job whose chain link or
+    chord join was lost never ends, so the wait stops once no job has ended for `quiet` seconds."""
+    deadline, last_change, ended = time.time() + run.plan.drain_timeout, time.time(), -1
+    while True:
+        records = [{"status": _raw_status(run.results[ref])} for ref in run.orders]
+        now_ended = sum(record["status"] != "queued" for record in records)
+        if now_ended != ended:
+            ended, last_change = now_ended, time.time()
+        if now_ended == len(records) or time.time() > deadline or time.time() - last_change > run.plan.quiet:
+            return records
+        time.sleep(2)  # polling the result backend
+
+
+def _raw_status(result: Any) -> str:
+    """completed (the last step succeeded), failed (a step failed for good), or queued (neither, yet)."""
+    steps = []
+    pending = [result]
+    while pending:
+        node = pending.pop()
+        steps.append(node)
+        pending += [child for child in (getattr(node, "results", None) or [])]
+        if getattr(node, "parent", None) is not None:
+            pending.append(node.parent)
+    states = {step.state for step in steps if not hasattr(step, "results")}
+    if result.state == "SUCCESS":
+        return "completed"
+    return "failed" if "FAILURE" in states else "queued"
 
 
 CRASHES = ("pool-kill", "worker-kill", "sigterm", "redis-restart")
@@ -222,12 +293,41 @@ def _faults_between(run: Run, first: float, last: float) -> list[str]:
     ]
 
 
+def _expected(order: dict) -> list[str]:
+    """The destinations an order's effect must reach (its routing rules), none for an invalid order."""
+    return destinations_for(str(order.get("order_type")), str(order.get("region")), orders_settings().routes)
+
+
+def _by_kind(run: Run, status: dict[str, str], effects: dict, repeated: list[dict]) -> dict[str, dict[str, int]]:
+    """Each half's own outcome (declared pipeline, canvas; or the raw anchor), counted at the partner."""
+    twice = Counter(row["key"] for row in repeated)
+    halves: dict[str, dict[str, int]] = {}
+    for job_id, order in run.orders.items():
+        half = halves.setdefault(
+            run.kinds[job_id],
+            {"submitted": 0, "completed": 0, "dead_lettered": 0, "lost": 0, "missing_effects": 0}
+            | {"duplicate_deliveries": 0, "lost_chord_joins": 0, "lost_chain_links": 0},
+        )
+        half["submitted"] += 1
+        ended = status[job_id]
+        key = order["order_id"]
+        reached = [destination for destination in _expected(order) if (key, destination) in effects]
+        half["duplicate_deliveries"] += twice[key]
+        if ended == "completed":
+            half["completed"] += 1
+            half["missing_effects"] += len(_expected(order)) - len(reached)
+        elif ended == "failed":
+            half["dead_lettered"] += 1
+        else:
+            half["lost"] += 1
+            # Every part's effect is in and the job never ended: its chord's join was lost; else a link before.
+            lost_join = bool(_expected(order)) and len(reached) == len(_expected(order))
+            half["lost_chord_joins" if lost_join else "lost_chain_links"] += 1
+    return halves
+
+
 def report(run: Run, records: list[dict[str, str] | None], seconds: float) -> dict[str, Any]:
     """Check the outcome against the partner's own record; the JSON report."""
-    from dlq import store
-
-    store.flush_spool()
-    routes = orders_settings().routes
     status = {
         job_id: (record or {}).get("status", "missing") for job_id, record in zip(run.orders, records, strict=True)
     }
@@ -238,7 +338,7 @@ def report(run: Run, records: list[dict[str, str] | None], seconds: float) -> di
         if status[job_id] not in ("completed", "failed")
     ]
     failed = [job_id for job_id in run.orders if status[job_id] == "failed"]
-    rows = {row.job_id: row for row in store.rows(store.RowFilter()) if row.job_id in run.orders}
+    rows = _dead_letter_rows(run)
     without_reason = [job_id for job_id in failed if not (job_id in rows and rows[job_id].message)]
     reasons = Counter(
         f"{row.failure_class} at {row.scope}: {row.exception_type.rsplit('.', 1)[-1]}" for row in rows.values()
@@ -256,7 +356,7 @@ def report(run: Run, records: list[dict[str, str] | None], seconds: float) -> di
         (order["order_id"], destination)
         for job_id, order in run.orders.items()
         if status[job_id] == "completed"
-        for destination in destinations_for(order["order_type"], order["region"], routes)
+        for destination in _expected(order)
     ]
     missing = [f"{key} at {destination}" for key, destination in expected if (key, destination) not in effects]
     repeated = []
@@ -292,6 +392,8 @@ def report(run: Run, records: list[dict[str, str] | None], seconds: float) -> di
         "no_duplicate_effect": partner["duplicate_effects"] == 0,
         "no_worker_left_dead": not dead_workers,
     }
+    if run.plan.engine == "raw":
+        checks = {}  # the anchor: what raw Celery does under the same faults, not a test to pass
     return {
         "plan": asdict(run.plan),
         "seconds": round(seconds, 1),
@@ -308,6 +410,7 @@ def report(run: Run, records: list[dict[str, str] | None], seconds: float) -> di
             "redriven_by_the_reconciler": sum(int((record or {}).get("redrives") or 0) > 0 for record in records),
             "redriven_steps": dict(redriven.most_common()),
         },
+        "by_kind": _by_kind(run, status, effects, repeated),
         "effects": {
             "expected": len(expected),
             "missing": len(missing),
@@ -321,13 +424,23 @@ def report(run: Run, records: list[dict[str, str] | None], seconds: float) -> di
             "unrecoverable_errors": dict(unrecoverable),
             "left_dead": dead_workers,
         },
-        "lost_jobs": lost,
+        "lost_jobs": lost[:50],
         "missing_effects": missing[:50],
         "jobs_without_reason": without_reason[:50],
         "fault_log": run.log,
         "checks": checks,
         "passed": all(checks.values()),
     }
+
+
+def _dead_letter_rows(run: Run) -> dict[str, Any]:
+    """The dead-letter store's rows of this run's jobs (raw Celery has none)."""
+    if run.plan.engine == "raw":
+        return {}
+    from dlq import store
+
+    store.flush_spool()
+    return {row.job_id: row for row in store.rows(store.RowFilter()) if row.job_id in run.orders}
 
 
 def run_chaos(plan: Plan) -> dict[str, Any]:
@@ -346,13 +459,18 @@ def run_chaos(plan: Plan) -> dict[str, Any]:
         from dlq.db import upgrade
 
         upgrade()
-        workers = [WorkerProcess(env, plan.concurrency, name=f"chaos{n}", supervised=True) for n in range(plan.workers)]
+        app = "bench.raw_orders" if plan.engine == "raw" else "pipeline"
+        workers = [
+            WorkerProcess(env, plan.concurrency, name=f"chaos{n}", supervised=True, app=app)
+            for n in range(plan.workers)
+        ]
         for worker in workers:
             stack.callback(worker.stop)
             worker.start()
-        beat = BeatProcess(env)
-        stack.callback(beat.stop)
-        beat.start()
+        if plan.engine != "raw":  # raw Celery has no reconciler to schedule
+            beat = BeatProcess(env)
+            stack.callback(beat.stop)
+            beat.start()
 
         run = Run(plan, redis, partner, workers)
         submitter = threading.Thread(target=_submit, args=(run,), daemon=True)

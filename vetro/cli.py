@@ -384,6 +384,9 @@ def chaos(
     outage: float = typer.Option(20, min=0, help="Seconds the partner is down."),
     error_rate: float = typer.Option(0.2, min=0, max=0.9, help="Share of partner calls answered 503."),
     drain_timeout: float = typer.Option(600, min=10, help="Seconds to wait for every job to end."),
+    canvas_share: float = typer.Option(0.5, min=0, max=1, help="Share of orders sent as a Celery canvas."),
+    engine: str = typer.Option("vetro", help="vetro, or raw: the same canvas on raw Celery (the anchor)."),
+    quiet: float = typer.Option(120, min=10, help="raw: stop once no job has ended for this long."),
     output: str = typer.Option(None, help="Also write the JSON report to this file."),
 ) -> None:
     """Run the whole pipeline on this machine under seeded faults and check nothing was lost or repeated."""
@@ -393,6 +396,8 @@ def chaos(
     from vetro.chaos import main as run_chaos
 
     options = locals()
+    if engine not in ("vetro", "raw"):
+        raise fail(f"--engine {engine!r}: vetro or raw")
     plan = Plan(**{field.name: options[field.name] for field in fields(Plan)})
     raise typer.Exit(run_chaos(plan, output))
 

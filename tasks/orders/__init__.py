@@ -5,7 +5,10 @@ Written only with vetro's public API (`pipeline`). Its own settings are ORDERS_*
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from celery import Signature, chain, chord
 
 from pipeline import FanOut, PermanentError, Pipeline, Stage, TechnicalError, register, stage
 from tasks.orders import clients
@@ -62,3 +65,19 @@ def finish(self: Stage, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 ORDERS = register(Pipeline(PIPELINE, [validate, enrich, transform, route], fan_out=FanOut(part=operate, join=finish)))
+
+
+def order_canvas(order: dict[str, Any], stages: Mapping[str, Any] | None = None) -> Signature:
+    """The same pipeline as a hand-built Celery canvas: the chain, then a chord of one `operate` per destination.
+
+    The destinations come from the same routing rules `route` applies, read at publish time; an order whose
+    type or region names no destination ends at `route` (it fails at `validate` first when it is invalid).
+    `stages` gives other tasks of the same names (bench.raw_orders: the same bodies on raw Celery).
+    """
+    task = stages or {"validate": validate, "enrich": enrich, "transform": transform, "route": route,
+                      "operate": operate, "finish": finish}  # fmt: skip
+    destinations = destinations_for(str(order.get("order_type")), str(order.get("region")), orders_settings().routes)
+    steps = [task["validate"].s(order), task["enrich"].s(), task["transform"].s()]
+    if not destinations:
+        return chain(*steps, task["route"].s())
+    return chain(*steps, chord([task["operate"].s(destination) for destination in destinations], task["finish"].s()))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -60,3 +63,37 @@ def test_the_readmes_pipeline_runs_with_the_two_commands(tmp_path):
     assert (failed["status"], failed["failed_stage"], failed["failure_class"]) == ("failed", "check", "permanent")
     [row] = store.rows(store.RowFilter(job=bad_id))
     assert "'nope' is not an email address" in row.message
+
+
+def readme_block(first_line: str) -> str:
+    """The README's python block that begins with `first_line` (a module's docstring)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    [block] = [block for block in blocks if block.startswith(first_line)]
+    return block
+
+
+def test_the_readmes_canvas_runs_on_a_stock_worker_and_its_failure_raises_from_get(tmp_path):
+    (tmp_path / "checkout.py").write_text(readme_block('"""checkout.py'))
+    publisher = readme_block('"""publish.py').replace('"id": "o-1"', f'"id": "o-{uuid.uuid4().hex[:8]}"')
+    (tmp_path / "publish.py").write_text(publisher)
+    failing = publisher.replace('"items": [{"sku": "a", "price": 30}, {"sku": "b", "price": 12}]', '"items": []')
+    (tmp_path / "publish_bad.py").write_text(failing)
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    env = worker_env(VETRO_PIPELINES=f"{os.environ['VETRO_PIPELINES']},checkout", PYTHONPATH=path)
+    worker = WorkerProcess(env, concurrency=2, name=f"readme-canvas-{uuid.uuid4().hex[:4]}")
+    try:
+        worker.start()
+        published = subprocess.run(
+            [sys.executable, "publish.py"], cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        refused = subprocess.run(
+            [sys.executable, "publish_bad.py"], cwd=tmp_path, env={**os.environ, **env}, capture_output=True,
+            text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        worker.stop()
+    assert published.returncode == 0, published.stderr
+    summary = ast.literal_eval(published.stdout.strip())
+    assert summary["shipped"] == ["a", "b"] and summary["charged"] == 40 and summary["mailed"] == "ada@example.com"
+    assert refused.returncode == 1 and "PermanentError" in refused.stderr and "has no items" in refused.stderr
