@@ -27,4 +27,10 @@ def test_a_short_chaos_run_loses_nothing_and_repeats_nothing(tmp_path):
     assert report["jobs"]["lost"] == 0 and report["jobs"]["completed"] + report["jobs"]["dead_lettered"] == 300
     assert report["faults"]["pool-kill"] == 12 and report["faults"]["worker-kill"] == 4
     assert report["effects"]["duplicate_effects"] == 0 and report["effects"]["missing"] == 0
-    print(f"\nFIGURES chaos (short): {json.dumps({k: report[k] for k in ('seconds', 'jobs', 'effects', 'workers')})}")
+    halves = report["by_kind"]
+    assert set(halves) == {"declared", "canvas"} and halves["canvas"]["submitted"] == 150
+    for half in halves.values():  # the canvas half and the declared half, each on its own
+        assert half["lost"] == 0 and half["missing_effects"] == 0
+        assert half["completed"] + half["dead_lettered"] == half["submitted"]
+    shown = ("seconds", "jobs", "by_kind", "effects", "workers")
+    print(f"\nFIGURES chaos (short): {json.dumps({k: report[k] for k in shown})}")

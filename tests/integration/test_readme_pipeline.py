@@ -74,9 +74,10 @@ def readme_block(first_line: str) -> str:
 
 def test_the_readmes_canvas_runs_on_a_stock_worker_and_its_failure_raises_from_get(tmp_path):
     (tmp_path / "checkout.py").write_text(readme_block('"""checkout.py'))
-    publisher = readme_block('"""publish.py').replace('"id": "o-1"', f'"id": "o-{uuid.uuid4().hex[:8]}"')
-    (tmp_path / "publish.py").write_text(publisher)
-    failing = publisher.replace('"items": [{"sku": "a", "price": 30}, {"sku": "b", "price": 12}]', '"items": []')
+    publisher = readme_block('"""publish.py')
+    (tmp_path / "publish.py").write_text(publisher.replace('"id": "o-1"', f'"id": "o-{uuid.uuid4().hex[:8]}"'))
+    failing = publisher.replace('"id": "o-1"', f'"id": "o-{uuid.uuid4().hex[:8]}"')  # its own key: its own job
+    failing = failing.replace('"items": [{"sku": "a", "price": 30}, {"sku": "b", "price": 12}]', '"items": []')
     (tmp_path / "publish_bad.py").write_text(failing)
     path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
     env = worker_env(VETRO_PIPELINES=f"{os.environ['VETRO_PIPELINES']},checkout", PYTHONPATH=path)
