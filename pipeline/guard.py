@@ -32,13 +32,15 @@ CLAIMED, DONE, BUSY, UNKNOWN, UNDOING = "claimed", "done", "busy", "unknown", "u
 RECORDED, COMPLETED, JOINED, DUPLICATE = "recorded", "completed", "joined", "duplicate"
 FANIN = "fanin:"  # the record's counters of recorded terminals, one per fan-in (pipeline.plan.Level)
 
-# KEYS: record, results, lease. ARGV: scope, owner, lease ms, '1' for a compensation.
-# The job's identity and plan come from its ledger record; the count of earlier unfinished runs is kept on it.
+# KEYS: record, results, lease. ARGV: scope, owner, lease ms, '1' for a compensation, '1' when the caller has the
+# job's plan already. The job's identity and plan come from its ledger record (a canvas's plan can be large: it
+# is sent only to a process that does not have it); the count of earlier unfinished runs is kept on it.
 _CLAIM = """
-local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations',
-    'plan')
+local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations')
 if not job[1] then return {'unknown'} end
-local identity = {job[1], job[2], job[3], job[4] or '0', job[6] or ''}
+local plan = ''
+if ARGV[5] ~= '1' then plan = redis.call('HGET', KEYS[1], 'plan') or '' end
+local identity = {job[1], job[2], job[3], job[4] or '0', plan}
 if ARGV[4] ~= '1' and job[5] then return {'undoing', '', unpack(identity)} end
 local stored = redis.call('HGET', KEYS[2], ARGV[1])
 if stored then
@@ -165,13 +167,20 @@ class Guard:
         self.scope = scope
         self.keys = JobKeys(pipeline, job_id)
 
-    def claim(self, owner: str, lease_seconds: float, pipe: redis.client.Pipeline, compensation: bool = False) -> Any:
-        """Queue the claim of the step on `pipe`; `parse_claim` reads its answer.
+    def claim(
+        self,
+        owner: str,
+        lease_seconds: float,
+        pipe: redis.client.Pipeline,
+        compensation: bool = False,
+        have_plan: bool = False,
+    ) -> Any:
+        """Queue the claim of the step on `pipe`; `parse_claim` reads its answer (`have_plan`: leave the plan out).
 
         Once a job is being compensated, only compensations may claim: its other steps get UNDOING.
         """
         keys = [self.keys.record, self.keys.results, self.keys.lease(self.scope)]
-        args = [self.scope, owner, int(lease_seconds * 1000), "1" if compensation else "0"]
+        args = [self.scope, owner, int(lease_seconds * 1000), "1" if compensation else "0", "1" if have_plan else "0"]
         # Queued on the caller's pipeline as EVALSHA (see pipeline.store.script_sha).
         return pipe.evalsha(script_sha("claim", _CLAIM), len(keys), *keys, *args)
 

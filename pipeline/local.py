@@ -65,10 +65,11 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A private, throwaway redis-server on a free loopback port; with `appendonly`, it survives a restart."""
 
-    def __init__(self, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(self, port: int | None = None, appendonly: bool = False, fsync_always: bool = False) -> None:
         self.chosen_port = port is None  # a port of our own choosing may be retried on a clash
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.fsync_always = fsync_always  # every write on disk before it is answered: a SIGKILL loses nothing
         self.directory = tempfile.mkdtemp(prefix="vetro-redis-")
         self.process: subprocess.Popen | None = None
 
@@ -87,6 +88,8 @@ class RedisServer:
             "",
             "--appendonly",
             "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always" if self.fsync_always else "everysec",
             "--dir",
             self.directory,
             "--daemonize",
@@ -127,7 +130,11 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
 
-    def restart(self) -> None:
+    def restart(self, kill: bool = False) -> None:
+        """Stop and start the server; `kill`: with SIGKILL (a crash), not SIGTERM."""
+        if kill and self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
         self.shutdown()
         self.start()
 

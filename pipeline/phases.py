@@ -37,6 +37,7 @@ from settings import get_settings
 log = logging.getLogger("vetro.stage")
 
 FRONTIER_EVERY = 1.0  # seconds between two updates of the queue frontier by one process
+PLANS_KEPT = 256  # canvas plans a process keeps by job id, so a claim need not send them again
 
 
 class PoisonJobError(TechnicalError):
@@ -113,6 +114,7 @@ class Events:
 # Told: "done_already" (an idempotency hit), "failed" (failure class), "retrying" (failure class), "waiting".
 events = Events()
 _frontier_written = {"at": 0.0}
+_plans: dict[str, Plan] = {}  # job id -> its canvas's plan, oldest first
 
 
 def run_step(run: StepRun) -> Any:
@@ -164,7 +166,7 @@ def claim(run: StepRun) -> Ended | None:
     run.job = answer.job
     run.request.vetro_job = answer.job
     run.request.vetro_began = run.began
-    run.plan = canvas_plan(answer.plan) if answer.plan else declared_plan(answer.job.pipeline)
+    run.plan = _plan_of(run, answer.plan)
     refused = _check_step(run)
     if refused:
         if answer.status not in (DONE, UNDOING, BUSY):
@@ -187,6 +189,16 @@ def claim(run: StepRun) -> Ended | None:
     return None
 
 
+def _plan_of(run: StepRun, stored: str | None) -> Plan:
+    """The job's plan: a canvas's, sent with the claim unless this process has it, else its pipeline's."""
+    if stored:
+        _plans[run.job_id] = plan = canvas_plan(stored)
+        while len(_plans) > PLANS_KEPT:
+            del _plans[next(iter(_plans))]
+        return plan
+    return _plans.get(run.job_id) or declared_plan(run.job.pipeline)
+
+
 def _declared_compensation(run: StepRun) -> bool:
     try:
         return declared_plan(run.namespace).is_compensation(run.scope)
@@ -197,7 +209,7 @@ def _declared_compensation(run: StepRun) -> bool:
 def _claim_once(run: StepRun, compensation: bool) -> list:
     """Claim the step, push the job's due time and the queue's frontier: one round trip."""
     pipe = redis_client().pipeline(transaction=False)
-    run.guard.claim(run.owner, run.task.lease_seconds, pipe, compensation)
+    run.guard.claim(run.owner, run.task.lease_seconds, pipe, compensation, have_plan=run.job_id in _plans)
     ledger.expect(run.namespace, run.job_id, pipe=pipe)
     sent_at = run.request.get(SENT_AT)
     if sent_at and run.began - _frontier_written["at"] >= FRONTIER_EVERY:

@@ -292,6 +292,7 @@ class Plan:
 
     # -- the job's completion
 
+    @cached_property
     def job_terminals(self) -> tuple[str, ...]:
         """The steps whose records, all together, complete the job: its last steps, and every callback's."""
         found = list(terminals(self.root))
@@ -326,7 +327,7 @@ class Plan:
         while True:
             parent, position = self._parents[id(node)]
             if parent is None or isinstance(parent, Leaf):  # the job's end, or a callback's chain ended
-                levels.append(Level(None, self.job_terminals(), "fanin:job"))
+                levels.append(Level(None, self.job_terminals, "fanin:job"))
                 return Route(following, _merged(levels))
             if isinstance(parent, Chain):
                 if position + 1 < len(parent.children):

@@ -83,6 +83,7 @@ class Plan:
     canvas_share: float = 0.5  # orders submitted as a hand-built Celery canvas rather than the declared pipeline
     engine: str = "vetro"  # or "raw": the same canvas on raw Celery (the anchor), no checks
     quiet: float = 120.0  # raw: stop waiting once no job has ended for this long after the faults stop
+    redis_kill: bool = False  # restart Redis with SIGKILL (its append-only file fsynced on every write)
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def _inject(run: Run, fault: Fault, rng: random.Random) -> None:
         threading.Thread(target=_redeploy, args=(worker,), daemon=True).start()
     elif fault.kind == "redis-restart":
         run.note(fault.kind)
-        run.redis.restart()
+        run.redis.restart(kill=run.plan.redis_kill)
         run.note("redis-back")
     else:
         run.partner.state.faults.down = fault.kind == "outage-start"
@@ -446,7 +447,7 @@ def _dead_letter_rows(run: Run) -> dict[str, Any]:
 def run_chaos(plan: Plan) -> dict[str, Any]:
     """Run the plan and return the report (every process started here is stopped here)."""
     with ExitStack() as stack:
-        redis = stack.enter_context(RedisServer(appendonly=True))
+        redis = stack.enter_context(RedisServer(appendonly=True, fsync_always=plan.redis_kill))
         database = f"sqlite:///{tempfile.mkdtemp(prefix='vetro-chaos-')}/dlq.db"
         partner = PartnerServer("127.0.0.1", 0, Faults(error_rate=plan.error_rate))
         partner.start_in_thread()

@@ -387,6 +387,7 @@ def chaos(
     canvas_share: float = typer.Option(0.5, min=0, max=1, help="Share of orders sent as a Celery canvas."),
     engine: str = typer.Option("vetro", help="vetro, or raw: the same canvas on raw Celery (the anchor)."),
     quiet: float = typer.Option(120, min=10, help="raw: stop once no job has ended for this long."),
+    redis_kill: bool = typer.Option(False, help="Restart Redis with SIGKILL (appendfsync always) instead of SIGTERM."),
     output: str = typer.Option(None, help="Also write the JSON report to this file."),
 ) -> None:
     """Run the whole pipeline on this machine under seeded faults and check nothing was lost or repeated."""
