@@ -36,10 +36,11 @@ FANIN = "fanin:"  # the record's counters of recorded terminals, one per fan-in 
 # job's plan already. The job's identity and plan come from its ledger record (a canvas's plan can be large: it
 # is sent only to a process that does not have it); the count of earlier unfinished runs is kept on it.
 _CLAIM = """
-local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations')
+local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations',
+    'canvas')
 if not job[1] then return {'unknown'} end
 local plan = ''
-if ARGV[5] ~= '1' then plan = redis.call('HGET', KEYS[1], 'plan') or '' end
+if job[6] and ARGV[5] ~= '1' then plan = redis.call('HGET', KEYS[1], 'plan') or '' end
 local identity = {job[1], job[2], job[3], job[4] or '0', plan}
 if ARGV[4] ~= '1' and job[5] then return {'undoing', '', unpack(identity)} end
 local stored = redis.call('HGET', KEYS[2], ARGV[1])
@@ -81,7 +82,8 @@ if new == 1 then
     local levels = cjson.decode(ARGV[10])
     local joined, leading = 0, true
     for _, level in ipairs(levels) do
-        local count = redis.call('HINCRBY', KEYS[1], level[1], 1)
+        -- A fan-in of one step (a chain's end) is complete with its record: nothing to count.
+        local count = level[2] == 1 and 1 or redis.call('HINCRBY', KEYS[1], level[1], 1)
         if leading and count >= level[2] then joined = joined + 1 else leading = false end
     end
     if #levels > 0 and joined == #levels then

@@ -140,7 +140,7 @@ def _opened(opening: Opening, now: float) -> dict[str, Any]:
     record = opening.job.as_dict() | {"status": QUEUED, "submitted_at": now, "touched_at": now, "format": FORMAT}
     if opening.plan is None:
         return record | {"payload": encode(opening.payload)}
-    return record | {"plan": opening.plan}
+    return record | {"plan": opening.plan, "canvas": 1}
 
 
 def open_jobs(pipe: redis.client.Pipeline, pipeline: str, openings: list[Opening]) -> None:

@@ -19,8 +19,10 @@ from celery.result import AsyncResult
 from pipeline import InvalidJobError, PermanentError, submit
 from pipeline.app import app
 from pipeline.ledger import describe_job, get_job
-from pipeline.local import wait_until
+from pipeline.local import WorkerProcess, wait_until
+from pipeline.reconciler import queue_length
 from pipeline.store import redis_client
+from tests.conftest import worker_env
 from tests.helpers import vetro
 from tests.pipelines import (
     CLOCK,
@@ -107,6 +109,18 @@ def test_a_countdown_on_a_signature_delays_its_step(worker):
     began = time.monotonic()
     assert chain(add.s(1, 1), add.s(1).set(countdown=3)).apply_async().get(timeout=WAIT) == 3
     assert time.monotonic() - began >= 3
+
+
+def test_a_step_sent_to_its_own_queue_waits_there_for_a_worker_that_consumes_it(worker):
+    queue = f"canvas-{uuid.uuid4().hex[:6]}"
+    result = chain(add.s(1, 1), add.s(1).set(queue=queue, priority=5)).apply_async()
+    assert wait_until(lambda: queue_length(queue), WAIT, f"the second step to reach {queue}")
+    assert result.state == "PENDING" and result.parent.get(timeout=WAIT) == 2
+    own = WorkerProcess(worker_env(), concurrency=1, name=f"{queue}-worker", extra_args=["-Q", queue]).start()
+    try:
+        assert result.get(timeout=WAIT) == 3
+    finally:
+        own.stop()
 
 
 def test_a_declared_pipeline_is_a_signature_in_a_bigger_canvas(worker):

@@ -201,3 +201,20 @@ def test_a_canvas_vetro_cannot_run_is_refused_in_one_line(canvas):
     with pytest.raises(PlanError) as refused:
         from_signature(canvas, declarations)
     assert "\n" not in str(refused.value)
+
+
+def test_a_steps_delay_is_its_countdown_or_its_eta_from_now():
+    from datetime import UTC, datetime
+
+    from pipeline.driver import delay_of
+    from pipeline.plan import Step
+
+    def step(**options) -> Step:
+        return Step("s.a", "a", (), {}, None, options)
+
+    now = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    assert delay_of(step(countdown=30), now) == 30
+    assert delay_of(step(eta=datetime(2026, 1, 1, 0, 1, tzinfo=UTC)), now) == 60
+    assert delay_of(step(eta="2026-01-01T00:00:10+00:00"), now) == 10
+    assert delay_of(step(eta="2025-12-31T00:00:00+00:00"), now) == 0  # a time already past: at once
+    assert delay_of(step(), now) == 0
