@@ -37,7 +37,7 @@ from settings import get_settings
 log = logging.getLogger("vetro.stage")
 
 FRONTIER_EVERY = 1.0  # seconds between two updates of the queue frontier by one process
-PLANS_KEPT = 256  # canvas plans a process keeps by job id, so a claim need not send them again
+PLANS_KEPT = 1024  # canvas plans a process keeps by job id, so a claim need not send them again
 
 
 class PoisonJobError(TechnicalError):

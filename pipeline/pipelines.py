@@ -35,7 +35,7 @@ _PIPELINES: dict[str, Pipeline] = {}
 _STAGES: dict[str, Any] = {}  # every stage declared in this process, by task name
 # Pipeline and stage names appear in environment variables (VETRO_STAGES__<PIPELINE>__<STAGE>__...).
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-CANVAS_PLANS = 512  # parsed canvas plans kept per process (a job's steps often run in the same one)
+CANVAS_PLANS = 256  # parsed canvas plans kept per process (a job's steps often run in the same one)
 
 
 def check_name(kind: str, name: str) -> str:

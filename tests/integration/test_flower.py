@@ -58,5 +58,12 @@ def test_flower_shows_a_jobs_steps_live_though_workers_start_with_events_off(par
             assert not any("@" in (task["args"] or "") for task in shown)  # customers' emails are redacted
             assert {"orders.validate", "orders.finish"} <= steps_shown("kwargs:correlation_id=corr-flower")
             assert not steps_shown("kwargs:correlation_id=someone-else")
+            # A step's result, as Flower's task view and its result API read it: from the ledger (the backend).
+            finish = next(task for task in flower.tasks().values() if task["uuid"] == f"{job_id}.finish")
+            assert "billing" in (finish["result"] or "")
+            answer = httpx.get(
+                f"http://127.0.0.1:{flower.port}/api/task/result/{job_id}.finish", auth=AUTH, timeout=10
+            ).json()
+            assert answer["state"] == "SUCCESS" and "billing" in answer["result"]
         finally:
             flower.stop()
