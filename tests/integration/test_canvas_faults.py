@@ -4,6 +4,7 @@ restart in the middle of chains loses nothing."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,7 +96,7 @@ def test_chains_and_chords_finish_across_a_restart_of_their_redis(partner_server
                     chain(
                         add.s(n, 1), add.s(1), chord([add.s(1), add.s(2)], summarize.s()), summarize.s()
                     ).apply_async()
-                    for n in range(30)
+                    for n in range(16)
                 ]
                 wait_until(lambda: sum(r.ready() for r in results) >= 5, 120, "the first canvases to finish")
                 redis.restart()
@@ -104,5 +105,16 @@ def test_chains_and_chords_finish_across_a_restart_of_their_redis(partner_server
         finally:
             for process in processes:
                 process.stop()
-    assert values == [{"parts": {"parts": [n + 3, n + 4]}} for n in range(30)]
+    assert values == [{"parts": {"parts": [n + 3, n + 4]}} for n in range(16)]
     assert all(alive)
+
+
+def test_a_countdown_longer_than_a_worker_may_hold_a_message_hops_and_runs_once(fleet):
+    """Visibility timeout 8 s, time limit 5 s: a worker may hold a message 1 s, so a 6 s countdown hops."""
+    began = time.monotonic()
+    result = chain(add.s(1, 1), add.s(1).set(countdown=6)).apply_async()
+    assert result.get(timeout=SETTLE) == 3
+    assert time.monotonic() - began >= 6
+    job_id = redis_client().get(f"vetro:task:{result.id}").decode().split()[1]
+    record = {name.decode(): value for name, value in redis_client().hgetall(f"vetro:shop:job:{{{job_id}}}").items()}
+    assert record["starts:add-2"] == b"1" and "hits:add-2" not in record  # it ran once; no copy came again
