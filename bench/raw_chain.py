@@ -12,19 +12,11 @@ from typing import Any
 from celery import Celery, chain
 
 from bench.counter import count_done
+from bench.raw_celery import CAREFUL
 
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/0")
 app = Celery("raw", broker=BROKER, backend=BROKER if os.environ.get("BENCH_RAW_BACKEND", "1") == "1" else None)
-app.conf.update(
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_serializer="json",
-    accept_content=["json"],
-    task_default_queue="raw",
-    broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
-)
+app.conf.update(CAREFUL, task_default_queue="raw")
 
 
 @app.task(name="raw.step")

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 from celery import Celery
 
+from bench.raw_celery import CAREFUL
 from tasks.orders.config import orders_settings
 from tasks.orders.models import Customer, parse_order_event, to_canonical
 from tasks.orders.routing import destinations_for
@@ -25,20 +26,14 @@ from tasks.orders.routing import destinations_for
 BROKER = os.environ.get("VETRO_BROKER_URL", "redis://127.0.0.1:6379/0")
 app = Celery("raw_orders", broker=BROKER, backend=BROKER)
 app.conf.update(
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_serializer="json",
-    accept_content=["json"],
+    CAREFUL,
     result_serializer="json",
     task_default_queue="raw_orders",
-    broker_connection_retry_on_startup=True,
     broker_transport_options={
         "visibility_timeout": int(os.environ.get("VETRO_VISIBILITY_TIMEOUT", "60")),
         "unacked_restore_interval": 1,
         "unacked_restore_throttle": 1,
     },
-    worker_hijack_root_logger=False,
 )
 RETRIES = {"autoretry_for": (httpx.HTTPError,), "retry_backoff": 1, "retry_backoff_max": 4, "max_retries": 12}
 

@@ -50,13 +50,6 @@ def _ledger_refusal(row: DeadLetter, state: ledger.JobState | None) -> str | Non
     return None
 
 
-def _task_id(row: DeadLetter, state: ledger.JobState) -> str:
-    """The task id the replayed step runs under: Celery's, for a canvas's step, else '<job id>.<scope>'."""
-    leaf = state.plan.leaf(row.scope)
-    own = leaf.task_id if leaf is not None and leaf.scope == row.scope else None
-    return own or f"{row.job_id}.{row.scope}"
-
-
 def replay_batch(rows: list[DeadLetter], force: bool = False) -> list[str | None]:
     """Mark the rows replaying (one transaction), then reopen their jobs and publish what each still needs
     (one Redis round trip); for each row, the reason it could not be replayed, or None.
@@ -67,7 +60,7 @@ def replay_batch(rows: list[DeadLetter], force: bool = False) -> list[str | None
     states = ledger.load_many([(row.pipeline, row.job_id) for row in rows])
     reasons = [refusal(row, force) or _ledger_refusal(row, state) for row, state in zip(rows, states, strict=True)]
     chosen = [(row, state) for row, state, reason in zip(rows, states, reasons, strict=True) if reason is None]
-    store.mark_replaying({row.id: _task_id(row, state) for row, state in chosen})
+    store.mark_replaying({row.id: state.plan.task_id_of(row.job_id, row.scope) for row, state in chosen})
     # An earlier replay (or a redelivery) already finished the job: nothing to run again.
     for row, state in chosen:
         if state.status == ledger.COMPLETED:

@@ -202,20 +202,13 @@ def fail(step: FailedStep, failure_class: FailureClass, exc: BaseException, atte
         state = ledger.load(step.job.pipeline, step.job.job_id)
         if state is not None and state.compensations is None:
             undo = plan.compensation_plan(state.results)
-    errbacks = plan.errbacks(step.scope, failed_task_id(plan, step.job, step.scope)) if plan else []
+    errbacks = plan.errbacks(step.scope, plan.task_id_of(step.job.job_id, step.scope)) if plan else []
     hand_off(step, failure_class, exc, attempts, undo, bool(errbacks))
     if undo:
         log.warning("job %s: compensating %s", step.job.job_id, ", ".join(undo))
         publish(step.job, plan.pending_compensation(undo, state.results))
     if errbacks:
         publish(step.job, errbacks)
-
-
-def failed_task_id(plan: Plan, job: JobContext, scope: str) -> str:
-    """The task id of a job's step (Celery's own for a canvas's step), as its errbacks are given it."""
-    leaf = plan.leaf(scope)
-    own = leaf.task_id if leaf is not None and leaf.scope == scope else None
-    return own or f"{job.job_id}.{scope}"
 
 
 def errback_recorded(job: JobContext) -> None:
@@ -244,7 +237,7 @@ def pending(state: ledger.JobState) -> list[Step]:
         return state.plan.pending_compensation(state.compensations, state.results)
     if state.errbacks_for is not None:
         failed = state.errbacks_for
-        return state.plan.pending_errbacks(failed, failed_task_id(state.plan, state.context, failed), state.results)
+        return state.plan.pending_errbacks(failed, state.plan.task_id_of(state.context.job_id, failed), state.results)
     return state.plan.pending(state.results)
 
 

@@ -231,9 +231,7 @@ def _check_step(run: StepRun) -> str | None:
         branch = scope.split(".", 1)[1]
         if branch not in run.branches or run.args[-1:] != (branch,):
             return f"branch {branch!r} was not planned for job {run.job_id}"
-        expected = f"{run.job_id}.{scope}"
-    else:
-        expected = leaf.task_id or f"{run.job_id}.{scope}"
+    expected = plan.task_id_of(run.job_id, scope)
     if run.request.id != expected:
         return f"message id {run.request.id!r} is not {expected!r}"
     return None

@@ -44,10 +44,6 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def task_id(job_id: str, scope: str) -> str:
-    return f"{job_id}.{scope}"
-
-
 def destination_of(scope: str) -> str | None:
     """The branch a step's scope names ('operate.billing' -> 'billing'); None for a step that is no part."""
     return scope.split(".", 1)[1] if "." in scope else None

@@ -101,7 +101,7 @@ class Step:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def id_in(self, job_id: str) -> str:
-        return self.task_id or f"{job_id}.{self.scope}"
+        return self.task_id or task_id(job_id, self.scope)
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,12 @@ class Declared:
 
 
 Declarations = Callable[[str], Declared]
+
+
+def task_id(job_id: str, scope: str) -> str:
+    """A step's task id when Celery did not freeze one: '<job id>.<scope>' (a retry, a redelivery, a replay
+    of the step has the same)."""
+    return f"{job_id}.{scope}"
 
 
 def short_name(task: str) -> str:
@@ -222,8 +228,14 @@ class Plan:
             return found if found is not None and self._fan_out_of_part(found) is not None else None
         return found
 
-    def node_by_task_id(self, task_id: str) -> Node | None:
-        return self._by_id.get(task_id)
+    def node_by_task_id(self, frozen: str) -> Node | None:
+        return self._by_id.get(frozen)
+
+    def task_id_of(self, job_id: str, scope: str) -> str:
+        """The task id a step of this plan runs under: Celery's own for a canvas's step, else '<job id>.<scope>'."""
+        leaf = self.leaf(scope)
+        own = leaf.task_id if leaf is not None and leaf.scope == scope else None
+        return own or task_id(job_id, scope)
 
     def task_ids(self) -> tuple[str, ...]:
         """The Celery task ids its nodes answer to (frozen by the canvas)."""

@@ -20,7 +20,8 @@ from celery.signals import after_task_publish, before_task_publish
 
 from pipeline import app, driver, templates
 from pipeline.context import SENT_AT, JobContext
-from pipeline.pipelines import declared_plan, task_id
+from pipeline.pipelines import declared_plan
+from pipeline.plan import task_id
 from pipeline.transport import captured
 from tasks.orders.samples import sample_order
 
