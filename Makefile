@@ -3,27 +3,36 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-unit lint worker beat flower stub chaos
+.PHONY: install demo test test-long test-unit docs worker beat flower stub chaos
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs,local,flower]"
 	touch $@
 
 demo: install
 	$(BIN)/vetro demo
 
+# The default tier: lint, the layering contract, unit tests and the fast integration tests.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
+# The long tier: the tests marked `long` (chaos, fault runs, upgrades).
+test-long: install
+	$(BIN)/python -m pytest -m long
+
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
+
+# The documentation site, into site/; a broken link or a missing page fails it.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 worker: install
 	$(BIN)/python -m pipeline.supervise $(BIN)/celery -A pipeline worker --loglevel INFO

@@ -24,7 +24,7 @@ import redis
 
 from bench.measure import RedisReading, cpu_seconds, memory_kib, tree
 from bench.throughput import Worker, private_setup
-from pipeline.local import free_port, wait_until
+from pipeline.local import free_port, reaped, spawn, wait_until
 
 
 def main() -> None:
@@ -35,11 +35,12 @@ def main() -> None:
     with ExitStack() as stack:
         env, servers = private_setup(stack)
         port = free_port()
-        stub = subprocess.Popen(
+        stub = spawn(
             [sys.executable, "-m", "vetro.cli", "partner-stub", "--host", "127.0.0.1", "--port", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        stack.callback(reaped, stub)
         stack.callback(stub.wait, 10)
         stack.callback(stub.terminate)
         env = env | {"VETRO_PIPELINES": "tasks.orders", "ORDERS_PARTNER_URL": f"http://127.0.0.1:{port}"}

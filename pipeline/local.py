@@ -1,6 +1,8 @@
-"""vetro's parts on one machine: an embedded Redis and worker processes, for the demo and tests.
+"""vetro's parts on one machine: an embedded Redis and worker processes, for the demo, tests and benchmarks.
 
-Everything started here is stopped by its own pid; nothing else is ever signalled.
+Everything started here is stopped by its own pid; nothing else is ever signalled. Each process
+starts in a process group of its own, which the reaper (`vetro.testing.reaper`) ends if the
+process that started it dies first, whatever ends it: a killed pytest, a CI time limit, Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import redis
 
@@ -47,6 +50,51 @@ def redis_reachable(url: str, timeout: float = 1.0) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
     except (redis.RedisError, OSError, ValueError):
         return False
+
+
+class _Reaper:
+    """The one reaper of this process, started with its first group; told of each group started and ended."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+
+    def _tell(self, line: str) -> None:
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "vetro.testing.reaper"],
+                    stdin=subprocess.PIPE,
+                    start_new_session=True,
+                    text=True,
+                )
+            self._process.stdin.write(line + "\n")
+            self._process.stdin.flush()
+
+    def watch(self, pid: int) -> None:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        self._tell(f"+{pid} {stat.rsplit(')', 1)[1].split()[19]}")  # its start time: a reused pid is not it
+
+    def forget(self, pid: int) -> None:
+        self._tell(f"-{pid}")
+
+
+_reaper = _Reaper()
+
+
+def spawn(args: list[str], **options: Any) -> subprocess.Popen:
+    """`subprocess.Popen` in a process group of its own, which ends with this process if nothing ends it first.
+
+    Call `reaped(process)` once it has ended, so its pid is never signalled after it is reused.
+    """
+    process = subprocess.Popen(args, start_new_session=True, **options)
+    _reaper.watch(process.pid)
+    return process
+
+
+def reaped(process: subprocess.Popen) -> None:
+    """The process has been waited for: its group is no longer the reaper's to end."""
+    _reaper.forget(process.pid)
 
 
 def redis_server_binary() -> str:
@@ -97,12 +145,13 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: self._serving() is not None, 15, f"redis-server on port {self.port}")
         if not self._serving():
             # Another server holds the port (a port chosen free, then taken by someone else before we
             # bound it): never use a server that is not ours.
             self.process.wait(10)
+            reaped(self.process)
             if not self.chosen_port:
                 raise RuntimeError(f"port {self.port} is taken by another redis-server")
             self.port = free_port()
@@ -129,12 +178,14 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            reaped(self.process)
 
     def restart(self, kill: bool = False) -> None:
         """Stop and start the server; `kill`: with SIGKILL (a crash), not SIGTERM."""
         if kill and self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+            reaped(self.process)
         self.shutdown()
         self.start()
 
@@ -179,14 +230,11 @@ class CeleryProcess:
         return [sys.executable, "-m", "celery", "-A", self.app, *self.command, *self.extra_args]
 
     def start(self, wait: bool = True) -> CeleryProcess:
+        if self.process is not None and self.process.poll() is not None:
+            reaped(self.process)  # ended by a signal sent earlier: started again now
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            self.arguments(),
-            env={**os.environ, **self.env},
-            cwd=self.cwd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        self.process = spawn(
+            self.arguments(), env={**os.environ, **self.env}, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT
         )
         if wait:
             self.wait_ready()
@@ -220,6 +268,7 @@ class CeleryProcess:
         if sig == signal.SIGKILL:
             _signal([*self.child_pids(), self.pid], sig)
             self.process.wait(10)
+            reaped(self.process)
         else:
             _signal([self.pid], sig)
 
@@ -242,6 +291,8 @@ class CeleryProcess:
             except subprocess.TimeoutExpired:
                 _signal([*below, self.pid], signal.SIGKILL)
                 self.process.wait()
+        if self.process is not None and self.process.poll() is not None:
+            reaped(self.process)
         if self._log:
             self._log.close()
             self._log = None

@@ -109,6 +109,7 @@ def test_a_hung_breaker_store_delays_each_call_by_a_bounded_time(partner):
     assert "RecursionError" not in log
 
 
+@pytest.mark.long
 def test_a_shared_rate_limit_holds_across_two_workers(partner):
     limit = {"customer-service": {"rate": 20, "burst": 5}}
     with workers(breaker_env(VETRO_RATE_LIMITS=json.dumps(limit)), count=2, concurrency=2):

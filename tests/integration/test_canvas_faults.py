@@ -20,7 +20,7 @@ from tests.integration.test_no_job_lost import SETTLE, fleet_env
 from tests.pipelines import add, summarize, tally
 from tests.worker_plugins import inject
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 
 @pytest.fixture(scope="module")

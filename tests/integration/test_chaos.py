@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import vetro
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 
 def test_a_short_chaos_run_loses_nothing_and_repeats_nothing(tmp_path):

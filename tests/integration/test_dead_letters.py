@@ -174,6 +174,7 @@ def test_a_row_is_quarantined_after_failed_replays_and_force_overrides(database,
         del os.environ["VETRO_QUARANTINE_AFTER"]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_a_bulk_replay_of_a_thousand_rows_repeats_no_effect(database, partner):
     env = dlq_env(ORDERS_TRANSFORM_BUG="true", VETRO_STAGES__ORDERS__TRANSFORM__TECHNICAL_RETRIES="0")
@@ -191,6 +192,7 @@ def test_a_bulk_replay_of_a_thousand_rows_repeats_no_effect(database, partner):
     assert store.count(store.RowFilter(status="resolved")) == 1000
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_a_step_whose_process_keeps_dying_is_dead_lettered_as_poison(database, partner):
     # Each billing call hangs after the partner records it, and the test kills the process
@@ -226,6 +228,7 @@ def test_a_replay_after_the_jobs_ledger_expired_is_refused(database):
     assert one_row(job_id).status == Status.FAILED and one_row(job_id).replay_count == 0
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_a_step_killed_by_its_hard_time_limit_is_run_again_then_dead_lettered_as_poison(database):
     from tests import pipelines

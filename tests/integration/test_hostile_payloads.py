@@ -1,8 +1,7 @@
 """Property: whatever a producer sends through `submit` or `vetro submit`, each job completes or is
 dead-lettered as permanent, nothing is left running or lost, and the worker never exits.
 
-The two properties collect the jobs they submitted; the last test (run after them, in file
-order) waits for every one to end.
+Each test waits for the jobs its own property submitted, so either runs alone or in any order.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import InvalidJobError, submit
@@ -48,38 +47,50 @@ LINES = (
     | SHALLOW.map(lambda payload: json.dumps(payload, default=str).encode())
     | DEPTHS.map(lambda depth: b'{"deep": ' + b"[" * depth + b"1" + b"]" * depth + b"}")
 )
-submitted: list[str] = []
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payload=PAYLOADS)
-def test_any_payload_is_refused_in_one_line_or_becomes_a_job(worker, partner, payload):
-    try:
-        submitted.append(submit(payload))
-    except InvalidJobError as refused:
-        assert "\n" not in str(refused) and len(str(refused)) < 400
+def assert_each_ended_and_the_worker_serves(submitted: list[str], worker) -> None:
+    """Every job a property submitted completed or was dead-lettered as permanent; the worker still runs jobs."""
 
-
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lines=st.lists(LINES, max_size=4))
-def test_any_bytes_on_stdin_are_refused_in_one_line_or_become_jobs(worker, partner, lines):
-    result = run_module("vetro.cli", "submit", "-", stdin=b"\n".join(lines))
-    assert result.returncode in (0, 2), result.stderr
-    if result.returncode == 2:
-        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
-    else:
-        submitted.extend(result.stdout.split())
-
-
-def test_every_submitted_job_completed_or_was_dead_lettered_as_permanent(worker, partner):
-    assert submitted, "the properties above submitted no job"
-
-    def settled() -> list | None:
+    def settled() -> tuple[list] | None:
         records = get_jobs(submitted)
-        return records if all(r and r["status"] in ("completed", "failed") for r in records) else None
+        return (records,) if all(r and r["status"] in ("completed", "failed") for r in records) else None
 
-    records = wait_until(settled, 180, f"{len(submitted)} fuzzed jobs to end")
+    (records,) = wait_until(settled, 180, f"{len(submitted)} fuzzed jobs to end")
     assert {r["failure_class"] for r in records if r["status"] == "failed"} <= {"permanent"}
     assert worker.alive()
     job_id = submit(sample_order(2, prefix="after-fuzz"))
     assert wait_until(lambda: get_jobs([job_id])[0]["status"] == "completed", 90, "a normal job after the fuzz")
+
+
+def test_any_payload_is_refused_in_one_line_or_becomes_a_job_that_ends(worker, partner):
+    submitted: list[str] = []
+
+    @settings(max_examples=60, deadline=None)
+    @given(payload=PAYLOADS)
+    def refused_in_one_line_or_submitted(payload):
+        try:
+            submitted.append(submit(payload))
+        except InvalidJobError as refused:
+            assert "\n" not in str(refused) and len(str(refused)) < 400
+
+    refused_in_one_line_or_submitted()
+    assert submitted, "no generated payload became a job"
+    assert_each_ended_and_the_worker_serves(submitted, worker)
+
+
+def test_any_bytes_on_stdin_are_refused_in_one_line_or_become_jobs_that_end(worker, partner):
+    submitted: list[str] = []
+
+    @settings(max_examples=12, deadline=None)
+    @given(lines=st.lists(LINES, max_size=4))
+    def refused_in_one_line_or_submitted(lines):
+        result = run_module("vetro.cli", "submit", "-", stdin=b"\n".join(lines))
+        assert result.returncode in (0, 2), result.stderr
+        if result.returncode == 2:
+            assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        else:
+            submitted.extend(result.stdout.split())
+
+    refused_in_one_line_or_submitted()
+    assert_each_ended_and_the_worker_serves(submitted, worker)

@@ -121,6 +121,7 @@ def assert_delivered_once(partner_url: str, record: dict) -> None:
     assert effects_summary(partner_url)["duplicate_effects"] == 0
 
 
+@pytest.mark.long
 def test_a_join_lost_with_the_pool_process_that_completed_the_parts_is_published(fleet, partner):
     payload, key = order("join-child")
     inject(key, "die-before-join")
@@ -130,6 +131,7 @@ def test_a_join_lost_with_the_pool_process_that_completed_the_parts_is_published
     assert_delivered_once(partner.url, record)
 
 
+@pytest.mark.long
 def test_a_join_lost_with_a_whole_worker_is_published(fleet, partner):
     payload, key = order("join-worker")
     inject(key, "kill-worker-before-join")
@@ -141,6 +143,7 @@ def test_a_join_lost_with_a_whole_worker_is_published(fleet, partner):
     assert_delivered_once(partner.url, record)
 
 
+@pytest.mark.long
 def test_a_message_lost_mid_pipeline_is_found_and_driven_on(fleet, partner):
     payload, key = order("lost")
     inject(key, "lose-once:transform")  # consumed and gone, as when a consumer dies between pop and unacked
@@ -153,6 +156,7 @@ def test_a_message_lost_mid_pipeline_is_found_and_driven_on(fleet, partner):
     assert_delivered_once(partner.url, record)
 
 
+@pytest.mark.long
 def test_celery_purge_then_resubmit_loses_nothing(fleet, partner):
     payload, key = order("purged")
     with fleet.paused():
@@ -171,6 +175,7 @@ def test_celery_purge_then_resubmit_loses_nothing(fleet, partner):
     assert_delivered_once(partner.url, record)
 
 
+@pytest.mark.long
 def test_a_job_whose_messages_keep_vanishing_is_dead_lettered_as_stalled(fleet, partner):
     payload, key = order("vanishing")
     inject(key, "swallow")
@@ -251,6 +256,7 @@ def test_a_worker_refuses_or_warns_about_a_redis_that_can_lose_jobs(fleet):
     assert "can lose jobs: appendonly is off" in refused.stderr and "VETRO_REQUIRE_DURABLE_REDIS" in refused.stderr
 
 
+@pytest.mark.long
 def test_a_whole_worker_killed_mid_step_is_redelivered_within_the_visibility_timeout(fleet, partner):
     # The billing webhook holds its answer: the worker dies after the partner recorded the effect.
     set_faults(partner.url, ack_delay_ms=20_000, scope="/webhooks/billing")
@@ -285,6 +291,7 @@ def reading(redis_url: str) -> Iterator[None]:
         reset_settings()
 
 
+@pytest.mark.long
 def test_workers_survive_restarts_of_their_redis_under_load(partner, tmp_path):
     set_faults(partner.url, latency_ms=30)
     orders = tmp_path / "orders.jsonl"
@@ -315,6 +322,7 @@ def test_workers_survive_restarts_of_their_redis_under_load(partner, tmp_path):
     assert effects_summary(partner.url)["duplicate_effects"] == 0
 
 
+@pytest.mark.long
 def test_a_result_store_outage_gives_messages_back_and_fails_no_job(partner, tmp_path):
     # The broker stays up; the Redis holding the ledger and guards goes away while stages run.
     set_faults(partner.url, latency_ms=400)

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.local import RedisServer, free_port, wait_until
+from pipeline.local import RedisServer, free_port, reaped, spawn, wait_until
 from tests.conftest import worker_env
 from tests.helpers import fast_env, vetro, workers
 
@@ -57,7 +57,7 @@ def fleet() -> Iterator[tuple[RedisServer, dict[str, str]]]:
 def serving(env: dict[str, str], **extra: str) -> Iterator[str]:
     """`vetro serve` on a free port; its base URL."""
     port = free_port()
-    process = subprocess.Popen(
+    process = spawn(
         [sys.executable, "-m", "vetro.cli", "serve", "--port", str(port)],
         env={**os.environ, **worker_env(), **env, **extra},
         stdout=subprocess.DEVNULL,
@@ -70,6 +70,7 @@ def serving(env: dict[str, str], **extra: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+        reaped(process)
 
 
 def _answers(url: str) -> bool:

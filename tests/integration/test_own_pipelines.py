@@ -76,6 +76,7 @@ def test_a_teams_pipeline_fails_into_the_store_and_is_replayed_with_the_stock_co
     assert effects_by_key(partner.url)[(key, "card-refunds")]["deliveries"] == 1
 
 
+@pytest.mark.long
 def test_a_teams_purged_job_is_re_driven_by_the_reconciler(partner):
     key = f"purged-refund-{uuid.uuid4().hex[:8]}"
     env = team_env(partner.url)

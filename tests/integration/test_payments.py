@@ -72,6 +72,7 @@ def test_a_failure_for_good_at_ship_refunds_then_releases_once_each(partner):
     assert replayed.returncode == 1 and "its job was compensated after this failure" in replayed.stderr
 
 
+@pytest.mark.long
 def test_a_worker_killed_during_a_compensation_does_not_repeat_it(partner):
     env = saga_env()
     set_faults(partner.url, ack_delay_ms=20_000, scope="/payments/refunds")  # the refund is made, its answer held

@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.local import free_port, wait_until
+from pipeline.local import free_port, reaped, spawn, wait_until
 from tasks.orders.samples import sample_order
 from tests.conftest import worker_env
 from tests.helpers import vetro, wait_for_completion
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 ROOT = Path(__file__).parents[2]
 RUN_FOR = 30  # seconds the stack must stay up with jobs going through
@@ -44,13 +44,12 @@ def test_honcho_start_runs_the_stack_for_30_seconds_with_jobs_going_through(tmp_
     assert migrated.returncode == 0, migrated.stderr
     log = Path(tempfile.mkstemp(prefix="vetro-honcho-", suffix=".log")[1])
     with log.open("wb") as output:
-        honcho = subprocess.Popen(
+        honcho = spawn(
             [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile")],
             cwd=ROOT,
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
     try:
         wait_until(lambda: _answers(f"{stub}/health"), 60, "the stub under honcho")
@@ -71,6 +70,7 @@ def test_honcho_start_runs_the_stack_for_30_seconds_with_jobs_going_through(tmp_
     finally:
         os.killpg(honcho.pid, signal.SIGTERM)
         honcho.wait(60)
+        reaped(honcho)
     assert {record["status"] for record in records} == {"completed"}
     assert len(records) >= 5
 

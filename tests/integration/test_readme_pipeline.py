@@ -1,4 +1,4 @@
-"""The README's "Writing a pipeline" walkthrough, run as written: its module, a stock worker, `vetro submit`."""
+"""The tutorial (docs/tutorial.md), run as written: its modules, a stock worker, `vetro submit`, a publisher."""
 
 from __future__ import annotations
 
@@ -21,25 +21,25 @@ from tests.helpers import vetro
 
 pytestmark = pytest.mark.integration
 
-README = Path(__file__).parents[2] / "README.md"
+TUTORIAL = Path(__file__).parents[2] / "docs" / "tutorial.md"
 
 
 def walkthrough_module() -> str:
-    """The README's python block that begins with the module's docstring, `signups.py`."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    """The tutorial's python block that begins with the module's docstring, `signups.py`."""
+    blocks = re.findall(r"```python\n(.*?)```", TUTORIAL.read_text(), flags=re.S)
     [module] = [block for block in blocks if block.startswith('"""signups.py')]
     return module
 
 
 def ended(job_id: str, env: dict[str, str]) -> dict | None:
-    """`vetro job show`, once the job has ended (this process cannot load the README's module)."""
+    """`vetro job show`, once the job has ended (this process cannot load the tutorial's module)."""
     shown = vetro("job", "show", job_id, "--json", env=env)
     assert shown.returncode == 0, shown.stderr
     job = json.loads(shown.stdout)
     return job if job["status"] not in UNFINISHED else None
 
 
-def test_the_readmes_pipeline_runs_with_the_two_commands(tmp_path):
+def test_the_tutorials_pipeline_runs_with_the_two_commands(tmp_path):
     (tmp_path / "signups.py").write_text(walkthrough_module())
     path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
     env = worker_env(VETRO_PIPELINES=f"{os.environ['VETRO_PIPELINES']},signups", PYTHONPATH=path)
@@ -65,16 +65,16 @@ def test_the_readmes_pipeline_runs_with_the_two_commands(tmp_path):
     assert "'nope' is not an email address" in row.message
 
 
-def readme_block(first_line: str) -> str:
-    """The README's python block that begins with `first_line` (a module's docstring)."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def tutorial_block(first_line: str) -> str:
+    """The tutorial's python block that begins with `first_line` (a module's docstring)."""
+    blocks = re.findall(r"```python\n(.*?)```", TUTORIAL.read_text(), flags=re.S)
     [block] = [block for block in blocks if block.startswith(first_line)]
     return block
 
 
-def test_the_readmes_canvas_runs_on_a_stock_worker_and_its_failure_raises_from_get(tmp_path):
-    (tmp_path / "checkout.py").write_text(readme_block('"""checkout.py'))
-    publisher = readme_block('"""publish.py')
+def test_the_tutorials_canvas_runs_on_a_stock_worker_and_its_failure_raises_from_get(tmp_path):
+    (tmp_path / "checkout.py").write_text(tutorial_block('"""checkout.py'))
+    publisher = tutorial_block('"""publish.py')
     (tmp_path / "publish.py").write_text(publisher.replace('"id": "o-1"', f'"id": "o-{uuid.uuid4().hex[:8]}"'))
     failing = publisher.replace('"id": "o-1"', f'"id": "o-{uuid.uuid4().hex[:8]}"')  # its own key: its own job
     failing = failing.replace('"items": [{"sku": "a", "price": 30}, {"sku": "b", "price": 12}]', '"items": []')

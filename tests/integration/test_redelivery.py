@@ -22,7 +22,7 @@ from tasks.orders.samples import sample_order
 from tests.conftest import worker_env
 from tests.helpers import call_times, effects_by_key, effects_summary, fast_env, set_faults, wait_for_jobs, workers
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 ALL_DESTINATIONS = ["billing", "notifications", "warehouse"]
 

@@ -26,7 +26,7 @@ from tasks.orders.samples import sample_order
 from tests.conftest import worker_env
 from tests.helpers import effects_by_key, effects_summary, fast_env, set_faults, vetro, wait_for_jobs
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 REPO = Path(__file__).resolve().parents[2]
 # The release before the canvas engine (issue 19) changed what the ledger holds.
