@@ -8,4 +8,4 @@ COPY dlq dlq
 COPY vetro vetro
 RUN pip install --no-cache-dir .
 USER nobody
-CMD ["python", "-m", "pipeline.supervise", "celery", "-A", "pipeline", "worker", "--loglevel", "INFO"]
+CMD ["python", "-m", "vetro.supervise", "celery", "-A", "pipeline", "worker", "--loglevel", "INFO"]

@@ -35,7 +35,7 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 worker: install
-	$(BIN)/python -m pipeline.supervise $(BIN)/celery -A pipeline worker --loglevel INFO
+	$(BIN)/python -m vetro.supervise $(BIN)/celery -A pipeline worker --loglevel INFO
 
 beat: install
 	$(BIN)/celery -A pipeline beat --loglevel INFO

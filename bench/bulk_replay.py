@@ -16,7 +16,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 
-from pipeline.local import RedisServer, WorkerProcess, wait_until
+from vetro.testing.processes import RedisServer, WorkerProcess, wait_until
 
 
 def _worker_env(extra: dict[str, str]) -> dict[str, str]:
@@ -52,7 +52,7 @@ def main() -> None:
         from dlq.db import upgrade
         from dlq.replay import replay
         from pipeline import submit_many
-        from pipeline.ledger import COMPLETED, settled
+        from pipeline.jobs.ledger import COMPLETED, settled
         from tasks.orders.samples import sample_order
 
         upgrade()

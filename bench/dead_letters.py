@@ -23,7 +23,7 @@ import redis
 
 from bench.counter import COUNTER_KEY, FAILING_KEY
 from bench.throughput import Worker, payload, private_setup
-from pipeline.local import wait_until
+from vetro.testing.processes import wait_until
 
 
 def main() -> None:
@@ -77,7 +77,7 @@ def _store_rate(rows: int) -> float:
     from dlq import store
     from pipeline.context import JobContext
     from pipeline.failures import FailureClass
-    from pipeline.outcomes import FailedStep
+    from pipeline.jobs.sink import FailedStep
 
     try:
         raise ValueError("a permanent failure")

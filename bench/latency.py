@@ -23,7 +23,7 @@ import redis
 
 from bench.counter import COUNTER_KEY, LATENCY_KEY
 from bench.throughput import Worker, payload, private_setup
-from pipeline.local import RedisServer, wait_until
+from vetro.testing.processes import RedisServer, wait_until
 
 
 def _submitter(kind: str) -> Any:

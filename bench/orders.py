@@ -24,7 +24,7 @@ import redis
 
 from bench.measure import RedisReading, cpu_seconds, memory_kib, tree
 from bench.throughput import Worker, private_setup
-from pipeline.local import free_port, reaped, spawn, wait_until
+from vetro.testing.processes import free_port, reaped, spawn, wait_until
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
         os.environ.update(env)
         wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), 30, "the partner stub")
         from pipeline import submit_many
-        from pipeline.ledger import settled
+        from pipeline.jobs.ledger import settled
         from tasks.orders.samples import sample_order
 
         jobs, broker = options.jobs, redis.Redis.from_url(servers[0].url)

@@ -22,7 +22,7 @@ import redis
 
 from bench.measure import RedisReading
 from bench.throughput import ROOT, payload
-from pipeline.local import RedisServer
+from vetro.testing.processes import RedisServer
 
 
 def _timed(client: redis.Redis, jobs: int, enqueue: Callable[[], Any]) -> dict[str, float]:

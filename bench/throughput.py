@@ -33,7 +33,7 @@ import redis
 
 from bench.counter import COUNTER_KEY
 from bench.measure import RedisReading, cpu_seconds, machine_busy_seconds, memory_kib, tree
-from pipeline.local import BeatProcess, RedisServer, WorkerProcess, wait_until
+from vetro.testing.processes import BeatProcess, RedisServer, WorkerProcess, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = 5  # bench.trivial.STAGE_COUNT, not imported here: declaring its stages reads settings too early

@@ -10,16 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from bench.trivial import BENCH  # noqa: F401 (declares the stages this replaces the phases of)
-from pipeline import driver, stages
-from pipeline.context import SCOPE, JobContext
-from pipeline.phases import StepRun
-from pipeline.pipelines import declared_plan
+from pipeline.adapter.internals import header
+from pipeline.adapter.job_headers import job_of
+from pipeline.context import SCOPE
+from pipeline.jobs import driver, stages
+from pipeline.jobs.phases import StepRun
+from pipeline.jobs.pipelines import declared_plan
 
 
 def _run_unguarded(run: StepRun) -> Any:
     result = run.task.run(*run.args, **run.kwargs)
-    job = JobContext.from_headers(run.request)
-    driver.publish(job, declared_plan(job.pipeline).route(run.request.get(SCOPE), run.args, result).next)
+    job = job_of(run.request)
+    driver.publish(job, declared_plan(job.pipeline).route(header(run.request, SCOPE), run.args, result).next)
     return result
 
 

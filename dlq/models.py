@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pipeline.privacy import SealedValueError, open_document
+from pipeline.sealing import SealedValueError, open_document
 
 
 class Status(StrEnum):

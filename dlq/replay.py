@@ -1,6 +1,6 @@
 """Replay dead letters: drive each job on again from its ledger, with the same job id and idempotency key.
 
-A replay publishes the steps the job still needs (pipeline.driver.pending): the failed step, or
+A replay publishes the steps the job still needs (pipeline.jobs.driver.pending): the failed step, or
 for a fan-out every part not yet recorded, or the join; for a saga whose compensation failed,
 the compensations not yet run. Steps that already succeeded answer
 from their idempotency guards, so a replay never repeats a completed effect, however often it
@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, replace
 
 from dlq import store
 from dlq.models import DeadLetter, Status
-from pipeline import driver, ledger, metrics
+from pipeline.jobs import driver, ledger
 from pipeline.store import redis_client
+from pipeline.telemetry import metrics
 
 
 @dataclass

@@ -25,8 +25,8 @@ from dlq.db import session
 from dlq.fingerprint import fingerprint
 from dlq.models import DeadLetter, Status
 from pipeline.context import JobContext
-from pipeline.outcomes import FailedStep
-from pipeline.privacy import seal_document
+from pipeline.jobs.sink import FailedStep
+from pipeline.sealing import seal_document
 from settings import get_settings
 
 log = logging.getLogger("vetro.dlq")
@@ -86,7 +86,7 @@ class DeadLetterEvent:
 
 
 def record_failure(step: FailedStep, failure_class: str, exc: BaseException, attempts: int) -> None:
-    """The core's dead-letter sink (see pipeline.outcomes): one row per job and failed step."""
+    """The core's dead-letter sink (see pipeline.jobs.sink): one row per job and failed step."""
     record(DeadLetterEvent.from_failure(step, failure_class, exc, attempts))
 
 
@@ -167,7 +167,7 @@ def _upsert(dialect: str) -> Any:
 
 
 def resolve_recovered(job: JobContext) -> None:
-    """The core's completion callback for a job that had dead letters (see pipeline.outcomes)."""
+    """The core's completion callback for a job that had dead letters (see pipeline.jobs.sink)."""
     resolve_job(job.job_id)
 
 

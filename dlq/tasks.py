@@ -15,10 +15,10 @@ from typing import Any
 from celery.signals import worker_init, worker_ready
 
 from dlq import spool
-from pipeline import outcomes
-from pipeline.app import app
+from pipeline.adapter.app import app
 from pipeline.context import JobContext
-from pipeline.outcomes import FailedStep
+from pipeline.jobs import sink
+from pipeline.jobs.sink import FailedStep
 
 log = logging.getLogger("vetro.dlq")
 
@@ -27,21 +27,21 @@ PURGE_TASK = "vetro.dlq.purge"
 CHECK_SECONDS = 120  # the migration check's own process; its database connection times out well before
 
 
-@outcomes.dead_letter_sink
+@sink.dead_letter_sink
 def _record_failure(step: FailedStep, failure_class: str, exc: BaseException, attempts: int) -> None:
     from dlq import store
 
     store.record_failure(step, failure_class, exc, attempts)
 
 
-@outcomes.on_recovered
+@sink.on_recovered
 def _resolve_recovered(job: JobContext) -> None:
     from dlq import store
 
     store.resolve_recovered(job)
 
 
-@outcomes.on_compensated
+@sink.on_compensated
 def _resolve_compensated(job: JobContext, compensations: list[str]) -> None:
     from dlq import store
 

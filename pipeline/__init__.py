@@ -6,11 +6,10 @@
     from pipeline import read_settings         # a pipeline's own settings class, read once
     from pipeline.dependencies import http_request
 
-See the README's "Writing a pipeline".
+See the tutorial (docs/tutorial.md).
 """
 
-from pipeline import instruments, logs, tracing  # noqa: F401 (metrics, logs and traces of every task)
-from pipeline.app import app
+from pipeline.adapter.app import app
 from pipeline.failures import (
     BusinessRuleError,
     DependencyWaitError,
@@ -20,9 +19,11 @@ from pipeline.failures import (
     TransientError,
     default_classifier,
 )
-from pipeline.pipelines import FanOut, Pipeline, register
-from pipeline.producer import InvalidJobError, submit, submit_many
-from pipeline.stages import Stage, stage
+from pipeline.jobs.pipelines import FanOut, Pipeline, register
+from pipeline.jobs.producer import InvalidJobError, submit, submit_many
+from pipeline.jobs.stages import Stage, stage
+from pipeline.watching import instruments  # noqa: F401 (metrics, logs and traces of every task)
+from pipeline.worker import heartbeat  # noqa: F401 (the consumer step health reads)
 from settings import read_settings
 
 __all__ = [

@@ -1,20 +1,17 @@
 """A job's identity (job id, idempotency key, correlation id), carried in message headers.
 
 Every message of a job carries the same headers: vetro sets them on each step it publishes,
-and `before_task_publish` copies them from the running task to anything else it publishes (a
-retry), so no stage passes them along by hand. Every message is also stamped with the time
-it was sent, which moves the queue frontier the reconciler reads. The ledger, not these
-headers, is the authority on a job: a stage reads its job from there.
+and copies them from the running task to anything else it publishes (a retry: see
+pipeline.adapter.job_headers), so no stage passes them along by hand. Every message is also
+stamped with the time it was sent, which moves the queue frontier the reconciler reads. The
+ledger, not these headers, is the authority on a job: a stage reads its job from there.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from celery import current_task
-from celery.signals import before_task_publish
 
 JOB_ID = "vetro_job_id"
 IDEMPOTENCY_KEY = "vetro_idempotency_key"
@@ -48,32 +45,13 @@ class JobContext:
         return dict(vars(self))  # its fields: plain values, so no deep copy (dataclasses.asdict) is needed
 
     @classmethod
-    def from_headers(cls, headers: Any) -> JobContext | None:
-        """Read the context from a task request or a headers dict; None outside a job."""
-        get = headers.get if isinstance(headers, dict) else lambda name: getattr(headers, name, None)
-        values = [get(name) for name in HEADER_NAMES]
+    def from_headers(cls, headers: Mapping[str, Any]) -> JobContext | None:
+        """Read the context from a message's headers; None outside a job."""
+        values = [headers.get(name) for name in HEADER_NAMES]
         if not values[0]:
             return None
         job_id, key, correlation_id, pipeline, replay = values
         return cls(job_id, key or job_id, correlation_id or job_id, pipeline or "", int(replay or 0))
-
-
-@before_task_publish.connect
-def _carry_job_headers(headers: dict | None = None, **_: Any) -> None:
-    if headers is None:
-        return
-    if not headers.get(JOB_ID):
-        task = current_task
-        job = JobContext.from_headers(task.request) if task else None
-        if job is None:
-            return
-        headers.update(job.headers())
-        if headers.get("id") == task.request.id and task.request.get(SCOPE):  # a step's retry: the same step
-            headers[SCOPE] = task.request.get(SCOPE)
-    headers[SENT_AT] = time.time()
-    # A stage takes no keyword arguments: what Flower shows as its kwargs is the job, searchable there as
-    # `kwargs:correlation_id=<id>`, `kwargs:job_id=<id>` or `kwargs:pipeline=<name>`.
-    headers["kwargsrepr"] = shown_job(headers)
 
 
 def shown_job(headers: dict) -> str:

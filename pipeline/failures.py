@@ -66,6 +66,19 @@ class BusinessRuleError(VetroError):
     failure_class = FailureClass.BUSINESS
 
 
+# vetro's own technical failures, which end a job whatever its stage (dead letters group by their names).
+class PoisonJobError(TechnicalError):
+    """The step's process died too often while running it (a poison message): handed off, not retried."""
+
+
+class UnknownJobError(TechnicalError):
+    """The job's ledger has no record of it: expired, or a message vetro did not publish."""
+
+
+class StalledJobError(TechnicalError):
+    """The job made no progress through several re-drives."""
+
+
 @dataclass(frozen=True)
 class Failure:
     failure_class: FailureClass

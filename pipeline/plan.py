@@ -1,8 +1,8 @@
 """A job's plan: the tree of steps it runs, and what runs next, as plain data and functions.
 
 One engine runs every job. A plan is built either from a Celery canvas, as Celery serializes it
-(`from_signature`: a task, `chain`, `group`, `chord`, nested, with `link` callbacks), or from a
-declared pipeline (`from_declared`: a sequence, then a fan-out its planner names, then a join).
+(pipeline.adapter.signatures: a task, `chain`, `group`, `chord`, nested, with `link` callbacks), or
+from a declared pipeline (`from_declared`: a sequence, then a fan-out its planner names, then a join).
 Nothing here imports Celery: a plan is a tree of `Leaf`, `Chain`, `Group`, `Chord` and `FanOut`.
 
 Each leaf is one guarded step, named by its scope: the stage's name, with '-2', '-3' when a stage
@@ -28,7 +28,7 @@ from functools import cached_property
 from typing import Any, Union
 
 BRANCH_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-PIPELINE_TASK = "vetro.pipeline"  # a declared pipeline as one signature of a canvas (see pipeline.pipelines)
+PIPELINE_TASK = "vetro.pipeline"  # a declared pipeline as one signature of a canvas (see pipeline.jobs.pipelines)
 DELAY_OPTIONS = ("countdown", "eta")
 KEPT_OPTIONS = (*DELAY_OPTIONS, "queue", "priority")  # per-signature options a step's message carries
 
@@ -106,7 +106,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Declared:
-    """A declared pipeline, as plain names (pipeline.pipelines.Pipeline.declared builds it)."""
+    """A declared pipeline, as plain names (pipeline.jobs.pipelines.Pipeline.declared builds it)."""
 
     name: str
     stages: tuple[str, ...]  # task names, in order
@@ -128,7 +128,7 @@ def short_name(task: str) -> str:
     return task.rsplit(".", 1)[-1]
 
 
-class _Namer:
+class Namer:
     """Scopes unique within a plan: a stage's name, then '-2', '-3' for its later uses."""
 
     def __init__(self) -> None:
@@ -561,16 +561,16 @@ def check_branches(planned: Any) -> list[str]:
 # -- building plans
 
 
-def from_declared(declared: Declared, payload: Any | None = None, namer: _Namer | None = None) -> Plan:
+def from_declared(declared: Declared, payload: Any | None = None, namer: Namer | None = None) -> Plan:
     """The plan of a declared pipeline submitted with `payload` (its first stage's input)."""
-    namer = namer or _Namer()
-    node = _declared_node(declared, namer, (), None)
+    namer = namer or Namer()
+    node = declared_node(declared, namer, (), None)
     scopes = {leaf.task: leaf.scope for leaf in _leaves_of(node)}
     compensations = {scopes[task]: Leaf(namer(short_name(undo)), undo) for task, undo in declared.compensations.items()}
     return Plan(node, (payload,), compensations, declared=True)
 
 
-def _declared_node(declared: Declared, namer: _Namer, args: tuple, task_id: str | None) -> Node:
+def declared_node(declared: Declared, namer: Namer, args: tuple, task_id: str | None) -> Node:
     stages = [Leaf(namer(short_name(task)), task) for task in declared.stages]
     if args:
         stages[0] = Leaf(stages[0].scope, stages[0].task, tuple(args))
@@ -589,101 +589,3 @@ def _leaves_of(node: Node) -> Iterator[Leaf]:
         yield node
     for child in _children(node):
         yield from _leaves_of(child)
-
-
-def from_signature(signature: Mapping[str, Any], declarations: Declarations) -> Plan:
-    """The plan of a canvas, from the dictionary Celery serializes a signature to."""
-    return Plan(_node(signature, _Namer(), declarations))
-
-
-def _node(signature: Any, namer: _Namer, declarations: Declarations) -> Node:
-    if not isinstance(signature, Mapping) or not isinstance(signature.get("task"), str):
-        raise PlanError(f"not a Celery signature: {signature!r:.100}")
-    kind = signature.get("subtask_type")
-    options = signature.get("options") or {}
-    kwargs = signature.get("kwargs") or {}
-    task_id = options.get("task_id")
-    if kind == "chain":
-        node: Node = Chain(tuple(_node(task, namer, declarations) for task in kwargs.get("tasks") or ()), task_id)
-        if not node.children:
-            raise PlanError("an empty chain")
-    elif kind == "group":
-        node = _group(kwargs.get("tasks"), namer, declarations, task_id)
-    elif kind == "chord":
-        header = kwargs.get("header")
-        tasks = (header.get("kwargs") or {}).get("tasks") if isinstance(header, Mapping) else header
-        group = _group(tasks, namer, declarations, None)
-        node = Chord(group, _node(kwargs.get("body"), namer, declarations), task_id)
-    elif kind is not None:
-        raise PlanError(f"a canvas of kind {kind!r} cannot run as a vetro job")
-    elif signature["task"] == PIPELINE_TASK:
-        name = kwargs.get("name")
-        declared = declarations(name)
-        if declared.compensations:
-            raise PlanError(f"pipeline {name!r} declares compensations: submit it on its own, not inside a canvas")
-        node = _declared_node(declared, namer, tuple(signature.get("args") or ()), task_id)
-    else:
-        kept = {name: options[name] for name in KEPT_OPTIONS if options.get(name) is not None}
-        links = tuple(_node(link, namer, declarations) for link in _as_list(options.get("link")))
-        scope = namer(short_name(signature["task"]))
-        node = Leaf(
-            scope,
-            signature["task"],
-            tuple(signature.get("args") or ()),
-            dict(kwargs),
-            bool(signature.get("immutable")),
-            task_id,
-            kept,
-            links,
-        )
-    errbacks = _as_list(options.get("link_error"))
-    if errbacks:
-        node = _with_errbacks(node, tuple(_node(errback, namer, declarations) for errback in errbacks))
-    if kind is not None and _as_list(options.get("link")):
-        node = _linked_at_end(node, _as_list(options.get("link")), namer, declarations)
-    continuation = options.get("chain")  # the rest of a chain Celery folded into this signature, last first
-    if continuation:
-        node = Chain((node, *(_node(task, namer, declarations) for task in reversed(continuation))))
-    return node
-
-
-def _with_errbacks(node: Node, errbacks: tuple[Node, ...]) -> Node:
-    """An errback given to a chain, group or chord is called when any of its steps fails (as Celery links it
-    to each); a step keeps one copy of each errback however many levels name it."""
-    if isinstance(node, Leaf):
-        kept = node.errbacks + tuple(e for e in errbacks if all(e is not mine for mine in node.errbacks))
-        return Leaf(node.scope, node.task, node.args, node.kwargs, node.immutable, node.task_id, node.options,
-                    node.links, kept)  # fmt: skip
-    if isinstance(node, Chain):
-        return Chain(tuple(_with_errbacks(child, errbacks) for child in node.children), node.task_id)
-    if isinstance(node, Group):
-        return Group(tuple(_with_errbacks(child, errbacks) for child in node.children), node.task_id)
-    if isinstance(node, Chord):
-        header = _with_errbacks(node.header, errbacks)
-        return Chord(header, _with_errbacks(node.body, errbacks), node.task_id)
-    return node
-
-
-def _group(tasks: Any, namer: _Namer, declarations: Declarations, task_id: str | None) -> Group:
-    if not tasks:
-        raise PlanError("an empty group")
-    return Group(tuple(_node(task, namer, declarations) for task in tasks), task_id)
-
-
-def _linked_at_end(node: Node, links: list, namer: _Namer, declarations: Declarations) -> Node:
-    """A callback linked to a chain or chord runs after its last step (Celery links it there)."""
-    if isinstance(node, Chain):
-        return Chain((*node.children[:-1], _linked_at_end(node.children[-1], links, namer, declarations)), node.task_id)
-    if isinstance(node, Chord):
-        return Chord(node.header, _linked_at_end(node.body, links, namer, declarations), node.task_id)
-    if isinstance(node, Leaf):
-        added = tuple(_node(link, namer, declarations) for link in links)
-        return Leaf(node.scope, node.task, node.args, node.kwargs, node.immutable, node.task_id, node.options,
-                    node.links + added, node.errbacks)  # fmt: skip
-    raise PlanError("a callback linked to a group: use a chord")
-
-
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]

@@ -171,14 +171,14 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(10, ge=2, description="runs of one step (crashes included) before it is a poison job")
     spool_flush_interval: int = Field(10, ge=1, description="seconds between flushes of rows spooled in Redis")
 
-    sentry_dsn: str | None = Field(None, description="Sentry: one event per dead letter (pipeline.errors)")
+    sentry_dsn: str | None = Field(None, description="Sentry: one event per dead letter (pipeline.telemetry.sentry)")
     sentry_environment: str | None = Field(None, description="Sentry's environment tag (default: production)")
 
     tracing: Literal["off", "console", "otlp"] = Field(
         "off", description="OpenTelemetry traces, one per job (otlp: OTEL_EXPORTER_OTLP_ENDPOINT says where)"
     )
 
-    # Logs (pipeline.logs): JSON lines for a log pipeline, or lines for people.
+    # Logs (pipeline.telemetry.logs): JSON lines for a log pipeline, or lines for people.
     log_format: Literal["console", "json"] = Field("console", description="json in production")
     log_payloads: bool = Field(False, description="show a task's (redacted) result in Celery's success line")
 
@@ -280,7 +280,7 @@ class Settings(BaseSettings):
         except ValidationError as error:
             raise ConfigError(_one_line(error, prefix=f"{variable}__", subject=variable)) from None
         # A message still unacked after visibility_timeout is delivered again, so it must outlast the
-        # longest the stage can run, with room left for a retry's countdown (see pipeline.retry).
+        # longest the stage can run, with room left for a retry's countdown (see pipeline.jobs.retry).
         needed = policy.time_limit + MIN_HOLD_SECONDS
         if self.visibility_timeout < needed:
             raise ConfigError(

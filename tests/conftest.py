@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from pipeline.local import RedisServer, WorkerProcess
+from vetro.testing.processes import RedisServer, WorkerProcess
 
 SESSION_REDIS = RedisServer().start()
 atexit.register(SESSION_REDIS.stop)

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from dlq import store
-from pipeline.ledger import COMPLETED, settled
-from pipeline.local import WorkerProcess, free_port, wait_until
+from pipeline.jobs.ledger import COMPLETED, settled
 from tests.conftest import worker_env
+from vetro.testing.processes import WorkerProcess, free_port, wait_until
 
 
 def wait_for_jobs(job_ids: list[str], timeout: float = 120) -> list[dict[str, str]]:

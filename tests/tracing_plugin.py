@@ -10,7 +10,7 @@ from typing import Any
 from celery.signals import task_postrun, worker_process_init
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pipeline import tracing
+from pipeline.telemetry import tracing
 
 EXPORTER = InMemorySpanExporter()
 

@@ -21,10 +21,12 @@ from celery.app.task import Task
 from celery.signals import task_success
 from kombu.exceptions import OperationalError
 
-from pipeline import driver
-from pipeline.context import JobContext
-from pipeline.guard import JOINED
-from pipeline.stages import Stage
+from pipeline.adapter.internals import attached
+from pipeline.adapter.job_headers import job_of
+from pipeline.jobs import driver
+from pipeline.jobs.guard import JOINED
+from pipeline.jobs.phases import JOB_ATTACHED
+from pipeline.jobs.stages import Stage
 from pipeline.store import redis_client
 
 DUPLICATED_HEADER = "vetro_test_duplicate"
@@ -64,7 +66,7 @@ _apply_async = Task.apply_async
 
 
 def _apply_async_or_refuse(self, args=None, kwargs=None, **options):
-    job = getattr(self.request, "vetro_job", None) if self.request else None
+    job = attached(self.request, JOB_ATTACHED) if self.request else None
     # A retry always names its countdown, which full jitter can make 0.
     retry = options.get("countdown") is not None
     if retry and _fault(job) == "fail-retry-publish" and _first_time(job, "fail-retry-publish"):
@@ -78,7 +80,7 @@ _call = Stage.__call__
 
 
 def _call_or_swallow(self, *args, **kwargs):
-    job = JobContext.from_headers(self.request)
+    job = job_of(self.request)
     fault = _fault(job) if job is not None else None
     if fault == "swallow" or (fault == f"lose-once:{self.stage}" and _first_time(job, fault)):
         return None  # acknowledged, never run: as if the consumer that popped it had died

@@ -1,7 +1,7 @@
 """`vetro chaos`: the whole pipeline under seeded faults on this machine, checked at the partner.
 
 Everything runs on 127.0.0.1 and is started here: a Redis with its append-only file on,
-a SQLite dead-letter store, the partner stub, workers (each under pipeline.supervise, as
+a SQLite dead-letter store, the partner stub, workers (each under vetro.supervise, as
 the Procfile runs them) and celery beat. Half the orders are submitted as the declared
 pipeline, half as a hand-built Celery canvas of the same stages (tasks.orders.order_canvas),
 while faults are injected:
@@ -40,13 +40,13 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.app import reconfigure
-from pipeline.local import BeatProcess, RedisServer, WorkerProcess
+from pipeline.adapter.app import reconfigure
 from settings import reset_settings
 from tasks.orders.config import orders_settings
 from tasks.orders.routing import destinations_for
 from tasks.orders.samples import sample_batch
 from tasks.partner_stub import Faults, PartnerServer
+from vetro.testing.processes import BeatProcess, RedisServer, WorkerProcess
 
 SUBMIT_BATCH = 10
 SUBMIT_SHARE = 0.7  # jobs are submitted over this share of the fault window
@@ -167,8 +167,8 @@ def _submit(run: Run) -> None:
 
 
 def _publish(run: Run, declared: list[dict], as_canvas: list[dict]) -> None:
-    from pipeline.ledger import job_of_task
-    from pipeline.producer import submit_many
+    from pipeline.jobs.ledger import job_of_task
+    from pipeline.jobs.producer import submit_many
     from tasks.orders import order_canvas
 
     if declared:
@@ -239,7 +239,7 @@ def _inject_all(run: Run) -> None:
 
 def _drain(run: Run) -> list[dict[str, str] | None]:
     """Wait (up to the drain timeout) until no job is still queued; the jobs' records."""
-    from pipeline.ledger import UNFINISHED, get_jobs
+    from pipeline.jobs.ledger import UNFINISHED, get_jobs
 
     if run.plan.engine == "raw":
         return _drain_raw(run)

@@ -15,11 +15,11 @@ from redis import RedisError
 from rich.console import Console
 from rich.progress import Progress
 
-from dlq.cli import db_cli, dlq_cli, parse_duration
-from pipeline import logs
-from pipeline.console import fail, first_line, tables
-from pipeline.console import messages as console
+from pipeline.telemetry import logs
 from settings import ConfigError
+from vetro.console import fail, first_line, tables
+from vetro.console import messages as console
+from vetro.dead_letters_cli import db_cli, dlq_cli, parse_duration
 from vetro.quarantine_cli import quarantine_cli
 
 cli = typer.Typer(
@@ -38,7 +38,7 @@ cli.add_typer(quarantine_cli, name="quarantine")
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
     """Every payload of a .jsonl file (or stdin), each checked; the first bad line stops everything."""
-    from pipeline.producer import InvalidJobError, parse_json_lines
+    from pipeline.jobs.producer import InvalidJobError, parse_json_lines
 
     if path == "-":
         data = sys.stdin.buffer.read()
@@ -60,7 +60,7 @@ def submit(
     pipeline: str = typer.Option("orders", help="Pipeline to run."),
 ) -> None:
     """Enqueue jobs. Nothing is published unless every payload is valid."""
-    from pipeline.producer import InvalidJobError, check_payload, parse_payload, submit_many
+    from pipeline.jobs.producer import InvalidJobError, check_payload, parse_payload, submit_many
 
     if (file is None) == (payload_json is None):
         raise fail("give either --json '{...}' or a FILE.jsonl")
@@ -106,7 +106,7 @@ def job_show(
     job_id: str, as_json: bool = typer.Option(False, "--json", help="Print JSON (times in ISO 8601 UTC).")
 ) -> None:
     """A job's timeline: each step with when it began and ended, attempts, waits and worker; re-drives, replays."""
-    from pipeline.ledger import describe_job
+    from pipeline.jobs.timeline import describe_job
     from vetro.timeline import for_scripts, render
 
     described = describe_job(job_id)
@@ -132,8 +132,8 @@ def job_list(
 
     from rich.table import Table
 
-    from pipeline.ledger import recent_jobs
-    from pipeline.pipelines import namespaces
+    from pipeline.jobs.ledger import recent_jobs
+    from pipeline.jobs.pipelines import namespaces
     from vetro.timeline import iso
 
     known = namespaces()
@@ -256,7 +256,7 @@ def reconcile(
     from dataclasses import asdict
 
     import dlq.tasks  # noqa: F401 - registers the dead-letter store, for jobs dead-lettered as stalled
-    from pipeline.reconciler import sweep
+    from pipeline.jobs.reconciler import sweep
 
     findings = sweep(dry_run=dry_run)
     if findings is None:
@@ -280,7 +280,7 @@ def reconcile(
 
 
 def _known_dependency(name: str) -> str:
-    from pipeline.pipelines import dependencies
+    from pipeline.jobs.pipelines import dependencies
 
     known = dependencies()
     if name not in known:
@@ -297,8 +297,8 @@ def breakers_show(ctx: typer.Context, as_json: bool = typer.Option(False, "--jso
 
     from rich.table import Table
 
-    from pipeline.breakers import status
-    from pipeline.pipelines import dependencies
+    from pipeline.dependencies.breakers import status
+    from pipeline.jobs.pipelines import dependencies
 
     statuses = [status(name) for name in dependencies()]
     if as_json:
@@ -317,7 +317,7 @@ def breakers_show(ctx: typer.Context, as_json: bool = typer.Option(False, "--jso
 @breakers_cli.command("reset")
 def breakers_reset(name: str) -> None:
     """Close a breaker and forget its failures: calls go through again at once."""
-    from pipeline.breakers import force
+    from pipeline.dependencies.breakers import force
 
     force(_known_dependency(name), "closed")
     console.print(f"breaker {name} closed")
@@ -326,7 +326,7 @@ def breakers_reset(name: str) -> None:
 @breakers_cli.command("open")
 def breakers_open(name: str) -> None:
     """Open a breaker: calls wait (without failing jobs) until its reset_timeout passes."""
-    from pipeline.breakers import force
+    from pipeline.dependencies.breakers import force
 
     force(_known_dependency(name), "open")
     console.print(f"breaker {name} opened")
@@ -374,7 +374,7 @@ def demo(
 def chaos(
     jobs: int = typer.Option(1000, min=1, help="Orders to submit."),
     seed: int = typer.Option(1, help="Seed of the fault schedule and the orders."),
-    workers: int = typer.Option(3, min=1, help="Workers, each under pipeline.supervise."),
+    workers: int = typer.Option(3, min=1, help="Workers, each under vetro.supervise."),
     concurrency: int = typer.Option(2, min=1, help="Pool processes per worker."),
     window: float = typer.Option(90, min=10, help="Seconds of submitting and injecting faults."),
     pool_kills: int = typer.Option(45, min=0, help="SIGKILLs of pool processes."),

@@ -20,11 +20,11 @@ from rich.table import Table
 
 from dlq import store
 from dlq.db import upgrade
-from pipeline.app import reconfigure
-from pipeline.local import RedisServer, WorkerProcess, redis_reachable, wait_until
+from pipeline.adapter.app import reconfigure
 from settings import get_settings, reset_settings
 from tasks.orders.samples import sample_batch
 from tasks.partner_stub import Faults, PartnerServer
+from vetro.testing.processes import RedisServer, WorkerProcess, redis_reachable, wait_until
 
 DEMO_TIMEOUT = 300  # seconds to wait for every job
 # Short retry delays so the demo's flaky partner is retried within seconds.
@@ -41,7 +41,7 @@ def _demo_environment(broker_url: str, partner_url: str) -> dict[str, str]:
 
 
 def _wait_for_jobs(job_ids: list[str]) -> list[dict[str, str]]:
-    from pipeline.ledger import UNFINISHED, get_jobs
+    from pipeline.jobs.ledger import UNFINISHED, get_jobs
 
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("jobs finished", total=len(job_ids))
@@ -106,7 +106,7 @@ def run_demo(jobs: int = 300, error_rate: float = 0.15, keep_running: bool = Fal
         console.print("starting a worker (celery -A pipeline worker, 2 processes) ...")
         worker.start()
 
-        from pipeline.producer import submit_many
+        from pipeline.jobs.producer import submit_many
 
         run = uuid.uuid4().hex[:8]
         started = time.monotonic()

@@ -1,6 +1,6 @@
 """The operations endpoint (`vetro serve`): Prometheus metrics and health, from one report of the whole service.
 
-- `/metrics`: the fleet's counters and histograms (pipeline.metrics) plus gauges read at scrape
+- `/metrics`: the fleet's counters and histograms (pipeline.telemetry.metrics) plus gauges read at scrape
   time: queues, workers, breakers, dead letters, quarantine.
 - `/health/live`: this server answers.
 - `/health/ready`: 200 when the broker, result store and SQL database answer and no queue is
@@ -32,13 +32,14 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy.exc import SQLAlchemyError
 
 from dlq.health import DeadLetterHealth, dead_letter_health
-from pipeline import metrics, quarantine
-from pipeline.console import first_line
-from pipeline.health import BREAKER_STATES, Check, CoreHealth, core_health
-from pipeline.ledger import due_key
-from pipeline.pipelines import namespaces
+from pipeline.jobs import quarantine
+from pipeline.jobs.ledger import due_key
+from pipeline.jobs.pipelines import namespaces
 from pipeline.store import redis_client
+from pipeline.telemetry import metrics
+from pipeline.watching.health import BREAKER_STATES, Check, CoreHealth, core_health
 from settings import get_settings
+from vetro.console import first_line
 
 log = logging.getLogger("vetro.ops")
 

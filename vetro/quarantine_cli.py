@@ -1,4 +1,4 @@
-"""`vetro quarantine`: the messages workers refused to run (pipeline.shield), raw, with why."""
+"""`vetro quarantine`: the messages workers refused to run (pipeline.worker.shield), raw, with why."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import typer
 from rich.table import Table
 
-from pipeline import quarantine
-from pipeline.console import fail
-from pipeline.console import messages as err
+from pipeline.jobs import quarantine
+from vetro.console import fail
+from vetro.console import messages as err
 
 quarantine_cli = typer.Typer(help="Messages workers refused to run: list, show, drop.", no_args_is_help=True)
 ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")

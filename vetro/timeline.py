@@ -1,4 +1,4 @@
-"""A job's timeline, for people (`vetro job show`) and for scripts (`--json`), from pipeline.ledger.describe_job."""
+"""A job's timeline, for people (`vetro job show`) and for scripts (`--json`), from pipeline.jobs.timeline."""
 
 from __future__ import annotations
 

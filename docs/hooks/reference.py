@@ -499,7 +499,7 @@ def _origin(name: str) -> str:
 
 @page("reference/metrics.md")
 def metrics_page() -> str:
-    from pipeline import metrics
+    from pipeline.telemetry import metrics
     from vetro import ops
 
     declared = {metric.name for metric in (*metrics.COUNTERS, *metrics.HISTOGRAMS)}

@@ -159,7 +159,7 @@ def test_a_bad_setting_is_one_line_from_the_worker_and_from_vetro(redis_server, 
 
 @pytest.mark.parametrize("args", [["job", "show", "some-job"], ["breakers"], ["reconcile"], ["quarantine", "list"]])
 def test_a_command_whose_redis_is_down_says_so_in_one_line(args):
-    from pipeline.local import free_port
+    from vetro.testing.processes import free_port
 
     closed = f"redis://127.0.0.1:{free_port()}/0"
     result = vetro(*args, env={"VETRO_BROKER_URL": closed, "VETRO_RESULT_STORE_URL": closed}, timeout=120)

@@ -11,14 +11,14 @@ from itertools import pairwise
 import pytest
 
 from pipeline import submit, submit_many
-from pipeline.breakers import force, status
-from pipeline.ledger import get_job
-from pipeline.local import RedisServer, free_port, wait_until
-from pipeline.pipelines import dependencies
+from pipeline.dependencies.breakers import force, status
+from pipeline.jobs.ledger import get_job
+from pipeline.jobs.pipelines import dependencies
 from pipeline.store import redis_client
 from tasks.orders.config import CUSTOMER_SERVICE
 from tasks.orders.samples import sample_order, unknown_customer_order
 from tests.helpers import call_times, effects_by_key, fast_env, set_faults, vetro, wait_for_jobs, workers
+from vetro.testing.processes import RedisServer, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 

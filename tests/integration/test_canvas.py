@@ -17,10 +17,10 @@ from celery import chain, chord, group
 from celery.result import AsyncResult
 
 from pipeline import InvalidJobError, PermanentError, submit
-from pipeline.app import app
-from pipeline.ledger import describe_job, get_job
-from pipeline.local import WorkerProcess, wait_until
-from pipeline.reconciler import queue_length
+from pipeline.adapter.app import app
+from pipeline.jobs.ledger import get_job
+from pipeline.jobs.reconciler import queue_length
+from pipeline.jobs.timeline import describe_job
 from pipeline.store import redis_client
 from tests.conftest import worker_env
 from tests.helpers import vetro
@@ -38,6 +38,7 @@ from tests.pipelines import (
     ship,
     summarize,
 )
+from vetro.testing.processes import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 

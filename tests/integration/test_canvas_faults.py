@@ -12,13 +12,13 @@ from contextlib import contextmanager
 import pytest
 from celery import chain, chord
 
-from pipeline.app import reconfigure
-from pipeline.local import BeatProcess, RedisServer, WorkerProcess, wait_until
+from pipeline.adapter.app import reconfigure
 from pipeline.store import redis_client
 from settings import reset_settings
 from tests.integration.test_no_job_lost import SETTLE, fleet_env
 from tests.pipelines import add, summarize, tally
 from tests.worker_plugins import inject
+from vetro.testing.processes import BeatProcess, RedisServer, WorkerProcess, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 

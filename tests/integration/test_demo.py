@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.local import free_port
 from tests.conftest import worker_env
 from tests.helpers import celery_worker, vetro
+from vetro.testing.processes import free_port
 
 pytestmark = pytest.mark.integration
 

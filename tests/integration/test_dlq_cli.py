@@ -100,11 +100,18 @@ def test_purge_removes_only_old_finished_rows(rows):
     assert store.count(store.RowFilter()) == 2
 
 
+def test_a_commands_help_needs_no_database(tmp_path):
+    database = tmp_path / "never.db"
+    shown = vetro("dlq", "replay", "--help", env={"VETRO_DATABASE_URL": f"sqlite:///{database}"})
+    assert shown.returncode == 0 and "--fingerprint" in shown.stdout, shown.stderr
+    assert not database.exists()
+
+
 def test_a_worker_refuses_an_unmigrated_database(tmp_path):
     env = worker_env(VETRO_DATABASE_URL=f"sqlite:///{tmp_path}/empty.db")
     result = celery_worker(env)
     assert result.returncode != 0
-    assert "is at revision none, the code needs 0001: run `vetro db upgrade`" in result.stderr
+    assert "is at revision none, the code needs 0002: run `vetro db upgrade`" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,13 @@ import pytest
 
 from pipeline import submit
 from pipeline.context import JobContext
-from pipeline.ledger import describe_job, get_job
-from pipeline.local import wait_until
+from pipeline.jobs.ledger import get_job
+from pipeline.jobs.timeline import describe_job
 from pipeline.plan import task_id
 from tasks.orders import operate
 from tasks.orders.samples import sample_order
 from tests.helpers import effects_by_key, effects_summary, set_faults, wait_for_jobs
+from vetro.testing.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

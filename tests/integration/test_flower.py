@@ -6,10 +6,10 @@ import httpx
 import pytest
 
 from pipeline import submit
-from pipeline.local import CeleryProcess, free_port, wait_until
 from tasks.orders.samples import sample_order
 from tests.conftest import worker_env
 from tests.helpers import wait_for_completion, workers
+from vetro.testing.processes import CeleryProcess, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 

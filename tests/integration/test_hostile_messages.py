@@ -11,10 +11,11 @@ import uuid
 import pytest
 from kombu import Producer
 
-from pipeline import app, quarantine, submit
-from pipeline.local import wait_until
+from pipeline import app, submit
+from pipeline.jobs import quarantine
 from tasks.orders.samples import sample_order
 from tests.helpers import call_times, vetro, wait_for_jobs
+from vetro.testing.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import InvalidJobError, submit
-from pipeline.ledger import get_jobs
-from pipeline.local import wait_until
+from pipeline.jobs.ledger import get_jobs
 from tasks.orders.samples import sample_order
 from tests.helpers import run_module
+from vetro.testing.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ import pytest
 
 from dlq import store
 from pipeline import submit
-from pipeline.ledger import dedup_key, describe_job, get_jobs
-from pipeline.local import BeatProcess, RedisServer, WorkerProcess, wait_until
+from pipeline.jobs.ledger import dedup_key, get_jobs
+from pipeline.jobs.timeline import describe_job
 from pipeline.store import redis_client
 from settings import reset_settings
 from tasks.orders.samples import sample_order
@@ -36,6 +36,7 @@ from tests.helpers import (
     wait_for_jobs,
 )
 from tests.worker_plugins import inject
+from vetro.testing.processes import BeatProcess, RedisServer, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 

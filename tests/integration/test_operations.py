@@ -22,9 +22,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.local import RedisServer, free_port, reaped, spawn, wait_until
 from tests.conftest import worker_env
 from tests.helpers import fast_env, vetro, workers
+from vetro.testing.processes import RedisServer, free_port, reaped, spawn, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -214,8 +214,9 @@ def test_every_endpoint_asks_for_the_configured_credentials(fleet):
 
 
 def test_a_slow_dependency_is_counted_logged_and_its_latency_shown(monkeypatch, caplog):
-    from pipeline import dependencies, metrics
-    from pipeline.health import core_health
+    from pipeline import dependencies
+    from pipeline.telemetry import metrics
+    from pipeline.watching.health import core_health
     from settings import reset_settings
 
     monkeypatch.setenv("VETRO_SLOW_CALL_SECONDS", "0.2")

@@ -15,10 +15,10 @@ from contextlib import contextmanager
 import pytest
 
 from dlq import store
-from pipeline.ledger import describe_job
-from pipeline.local import BeatProcess, WorkerProcess
+from pipeline.jobs.timeline import describe_job
 from tasks.orders.samples import sample_order
 from tests.helpers import effects_by_key, fast_env, run_module, vetro, wait_for_completion, wait_for_jobs
+from vetro.testing.processes import BeatProcess, WorkerProcess
 
 pytestmark = pytest.mark.integration
 

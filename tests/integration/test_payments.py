@@ -11,9 +11,9 @@ import uuid
 import pytest
 
 from dlq import store
-from pipeline.ledger import COMPENSATED, settled
-from pipeline.local import wait_until
+from pipeline.jobs.ledger import COMPENSATED, settled
 from tests.helpers import call_times, effects_by_key, fast_env, set_faults, vetro, wait_for_jobs, workers
+from vetro.testing.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ from cryptography.fernet import Fernet
 
 from dlq import store
 from pipeline import submit
-from pipeline.app import app
-from pipeline.local import wait_until
+from pipeline.adapter.app import app
 from pipeline.store import redis_client
 from settings import reset_settings
 from tasks.orders.samples import sample_order
 from tests.helpers import effects_by_key, fast_env, set_faults, vetro, wait_for_completion, wait_for_jobs, workers
+from vetro.testing.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ def test_a_dead_letter_is_sealed_in_sql_shown_whole_to_the_operator_and_replayed
 
 
 def test_a_quarantined_body_is_sealed_and_shown_whole(sealed):
-    from pipeline import quarantine
+    from pipeline.jobs import quarantine
 
     body = b'{"email": "ada' + EMAIL_DOMAIN.encode() + b'"'  # not even JSON: kept raw
     entry_id = quarantine.put("test: malformed", {"id": "m-1"}, body, "application/json", "vetro")

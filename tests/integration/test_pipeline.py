@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from pipeline import submit, submit_many
-from pipeline.ledger import get_job
+from pipeline.jobs.ledger import get_job
 from tasks.orders.samples import invalid_order, sample_order, unknown_customer_order
 from tests.helpers import effects_by_key, wait_for_jobs
 

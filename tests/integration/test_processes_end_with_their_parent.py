@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.local import wait_until
+from vetro.testing.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
 STARTER = """
 import sys, time
-from pipeline.local import RedisServer
+from vetro.testing.processes import RedisServer
 server = RedisServer().start()
 print(server.process.pid, flush=True)
 time.sleep(600)

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.local import free_port, reaped, spawn, wait_until
 from tasks.orders.samples import sample_order
 from tests.conftest import worker_env
 from tests.helpers import vetro, wait_for_completion
+from vetro.testing.processes import free_port, reaped, spawn, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 

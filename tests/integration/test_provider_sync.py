@@ -11,9 +11,9 @@ import uuid
 import httpx
 import pytest
 
-from pipeline.ledger import describe_job
-from pipeline.local import wait_until
+from pipeline.jobs.timeline import describe_job
 from tests.helpers import call_times, fast_env, set_faults, vetro, wait_for_jobs, workers
+from vetro.testing.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from dlq import store
-from pipeline.ledger import UNFINISHED
-from pipeline.local import WorkerProcess, wait_until
+from pipeline.jobs.ledger import UNFINISHED
 from tests.conftest import worker_env
 from tests.helpers import vetro
+from vetro.testing.processes import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,12 @@ import uuid
 import pytest
 
 from pipeline import submit, submit_many
-from pipeline.ledger import describe_job, get_job
-from pipeline.local import wait_until
+from pipeline.jobs.ledger import get_job
+from pipeline.jobs.timeline import describe_job
 from tasks.orders.samples import sample_order
 from tests.conftest import worker_env
 from tests.helpers import call_times, effects_by_key, effects_summary, fast_env, set_faults, wait_for_jobs, workers
+from vetro.testing.processes import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 

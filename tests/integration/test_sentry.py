@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pipeline import submit
-from pipeline.local import wait_until
 from tests.helpers import fast_env, wait_for_jobs, workers
+from vetro.testing.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

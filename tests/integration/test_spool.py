@@ -11,9 +11,9 @@ from collections import Counter
 import pytest
 
 from dlq import spool, store
-from pipeline.local import wait_until
 from pipeline.store import redis_client
 from tests.helpers import dead_letter_event
+from vetro.testing.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

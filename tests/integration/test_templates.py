@@ -1,4 +1,4 @@
-"""Messages copied from one Celery built (pipeline.templates) are what Celery itself would have sent.
+"""Messages copied from one Celery built (pipeline.adapter.templates) are what Celery itself would have sent.
 
 Built on the tests' private Redis (the broker is the result store, so publishes are captured),
 with no worker: a message's bytes are compared with Celery's own for the same step.
@@ -18,11 +18,13 @@ from celery import Task
 from celery._state import _task_stack
 from celery.signals import after_task_publish, before_task_publish
 
-from pipeline import app, driver, templates
+from pipeline import app
+from pipeline.adapter import templates
+from pipeline.adapter.transport import captured
 from pipeline.context import SENT_AT, JobContext
-from pipeline.pipelines import declared_plan
+from pipeline.jobs import driver
+from pipeline.jobs.pipelines import declared_plan
 from pipeline.plan import task_id
-from pipeline.transport import captured
 from tasks.orders.samples import sample_order
 
 VARIES = ("delivery_tag",)  # a fresh one per message, as kombu gives

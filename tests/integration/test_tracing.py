@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from pipeline import submit
-from pipeline.local import WorkerProcess, wait_until
-from pipeline.tracing import trace_id_of
+from pipeline.telemetry.tracing import trace_id_of
 from tasks.orders.samples import sample_order
 from tests.helpers import fast_env, wait_for_completion
+from vetro.testing.processes import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 

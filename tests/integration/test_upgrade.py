@@ -20,29 +20,31 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.local import BeatProcess, RedisServer, WorkerProcess, wait_until
 from settings import reset_settings
 from tasks.orders.samples import sample_order
 from tests.conftest import worker_env
 from tests.helpers import effects_by_key, effects_summary, fast_env, set_faults, vetro, wait_for_jobs
+from vetro.testing.processes import BeatProcess, RedisServer, WorkerProcess, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 REPO = Path(__file__).resolve().parents[2]
-# The release before the canvas engine (issue 19) changed what the ledger holds.
-PREVIOUS = os.environ.get("VETRO_TEST_PREVIOUS_RELEASE", "e10cad6")
+# The releases before the canvas engine changed what the ledger holds (e10cad6), and before the core's
+# modules moved into subpackages and the dead-letter store's schema took migration 0002 (dd7f602).
+PREVIOUS = os.environ.get("VETRO_TEST_PREVIOUS_RELEASES", "e10cad6,dd7f602").split(",")
 SETTLE = 180
 
 
-@pytest.fixture(scope="module")
-def previous_release(tmp_path_factory) -> Iterator[Path]:
+@pytest.fixture(scope="module", params=PREVIOUS)
+def previous_release(request, tmp_path_factory) -> Iterator[Path]:
+    release = request.param
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("needs git and this checkout's history (the previous release is checked out from it)")
-    known = subprocess.run(["git", "cat-file", "-e", f"{PREVIOUS}^{{commit}}"], cwd=REPO, capture_output=True)
+    known = subprocess.run(["git", "cat-file", "-e", f"{release}^{{commit}}"], cwd=REPO, capture_output=True)
     if known.returncode != 0:
-        pytest.skip(f"the previous release {PREVIOUS} is not in this checkout's history (a shallow clone?)")
+        pytest.skip(f"the previous release {release} is not in this checkout's history (a shallow clone?)")
     path = tmp_path_factory.mktemp("previous-release") / "vetro"
-    added = ["git", "worktree", "add", "--detach", str(path), PREVIOUS]
+    added = ["git", "worktree", "add", "--detach", str(path), release]
     subprocess.run(added, cwd=REPO, check=True, capture_output=True)
     yield path
     subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, capture_output=True)
@@ -86,6 +88,7 @@ def test_jobs_and_dead_letters_of_the_previous_release_finish_on_this_one(
         VETRO_RECONCILE_INTERVAL="1",
         VETRO_PIPELINES="tasks.orders,tests.pipelines",
         VETRO_ALL_STAGES__TECHNICAL_RETRIES="0",
+        VETRO_DATABASE_URL=f"sqlite:///{tmp_path}/dlq.db",
     )
     set_faults(partner.url, latency_ms=250)  # slow deliveries: jobs are mid-flight when the old worker dies
     run = uuid.uuid4().hex[:8]
@@ -94,7 +97,10 @@ def test_jobs_and_dead_letters_of_the_previous_release_finish_on_this_one(
     refunds = tmp_path / "refunds.jsonl"
     refunds.write_text("".join(json.dumps({"refund_id": f"r-{run}-{n}", "amount": "5.00"}) + "\n" for n in range(3)))
 
-    # The previous release: its producer submits, its worker starts the jobs; the card service is down for it.
+    # The previous release: its schema, its producer submits, its worker starts the jobs; the card service is
+    # down for it.
+    migrated = run_previous(previous_release, env, "vetro.cli", "db", "upgrade")
+    assert migrated.returncode == 0, migrated.stderr
     old = WorkerProcess(
         in_release(previous_release, env | {"REFUNDS_CARD_SERVICE_DOWN": "true"}),
         concurrency=2,
@@ -107,14 +113,21 @@ def test_jobs_and_dead_letters_of_the_previous_release_finish_on_this_one(
         failing = run_previous(previous_release, env, "vetro.cli", "submit", "--pipeline", "refunds", str(refunds))
         assert failing.returncode == 0, failing.stderr
         order_ids, refund_ids = submitted.stdout.split(), failing.stdout.split()
-        wait_until(lambda: _dead_letters(env, run) >= 3, 120, "the previous release to dead-letter the refunds")
+        wait_until(
+            lambda: _dead_letters(previous_release, env, run) >= 3,
+            120,
+            "the previous release to dead-letter the refunds",
+        )
         wait_until(lambda: _completed(order_ids) >= 3, 120, "the previous release to complete some orders")
         assert _completed(order_ids) < len(order_ids), "every order finished before the upgrade: nothing was in flight"
     finally:
         old.kill()  # mid-flight: its unacknowledged messages come back after the visibility timeout
         old.stop()
 
-    # This release takes over, with the card service back.
+    # This release takes over, as the upgrade guide says: its schema first, then its workers; the card service
+    # is back.
+    upgraded = vetro("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
     processes = [WorkerProcess(env, concurrency=2, name=f"upgraded{n}-{run}") for n in range(2)] + [BeatProcess(env)]
     try:
         for process in processes:
@@ -137,12 +150,12 @@ def test_jobs_and_dead_letters_of_the_previous_release_finish_on_this_one(
 
 
 def _completed(job_ids: list[str]) -> int:
-    from pipeline.ledger import get_jobs
+    from pipeline.jobs.ledger import get_jobs
 
     return sum(1 for record in get_jobs(job_ids) if record and record["status"] == "completed")
 
 
-def _dead_letters(env: dict[str, str], run: str) -> int:
-    """The refunds of this run in the dead-letter store (their error names the refund)."""
-    listed = vetro("dlq", "list", "--error", f"r-{run}-", "--json", env=env)
+def _dead_letters(release: Path, env: dict[str, str], run: str) -> int:
+    """The refunds of this run in the dead-letter store (their error names the refund), as `release` lists them."""
+    listed = run_previous(release, env, "vetro.cli", "dlq", "list", "--error", f"r-{run}-", "--json")
     return len(json.loads(listed.stdout or "[]")) if listed.returncode == 0 else 0

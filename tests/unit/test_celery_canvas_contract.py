@@ -1,4 +1,4 @@
-"""What vetro relies on in how Celery's canvas publishes (pipeline.canvas, pipeline.publishing, pipeline.app).
+"""What vetro relies on in how Celery's canvas publishes (pipeline.jobs.canvas and pipeline.adapter).
 
 Not public API: a Celery release that changes any of these breaks canvas capture, and this test says which.
 - a group (and a chord's header) sends its parts inside one `app.producer_or_acquire()`;

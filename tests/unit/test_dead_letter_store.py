@@ -147,3 +147,31 @@ def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path):
     with engine(f"sqlite:///{path}").connect():
         pass
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_dead_letters_kept_before_vetros_failures_moved_group_with_those_kept_after(tmp_path, monkeypatch):
+    """Migration 0002: a poison job's row of the previous release takes the new name and its fingerprint."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from dlq.db import alembic_config, engine
+
+    url = f"sqlite:///{tmp_path}/dlq.db"
+    command.upgrade(alembic_config(url), "0001")
+    old, new = "pipeline.phases.PoisonJobError", "pipeline.failures.PoisonJobError"
+    message = "the step's process died 3 times running it"
+    with engine(url).begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO dead_letters (job_id, scope, pipeline, stage, input, headers, idempotency_key,"
+                " correlation_id, exception_type, message, traceback, failure_class, attempts, first_failed_at,"
+                " last_failed_at, fingerprint, status, replay_count, replay_task_ids, updated_at) VALUES ('j', 'ship',"
+                " 'orders', 'ship', '[]', '{}', 'k', 'c', :old, :message, '', 'technical', 3, '2026-12-01',"
+                " '2026-12-01', :print, 'pending', 0, '[]', '2026-12-01')"
+            ),
+            {"old": old, "message": message, "print": fingerprint("ship", old, message)},
+        )
+    upgrade(url)
+    with engine(url).connect() as connection:
+        row = connection.execute(text("SELECT exception_type, fingerprint FROM dead_letters")).one()
+    assert tuple(row) == (new, fingerprint("ship", new, message))

@@ -17,7 +17,7 @@ from pipeline.failures import (
     default_classifier,
     retry_after_seconds,
 )
-from pipeline.retry import retry_budget, retry_delay
+from pipeline.jobs.retry import retry_budget, retry_delay
 
 
 def http_error(status: int, headers: dict | None = None) -> httpx.HTTPStatusError:
@@ -129,7 +129,7 @@ def test_retry_after_is_a_floor_on_the_delay():
     ],
 )
 def test_only_unhealthy_answers_count_against_a_breaker(exc, unhealthy):
-    from pipeline.breakers import is_unhealthy
+    from pipeline.dependencies.breakers import is_unhealthy
 
     assert is_unhealthy(exc) is unhealthy
 

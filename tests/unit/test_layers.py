@@ -29,3 +29,15 @@ def test_the_core_importing_the_dead_letter_store_breaks_the_contract():
         probe.unlink()
     assert result.returncode != 0
     assert "BROKEN" in result.stdout and f"pipeline.{probe.stem} -> dlq.store" in result.stdout
+
+
+def test_what_every_part_records_importing_a_jobs_life_breaks_the_contract():
+    """Inside the core: telemetry sits below the job's life, so it may not import the ledger."""
+    probe = ROOT / "pipeline" / "telemetry" / f"_probe_{uuid.uuid4().hex[:8]}.py"
+    probe.write_text('"""A telemetry module reaching up."""\n\nimport pipeline.jobs.ledger  # noqa: F401\n')
+    try:
+        result = lint_imports()
+    finally:
+        probe.unlink()
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout and f"pipeline.telemetry.{probe.stem} -> pipeline.jobs.ledger" in result.stdout

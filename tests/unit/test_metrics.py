@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipeline import metrics
-from pipeline.metrics import HistogramSeries, Metric
+from pipeline.telemetry import metrics
+from pipeline.telemetry.metrics import HistogramSeries, Metric
 
 LATENCY = Metric("test_latency", "a test histogram", ("dependency",), (0.1, 0.5, 1.0))
 

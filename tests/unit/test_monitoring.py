@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import metrics
+from pipeline.telemetry import metrics
 
 MONITORING = Path(__file__).parents[2] / "monitoring"
 DASHBOARD = MONITORING / "grafana-dashboard.json"

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from pipeline import phases
+from pipeline.adapter.signatures import from_signature
 from pipeline.context import JobContext
 from pipeline.failures import DependencyWaitError, FailureClass, PermanentError, TransientError, default_classifier
-from pipeline.guard import Release
-from pipeline.plan import Declared, from_declared, from_signature
+from pipeline.jobs import phases
+from pipeline.jobs.guard import Release
+from pipeline.plan import Declared, from_declared
 
 CANVAS = {
     "task": "celery.chain",

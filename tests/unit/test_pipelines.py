@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.pipelines import FanOut, Pipeline
+from pipeline.jobs.pipelines import FanOut, Pipeline
+from pipeline.jobs.retry import hop
 from pipeline.plan import PlannerError, check_branches, from_declared
-from pipeline.retry import hop
 
 
 class FakeStage:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.adapter.signatures import from_signature
 from pipeline.plan import (
     PIPELINE_TASK,
     Declared,
     PlanError,
     from_declared,
-    from_signature,
     result_of,
 )
 
@@ -206,7 +206,7 @@ def test_a_canvas_vetro_cannot_run_is_refused_in_one_line(canvas):
 def test_a_steps_delay_is_its_countdown_or_its_eta_from_now():
     from datetime import UTC, datetime
 
-    from pipeline.driver import delay_of
+    from pipeline.jobs.driver import delay_of
     from pipeline.plan import Step
 
     def step(**options) -> Step:

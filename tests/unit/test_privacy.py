@@ -7,18 +7,11 @@ import pytest
 from celery.utils.saferepr import saferepr
 from cryptography.fernet import Fernet
 
-from pipeline.app import app
-from pipeline.guard import decode, encode
-from pipeline.privacy import (
-    REDACTED,
-    SealedValueError,
-    open_bytes,
-    open_document,
-    redact,
-    seal_bytes,
-    seal_document,
-    shown,
-)
+from pipeline.adapter.app import app
+from pipeline.adapter.shown import shown
+from pipeline.jobs.guard import decode, encode
+from pipeline.privacy import REDACTED, redact
+from pipeline.sealing import SealedValueError, open_bytes, open_document, seal_bytes, seal_document
 from settings import ConfigError, get_settings, reset_settings
 
 OLD, NEW = Fernet.generate_key().decode(), Fernet.generate_key().decode()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.producer import InvalidJobError, check_payload
+from pipeline.jobs.producer import InvalidJobError, check_payload
 
 
 @pytest.mark.parametrize("payload", [[1, 2], "text", 3, None])

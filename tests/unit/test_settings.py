@@ -63,7 +63,7 @@ def test_result_store_defaults_to_a_redis_broker(monkeypatch):
 
 
 def test_the_stall_bound_covers_a_redelivery_and_the_longest_stage(monkeypatch):
-    from pipeline.pipelines import load_pipelines, stall_after
+    from pipeline.jobs.pipelines import load_pipelines, stall_after
 
     monkeypatch.setenv("VETRO_VISIBILITY_TIMEOUT", "40")
     load_pipelines()  # the reference pipelines' stages: 30 s each by default

@@ -6,13 +6,13 @@ import uuid
 import pytest
 
 from pipeline import app
-from pipeline.pipelines import load_pipelines
-from pipeline.shield import inspect
+from pipeline.jobs.pipelines import load_pipelines
+from pipeline.worker.shield import inspect
 
 
 @pytest.fixture(scope="module")
 def tasks():
-    import pipeline.reconciler  # noqa: F401 - a task of vetro's own, as workers load it
+    import pipeline.jobs.reconciler  # noqa: F401 - a task of vetro's own, as workers load it
 
     load_pipelines()
     return app.tasks

@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from pipeline.local import wait_until
+from vetro.testing.processes import wait_until
 
 # A stand-in worker: counts its runs, exits with the code listed for its run (the last repeats),
 # or with WAIT set, says it is up and waits for SIGTERM/SIGINT, writing each signal it gets.
@@ -44,7 +44,7 @@ def supervised(tmp_path: Path, codes: str, wait: bool = False, first_delay: floa
         "WAIT": "1" if wait else "",
     }
     code = (
-        "import sys; from pipeline.supervise import supervise; "
+        "import sys; from vetro.supervise import supervise; "
         f"sys.exit(supervise([sys.executable, {str(tmp_path / 'worker.py')!r}], first_delay={first_delay}))"
     )
     return subprocess.Popen(

@@ -10,7 +10,7 @@ import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
-from pipeline.transport import Transport, captured
+from pipeline.adapter.transport import Transport, captured
 
 
 def give_back_after_connection_loss(url: str, transport: type) -> None:

@@ -1,0 +1,173 @@
+"""The Celery app, configured so that a killed worker, a broker restart or a retry loses no job."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from pipeline.adapter import job_headers, publishing  # noqa: F401 (job_headers: every message's headers)
+from pipeline.adapter.internals import BracketingCelery, HookedAMQP, message_headers
+from pipeline.adapter.shown import shown
+from pipeline.context import JOB_ID
+from settings import ConfigError, Settings, get_settings
+
+# The core's own modules every worker imports; at start-up they load the pipelines and the
+# dead-letter store that settings name (VETRO_PIPELINES, VETRO_DEAD_LETTER_STORE).
+CORE_MODULES = ["pipeline.jobs.reconciler", "pipeline.worker.startup"]
+
+# redis-py 8 deprecates SETEX, which Celery's Redis result backend calls for every result.
+warnings.filterwarnings("ignore", message="Call to deprecated setex", category=DeprecationWarning)
+
+
+UNACKED_MUTEX_EXPIRE = 10  # seconds
+
+
+def is_redis(url: str) -> bool:
+    """A Redis URL (the broker may also be RabbitMQ)."""
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def celery_config(settings: Settings) -> dict:
+    """Celery settings derived from vetro's; every safety choice is here, in one place."""
+    control = control_queue(settings)
+    config = {
+        "broker_url": settings.broker_url,
+        # Every step's result is recorded by its guard in the job ledger; this backend reads it there, so
+        # AsyncResult works for any step of a canvas, and a task stores nothing of its own.
+        "result_backend": "pipeline.jobs.results:LedgerBackend",
+        "task_ignore_result": True,
+        # JSON only: pickle from the broker would be remote code execution.
+        "accept_content": ["json"],
+        "task_serializer": "json",
+        # Ack after the stage ran, give the message back if its process died, take one at a time.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # A process killed by its hard time limit gives its message back, like any process that died:
+        # the guard counts the run, and VETRO_MAX_DELIVERIES of them make the step a poison job.
+        "task_acks_on_timeout": False,
+        "worker_prefetch_multiplier": 1,
+        # Every message is inspected before Celery takes it; what it cannot take is quarantined.
+        "worker_consumer": "pipeline.worker.shield:ShieldedConsumer",
+        # A stage keeps running when the broker connection drops, and acks once it is back: killing it
+        # mid-call would repeat the call after the visibility timeout. A copy of its message given back
+        # meanwhile finds the stage's lease held and waits (pipeline.jobs.guard).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "task_default_queue": settings.queue,
+        # Housekeeping (the reconciler, the dead-letter spool) has its own queue, which every worker
+        # also consumes, so it is never stuck behind a backlog of stages.
+        "task_queues": [Queue(settings.queue), Queue(control)],
+        "task_routes": {"vetro.*": {"queue": control}},
+        # SIGTERM is a warm shutdown: running stages finish, held retries go back to the queue at once.
+        # A cold shutdown (a second signal, SIGQUIT) first gives running stages this long, then hands
+        # them back to the queue instead of dropping them with their process.
+        "worker_soft_shutdown_timeout": settings.shutdown_timeout,
+        # Keep trying to reach the broker, at start-up and on every publish.
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": settings.publish_max_retries,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 3,
+        },
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
+        "worker_hijack_root_logger": False,
+        # Housekeeping, run by `celery -A pipeline beat`; a run that could not start in time is dropped.
+        "beat_schedule": {
+            "reconcile": _every("vetro.reconcile", settings.reconcile_interval),
+            "flush-dead-letter-spool": _every("vetro.dlq.flush_spool", settings.spool_flush_interval),
+            "purge-dead-letters": _every("vetro.dlq.purge", 3600.0),
+        },
+        "enable_utc": True,
+    }
+    if is_redis(settings.broker_url):
+        # kombu's Redis transport, kept from ending the worker when Redis restarts (see the module).
+        config["broker_transport"] = "pipeline.adapter.transport:Transport"
+        config["broker_transport_options"] = {
+            "visibility_timeout": settings.visibility_timeout,
+            # Sweep for a dead worker's unacked messages every interval, not every 100 s.
+            "unacked_restore_interval": settings.unacked_restore_interval,
+            "unacked_restore_throttle": 1,
+            # kombu's restore lock is held by whoever restores; a worker killed holding it blocks every
+            # redelivery until it expires (300 s by default). A restore sweep takes well under this.
+            "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 10,
+        }
+    return config
+
+
+def records_carry_publishes() -> bool:
+    """Whether a step's record can push the next step's message itself: the broker is the result store's
+    Redis, reached through vetro's transport, which can hand a publish's LPUSH to the caller."""
+    settings = get_settings()
+    return is_redis(settings.broker_url) and settings.broker_url == settings.results_url
+
+
+def control_queue(settings: Settings) -> str:
+    return f"{settings.queue}.control"
+
+
+def _every(task: str, seconds: float) -> dict:
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+
+
+def _configuration() -> dict:
+    try:
+        return celery_config(get_settings())
+    except ConfigError as error:
+        raise SystemExit(f"vetro: bad configuration: {error}") from None
+
+
+class VetroCelery(BracketingCelery):
+    """Celery's app, with every publish made inside a bracket that holds one call's sends
+    (pipeline.adapter.publishing): a group's or chord's parts are captured together and open one job."""
+
+    def bracket(self, acquire: Callable[[], Any]) -> Any:
+        return publishing.producer(acquire)
+
+
+class VetroAMQP(HookedAMQP):
+    """Celery's message builder and sender: the arguments a message shows are redacted (pipeline.privacy), and
+    inside a bracket a plain task's message waits for it to close, so a canvas that turns out to mix it with
+    stages sends nothing at all."""
+
+    def shown(self, value: Any, maxsize: int, levels: int) -> str:
+        return shown(value, maxsize, levels)
+
+    def on_send(self, send: Callable[..., Any], producer: Any, name: str, message: Any, options: dict) -> Any:
+        if message_headers(message).get(JOB_ID) or not publishing.hold(
+            name, message, partial(send, producer, name, message, **options)
+        ):
+            return send(producer, name, message, **options)
+        return None
+
+
+def create_app() -> Celery:
+    """The app; its configuration is read from settings when first used, not at import."""
+    # Its message builder redacts personal fields from the arguments Flower and the logs show.
+    app = VetroCelery("vetro", include=CORE_MODULES, amqp=VetroAMQP)
+    app.add_defaults(_configuration)
+    return app
+
+
+app = create_app()
+
+
+def reconfigure() -> None:
+    """Apply the current settings to the app, which may have read its configuration already.
+
+    For the processes that change settings at run time (the demo, the chaos run): importing a
+    pipeline finalizes the app with the settings of that moment.
+    """
+    app.close()  # drops the connection pool built from the old settings
+    app.conf.update(_configuration())

@@ -1,0 +1,471 @@
+"""The job ledger: where every job stands, kept in Redis so that whatever the broker drops can be found.
+
+Per job (all under the job's hash tag, see pipeline.store.JobKeys):
+- the record: identity, pipeline, payload, status (queued, completed, failed; for a saga also
+  compensating and compensated, with the compensation plan), when it was submitted, last
+  touched (claimed, recorded, retried, published) and last made progress (a step recorded),
+  retries, waits, re-drives;
+- each step's recorded result and its counters (pipeline.jobs.guard).
+
+Per pipeline:
+- the due set: each unfinished job scored by the time by which it must show a sign of life,
+  pushed forward every time it is touched. The reconciler reads only what is due, so finding
+  stalled jobs never scans the keyspace;
+- the job index: every job scored by when it was submitted, kept a replay window, so `vetro job
+  list` reads recent jobs without scanning either;
+Shared by all pipelines:
+- the queue frontier: the send time of the newest message a worker started, per queue, so a
+  job waiting behind a long queue is not mistaken for a lost one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from traceback import format_exception
+from typing import Any
+
+import redis
+
+from pipeline.context import JobContext
+from pipeline.jobs.guard import FANIN, decode, encode
+from pipeline.jobs.pipelines import namespaces, plan_of, stall_after
+from pipeline.plan import Plan
+from pipeline.store import JobKeys, key, redis_client, script_sha
+from settings import get_settings
+
+QUEUED, COMPLETED, FAILED = "queued", "completed", "failed"
+# The record's format: 2 adds the plan (a canvas's), the task-id index and the fan-in counters. A record
+# without one was written by the release before, and is read as a declared pipeline's job (its plan).
+FORMAT = 2
+COMPENSATING, COMPENSATED = "compensating", "compensated"
+UNFINISHED = frozenset({QUEUED, COMPENSATING})  # statuses of a job that still has steps to run
+FRONTIER_KEY = key("ledger", "frontier")
+STARTS = "starts:"  # the record's fields counting each step's runs that started and did not end
+# The record's fields of each step, by scope: runs started and not ended, when it last began and on which
+# worker, when it was recorded. The timeline (pipeline.jobs.timeline) shows them with the step, not with the job.
+STEP_FIELDS = {STARTS: "unfinished_runs", "began:": "began_at", "worker:": "worker", "ended:": "ended_at"}
+LISTED_FIELDS = ("job_id", "pipeline", "status", "correlation_id", "submitted_at", "finished_at", "failed_stage")
+REDRIVE_LOG_SIZE = 10  # re-drives kept on the record for `vetro job show`
+ERRBACKS_FOR = "errbacks_for"  # a failed job's step whose errbacks (link_error) run
+FAILURE_FIELDS = ("failed_stage", "failure_class", "error", "error_type", "traceback", ERRBACKS_FOR)  # a replay clears
+TRACEBACK_KEPT = 4000  # characters of a dead-lettered failure's traceback kept on the record (the row has it all)
+
+
+def _now() -> float:
+    return time.time()
+
+
+def due_key(pipeline: str) -> str:
+    return key(pipeline, "due")
+
+
+def index_key(pipeline: str) -> str:
+    """The pipeline's jobs by submission time (`vetro job list` reads it; the reconciler trims it)."""
+    return key(pipeline, "jobs")
+
+
+def dedup_key(pipeline: str, idempotency_key: str) -> str:
+    return key(pipeline, "submitted", idempotency_key)
+
+
+# Open a job unless its idempotency key is taken, and push its first messages: the producer's one round
+# trip. Only used when the broker is this Redis (a kombu broker is never a Redis Cluster), so the
+# keys may span slots. KEYS: dedup key, record, due set, job index, then the task-id index keys of the
+# canvas's steps, then one queue key per message. ARGV: job id, dedup TTL, record TTL, due at, due set and
+# index TTL, now, n, k (index keys), what an index key holds, n field/value pairs, the messages.
+# Returns the job id that holds the key: this one when it was opened here.
+_OPEN = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return redis.call('GET', KEYS[1]) end
+local n, k = tonumber(ARGV[7]), tonumber(ARGV[8])
+redis.call('HSET', KEYS[2], unpack(ARGV, 10, 9 + 2 * n))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
+redis.call('EXPIRE', KEYS[4], ARGV[5])
+for i = 5, 4 + k do redis.call('SET', KEYS[i], ARGV[9], 'EX', ARGV[3]) end
+for i = 5 + k, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[10 + 2 * n + i - 5 - k]) end
+return ARGV[1]
+"""
+
+
+@dataclass(frozen=True)
+class Opening:
+    """A job to open: its identity, its input, and its plan (a canvas as Celery serializes it; None for a
+    declared pipeline's job, whose plan is its pipeline), with the Celery task ids its steps answer to."""
+
+    job: JobContext
+    payload: Any = None
+    plan: str | None = None
+    task_ids: tuple[str, ...] = ()
+    delay: float = 0.0  # seconds before its first steps may run (a countdown or eta on them)
+
+
+def task_key(task_id: str) -> str:
+    """A canvas step's Celery task id -> its job, for the result backend (`AsyncResult(id)`)."""
+    return key("task", task_id)
+
+
+def _indexed(job: JobContext) -> str:
+    return f"{job.pipeline} {job.job_id}"
+
+
+def open_unless_known(
+    pipe: redis.client.Pipeline, opening: Opening, dedup_ttl: int, pushes: list[tuple[str, str]]
+) -> None:
+    """Queue on `pipe` the opening of a new job with its first messages, unless its key is taken (see _OPEN)."""
+    now, settings, job = _now(), get_settings(), opening.job
+    record = _opened(opening, now)
+    keys = [
+        dedup_key(job.pipeline, job.idempotency_key),
+        JobKeys(job.pipeline, job.job_id).record,
+        due_key(job.pipeline),
+        index_key(job.pipeline),
+    ]
+    due_at = now + stall_after() + opening.delay
+    args = [job.job_id, dedup_ttl, settings.job_ttl, due_at, settings.replay_window, now, len(record)]
+    args += [len(opening.task_ids), _indexed(job)]
+    args += [item for field in record.items() for item in field]
+    keys += [task_key(task_id) for task_id in opening.task_ids]
+    keys += [queue for queue, _ in pushes]
+    args += [message for _, message in pushes]
+    pipe.evalsha(script_sha("open", _OPEN), len(keys), *keys, *args)
+
+
+def _opened(opening: Opening, now: float) -> dict[str, Any]:
+    record = opening.job.as_dict() | {"status": QUEUED, "submitted_at": now, "touched_at": now, "format": FORMAT}
+    if opening.plan is None:
+        return record | {"payload": encode(opening.payload)}
+    return record | {"plan": opening.plan, "canvas": 1}
+
+
+def open_jobs(pipe: redis.client.Pipeline, pipeline: str, openings: list[Opening]) -> None:
+    """Add new jobs' records, task-id index and due entries to a pipeline the producer is about to execute."""
+    now, ttl = _now(), get_settings().job_ttl
+    for opening in openings:
+        record = JobKeys(pipeline, opening.job.job_id).record
+        pipe.hset(record, mapping=_opened(opening, now))
+        pipe.expire(record, ttl)
+        for task_id in opening.task_ids:
+            pipe.set(task_key(task_id), _indexed(opening.job), ex=ttl)
+    if openings:
+        _watch(pipe, pipeline, {opening.job.job_id: now + stall_after() + opening.delay for opening in openings})
+        _scored(pipe, index_key(pipeline), {opening.job.job_id: now for opening in openings})
+
+
+def alias(task_ids: Iterable[str], job: JobContext) -> None:
+    """Point a resubmitted canvas's task ids at the job its idempotency key already names."""
+    pipe = redis_client().pipeline(transaction=False)
+    for task_id in task_ids:
+        pipe.set(task_key(task_id), _indexed(job), ex=get_settings().job_ttl)
+    pipe.execute()
+
+
+def job_of_task(task_id: str) -> tuple[str, str] | None:
+    """(pipeline, job id) of a canvas step's Celery task id, or None if it is not indexed."""
+    found = redis_client().get(task_key(task_id))
+    return tuple(found.decode().split(" ", 1)) if found else None
+
+
+def _watch(pipe: redis.client.Pipeline, pipeline: str, due: dict[str, float]) -> None:
+    """Put jobs in the due set (job id -> due time)."""
+    _scored(pipe, due_key(pipeline), due)
+
+
+def _scored(pipe: redis.client.Pipeline, name: str, scores: dict[str, float]) -> None:
+    """Add jobs to one of a pipeline's sorted sets, which lives a replay window past the last job put in it:
+    any job in it by then has long ended or been dead-lettered, and its record is gone."""
+    pipe.zadd(name, scores)
+    pipe.expire(name, get_settings().replay_window)
+
+
+def expect(pipeline: str, job_id: str, within: float = 0.0, pipe: redis.client.Pipeline | None = None) -> None:
+    """The job is alive: push its due time to now + the stall bound (+ `within`, e.g. a retry's countdown).
+
+    XX: a finished job (removed from the set) is never put back by a late message.
+    """
+    (pipe or redis_client()).zadd(due_key(pipeline), {job_id: _now() + stall_after() + within}, xx=True)
+
+
+def advance_frontier(pipe: redis.client.Pipeline, queue: str, sent_at: float) -> None:
+    pipe.zadd(FRONTIER_KEY, {queue: sent_at}, gt=True)
+    pipe.expire(FRONTIER_KEY, get_settings().job_ttl)
+
+
+def frontier(queue: str) -> float:
+    return float(redis_client().zscore(FRONTIER_KEY, queue) or 0.0)
+
+
+def close(pipeline: str, job_id: str) -> None:
+    """The job has ended (completed or dead-lettered): nothing more to watch."""
+    redis_client().zrem(due_key(pipeline), job_id)
+
+
+def due(pipeline: str, now: float, limit: int) -> list[str]:
+    """The pipeline's unfinished jobs whose due time has passed, most overdue first."""
+    return [raw.decode() for raw in redis_client().zrangebyscore(due_key(pipeline), "-inf", now, start=0, num=limit)]
+
+
+def postpone(pipeline: str, job_id: str, until: float) -> None:
+    redis_client().zadd(due_key(pipeline), {job_id: until}, xx=True)
+
+
+def mark_completed(pipeline: str, job_id: str) -> None:
+    redis_client().hset(JobKeys(pipeline, job_id).record, mapping={"status": COMPLETED, "finished_at": _now()})
+
+
+def mark_compensated(pipeline: str, job_id: str) -> None:
+    """Every compensation the job's failure called for has run: it has ended."""
+    pipe = redis_client().pipeline()
+    pipe.hset(JobKeys(pipeline, job_id).record, mapping={"status": COMPENSATED, "finished_at": _now()})
+    pipe.zrem(due_key(pipeline), job_id)
+    pipe.execute()
+
+
+def mark_failed(
+    job: JobContext,
+    scope: str,
+    failure_class: str,
+    error: BaseException,
+    compensations: list[str],
+    errbacks: bool = False,
+) -> None:
+    """The job was dead-lettered: keep its ledger (and submit's dedup key) for the replay window.
+
+    With `compensations` to run, it is compensating (and still watched) rather than failed. With `errbacks`
+    (Celery's link_error) to run, it is failed, and watched until they have run. The failure's
+    class and the end of its traceback are kept for `AsyncResult` (pipeline.jobs.results).
+    """
+    keys = JobKeys(job.pipeline, job.job_id)
+    window = get_settings().replay_window
+    text = f"{type(error).__name__}: {error}"
+    failure = {
+        "failed_stage": scope,
+        "failure_class": failure_class,
+        "error": text[:2000],
+        "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
+        "traceback": "".join(format_exception(error))[-TRACEBACK_KEPT:],
+        "dead_lettered": 1,
+    }
+    pipe = redis_client().pipeline()
+    if compensations:
+        plan = {"compensations": json.dumps(compensations), "compensating_for": f"{scope}: {text}"[:2000]}
+        pipe.hset(keys.record, mapping={"status": COMPENSATING, "touched_at": _now(), **failure, **plan})
+        _watch(pipe, job.pipeline, {job.job_id: _now() + stall_after()})
+    elif errbacks:
+        pipe.hset(keys.record, mapping={"status": FAILED, "finished_at": _now(), **failure, ERRBACKS_FOR: scope})
+        _watch(pipe, job.pipeline, {job.job_id: _now() + stall_after()})
+    else:
+        pipe.hset(keys.record, mapping={"status": FAILED, "finished_at": _now(), **failure})
+        pipe.zrem(due_key(job.pipeline), job.job_id)
+    for name in (keys.record, keys.results, keys.attempts):
+        pipe.expire(name, window)
+    pipe.execute()
+    redis_client().expire(dedup_key(job.pipeline, job.idempotency_key), window)  # another slot: not in the MULTI
+
+
+def planned_branches(pipeline: str, job_id: str, field: str) -> list[str]:
+    """The branches a job's planner recorded in `field` of its record ([] before it has)."""
+    found = redis_client().hget(JobKeys(pipeline, job_id).record, field)
+    return json.loads(found) if found else []
+
+
+def reopen(jobs: list[tuple[JobContext, bool]], pipe: redis.client.Pipeline) -> None:
+    """Dead-lettered jobs run again (a replay): fresh budgets, watched again, kept for the replay window.
+
+    Each job comes with whether it is compensating: once undoing has begun, it never goes forward.
+    Queued on `pipe`, which the caller runs (with the publishes that follow, see pipeline.jobs.driver).
+    """
+    window = get_settings().replay_window
+    for job, compensating in jobs:
+        keys = JobKeys(job.pipeline, job.job_id)
+        status = COMPENSATING if compensating else QUEUED
+        now = _now()
+        pipe.hset(keys.record, mapping={"status": status, "replay": job.replay, "touched_at": now, "replayed_at": now})
+        pipe.hdel(keys.record, *FAILURE_FIELDS, "finished_at", "stalls")
+        pipe.hincrby(keys.record, "replays", 1)
+        pipe.delete(keys.attempts)
+        for name in (keys.record, keys.results, dedup_key(job.pipeline, job.idempotency_key)):
+            pipe.expire(name, window)
+        _watch(pipe, job.pipeline, {job.job_id: now + stall_after()})
+
+
+def note_redrive(pipeline: str, job_id: str, scopes: list[str], reason: str) -> None:
+    """Remember a re-drive on the job's record (shown by `vetro job show`)."""
+    keys = JobKeys(pipeline, job_id)
+    client = redis_client()
+    entries = json.loads(client.hget(keys.record, "redrive_log") or "[]")
+    entries = [*entries, {"at": _now(), "steps": scopes, "reason": reason}][-REDRIVE_LOG_SIZE:]
+    pipe = client.pipeline()
+    pipe.hincrby(keys.record, "redrives", 1)
+    pipe.hincrby(keys.record, "stalls", 1)
+    pipe.hset(keys.record, mapping={"redrive_log": json.dumps(entries), "touched_at": _now()})
+    pipe.execute()
+
+
+@dataclass
+class JobState:
+    """Everything the reconciler and replay need to know about one job."""
+
+    record: dict[str, str]
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def context(self) -> JobContext:
+        r = self.record
+        return JobContext(r["job_id"], r["idempotency_key"], r["correlation_id"], r["pipeline"], int(r["replay"]))
+
+    @property
+    def status(self) -> str:
+        return self.record.get("status", QUEUED)
+
+    @property
+    def payload(self) -> Any:
+        """A declared pipeline's input (a canvas's steps carry their own arguments in its plan)."""
+        stored = self.record.get("payload")
+        return decode(stored) if stored is not None else None
+
+    @cached_property
+    def plan(self) -> Plan:
+        return plan_of(self.record, self.payload)
+
+    @property
+    def errbacks_for(self) -> str | None:
+        """The failed step whose errbacks (Celery's link_error) this failed job runs, if any."""
+        return self.record.get(ERRBACKS_FOR) if self.status == FAILED else None
+
+    @property
+    def compensations(self) -> list[str] | None:
+        """The compensation plan, once a failure started one (then the job only ever undoes)."""
+        plan = self.record.get("compensations")
+        return json.loads(plan) if plan is not None else None
+
+    def number(self, name: str) -> float:
+        return float(self.record.get(name) or 0)
+
+
+def as_text(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def load(pipeline: str, job_id: str) -> JobState | None:
+    return load_many([(pipeline, job_id)])[0]
+
+
+def load_many(jobs: list[tuple[str, str]]) -> list[JobState | None]:
+    """The states of (pipeline, job id) pairs, in one round trip; None for a job with no record."""
+    pipe = redis_client().pipeline(transaction=False)
+    for pipeline, job_id in jobs:
+        keys = JobKeys(pipeline, job_id)
+        pipe.hgetall(keys.record)
+        pipe.hgetall(keys.results)
+    answers = pipe.execute()
+    return [
+        JobState(as_text(record), {scope.decode(): decode(value) for scope, value in results.items()})
+        if record
+        else None
+        for record, results in zip(answers[0::2], answers[1::2], strict=True)
+    ]
+
+
+def leases_held(pipeline: str, job_id: str, scopes: Iterable[str]) -> dict[str, float]:
+    """Seconds left on each held lease among `scopes` (steps running now)."""
+    keys = JobKeys(pipeline, job_id)
+    scopes = list(scopes)
+    pipe = redis_client().pipeline(transaction=False)
+    for scope in scopes:
+        pipe.pttl(keys.lease(scope))
+    return {scope: ttl / 1000 for scope, ttl in zip(scopes, pipe.execute(), strict=True) if ttl > 0}
+
+
+def results_of(pipeline: str, job_id: str, scopes: list[str]) -> list[Any]:
+    """The recorded results of `scopes` (None where a step has none)."""
+    values = redis_client().hmget(JobKeys(pipeline, job_id).results, scopes) if scopes else []
+    return [decode(value) if value is not None else None for value in values]
+
+
+def get_job(job_id: str) -> dict[str, str] | None:
+    """The job's record (status, where it failed and why, retries, re-drives), or None if unknown.
+
+    A canvas's step can be named by its Celery task id (what `AsyncResult.id` says) instead of the job's."""
+    found = get_jobs([job_id])[0]
+    if found is None and (indexed := job_of_task(job_id)) is not None:
+        found = get_jobs([indexed[1]])[0]
+    return found
+
+
+def get_jobs(job_ids: list[str]) -> list[dict[str, str] | None]:
+    """The jobs' records, whatever their pipelines (each namespace is asked)."""
+    pipelines = namespaces()
+    pipe = redis_client().pipeline(transaction=False)
+    for job_id in job_ids:
+        for pipeline in pipelines:
+            pipe.hgetall(JobKeys(pipeline, job_id).record)
+    answers = iter(pipe.execute())
+    found = [next(filter(None, [next(answers) for _ in pipelines]), None) for _ in job_ids]
+    return [_public(as_text(raw)) if raw else None for raw in found]
+
+
+def is_step_field(name: str) -> bool:
+    return name.startswith(tuple(STEP_FIELDS))
+
+
+def _public(record: dict[str, str]) -> dict[str, str]:
+    """The record without the payload and the plan, which can be large and are shown only by the timeline,
+    and without its steps' fields (the timeline shows them with each step) and fan-in counters."""
+    return {name: value for name, value in record.items() if name not in ("payload", "plan") and not _hidden(name)}
+
+
+def _hidden(name: str) -> bool:
+    return is_step_field(name) or name.startswith(FANIN)
+
+
+def settled(job_ids: list[str], status: str | None = None) -> list[dict[str, str]] | None:
+    """The jobs' records once none is unfinished (or, given a status, once all have it); else None."""
+    records = get_jobs(job_ids)
+    wanted = (lambda found: found == status) if status else (lambda found: found not in UNFINISHED)
+    return records if all(record and wanted(record["status"]) for record in records) else None
+
+
+def trim_index(pipeline: str, now: float) -> None:
+    """Drop from the job index the jobs submitted more than a replay window ago (their records are gone)."""
+    redis_client().zremrangebyscore(index_key(pipeline), "-inf", now - get_settings().replay_window)
+
+
+def recent_jobs(
+    pipelines: list[str],
+    since: float,
+    status: str | None = None,
+    correlation_id: str | None = None,
+    limit: int = 50,
+    page: int = 500,
+) -> list[dict[str, str]]:
+    """The newest jobs submitted since `since` (epoch seconds), newest first, read from the job index.
+
+    Records are read a page at a time and filtered; at most `limit` are returned.
+    """
+    client, found = redis_client(), []
+    for pipeline in pipelines:
+        matched: list[dict[str, str]] = []
+        offset = 0
+        while len(matched) < limit:
+            job_ids = client.zrevrangebyscore(index_key(pipeline), "+inf", since, start=offset, num=page)
+            if not job_ids:
+                break
+            offset += len(job_ids)
+            pipe = client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hmget(JobKeys(pipeline, job_id.decode()).record, LISTED_FIELDS)
+            for values in pipe.execute():
+                job = {name: value.decode() for name, value in zip(LISTED_FIELDS, values, strict=True) if value}
+                wanted = (status is None or job.get("status") == status) and (
+                    correlation_id is None or job.get("correlation_id") == correlation_id
+                )
+                if job.get("job_id") and wanted:  # no job id: its record expired
+                    matched.append(job)
+        found += matched[:limit]
+    return sorted(found, key=lambda job: float(job.get("submitted_at", 0)), reverse=True)[:limit]

@@ -1,0 +1,1 @@
+"""What every part records: counters, log lines, traces, Sentry events, worker heartbeats."""

@@ -1,0 +1,79 @@
+"""Which workers are alive, and when each queue last had a message taken: what health and metrics read.
+
+A worker can stay connected and alive while it takes nothing (Celery users have met this for
+years after a Redis reconnect: celery#4453, #7705, #8030, #8990, #10205, #10302). Process and
+TCP checks pass; only the queue tells. So the worker's consumer notes, for each queue, when it
+last took a message, and a timer in the worker's own event loop (pipeline.worker.heartbeat)
+writes that, with the worker's running task count, to Redis every HEARTBEAT_EVERY seconds.
+Health (pipeline.watching.health) compares it with the age of the oldest waiting message. A
+worker stopped or hung writes nothing, and its entry ages out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from pipeline.store import key, redis_client
+
+log = logging.getLogger("vetro.heartbeat")
+
+HEARTBEAT_EVERY = 2.0  # seconds
+WORKERS_KEY = key("workers")  # hash: worker name -> JSON {at, active, concurrency, queues}
+CONSUMED_KEY = key("queues", "consumed")  # sorted set: queue -> when a worker last took a message from it
+KEEP_SECONDS = 24 * 3600  # both keys live this long past the last heartbeat; gone workers are pruned after it
+
+_taken: dict[str, float] = {}  # queue -> when this worker last took a message (written by the next beat)
+
+
+def taken(queue: str | None) -> None:
+    """The consumer took a message from `queue`: note it for the next heartbeat (no I/O on the consumer's path)."""
+    if queue:
+        _taken[queue] = time.time()
+
+
+@dataclass(frozen=True)
+class Worker:
+    name: str
+    seen_at: float
+    active: int
+    concurrency: int
+    queues: list[str]
+
+    def up(self, now: float) -> bool:
+        return now - self.seen_at <= 3 * HEARTBEAT_EVERY + 1
+
+
+def beat(name: str, active: int, concurrency: int, queues: list[str]) -> None:
+    now = time.time()
+    entry = {"at": now, "active": active, "concurrency": concurrency, "queues": queues}
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.hset(WORKERS_KEY, name, json.dumps(entry))
+    pipe.expire(WORKERS_KEY, KEEP_SECONDS)
+    if _taken:
+        pipe.zadd(CONSUMED_KEY, dict(_taken), gt=True)
+        pipe.expire(CONSUMED_KEY, KEEP_SECONDS)
+    pipe.execute()
+
+
+def workers() -> list[Worker]:
+    """Every worker seen within KEEP_SECONDS (older entries are dropped here)."""
+    client = redis_client()
+    now, found, gone = time.time(), [], []
+    for name, raw in client.hgetall(WORKERS_KEY).items():
+        entry = json.loads(raw)
+        if now - entry["at"] > KEEP_SECONDS:
+            gone.append(name)
+            continue
+        worker = Worker(name.decode(), entry["at"], entry["active"], entry["concurrency"], entry["queues"])
+        found.append(worker)
+    if gone:
+        client.hdel(WORKERS_KEY, *gone)
+    return sorted(found, key=lambda worker: worker.name)
+
+
+def consumed_at() -> dict[str, float]:
+    """When a worker last took a message, per queue."""
+    return {queue.decode(): score for queue, score in redis_client().zrange(CONSUMED_KEY, 0, -1, withscores=True)}

@@ -1,0 +1,87 @@
+"""What a worker does when it starts: load what settings name, and check that Redis keeps its data.
+
+The pipelines (VETRO_PIPELINES) and the dead-letter store (VETRO_DEAD_LETTER_STORE) are
+imported here, so a stock `celery -A pipeline worker` runs any pipeline module, and a bad name
+stops the worker with one line.
+
+vetro keeps queued messages, step results and the job ledger in Redis. Without persistence a
+Redis restart forgets all of them; with an evicting memory policy Redis deletes them under
+memory pressure (vetro's keys all have lifetimes, so even the volatile-* policies pick them).
+Either way jobs vanish with no trace, which no reconciler can repair. The worker says so
+clearly at start, or refuses to start when VETRO_REQUIRE_DURABLE_REDIS is set.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery.signals import worker_init
+
+from pipeline.adapter.app import is_redis
+from pipeline.jobs.pipelines import load_pipelines
+from pipeline.jobs.sink import load_dead_letter_store
+from settings import ConfigError, get_settings
+
+log = logging.getLogger("vetro.worker")
+
+
+def durability_problems(client: redis.Redis) -> list[str]:
+    """What in this Redis's configuration can lose vetro's data; [] when nothing can."""
+    try:
+        config = {**client.config_get("appendonly"), **client.config_get("maxmemory*")}
+    except redis.RedisError as error:
+        return [f"its configuration could not be read ({type(error).__name__}: {error}); check it yourself"]
+    problems = []
+    if config.get("appendonly") != "yes":
+        problems.append(
+            "appendonly is off: a restart loses every queued message, step result and job record "
+            "written since the last snapshot (turn on appendonly yes)"
+        )
+    policy = config.get("maxmemory-policy", "noeviction")
+    if int(config.get("maxmemory") or 0) and policy != "noeviction":
+        problems.append(
+            f"maxmemory-policy is {policy}: when memory runs short Redis deletes messages and job "
+            "records instead of refusing writes (set maxmemory-policy noeviction)"
+        )
+    return problems
+
+
+def check_redis_durability() -> None:
+    """Warn about (or, if required, refuse) a Redis that can lose vetro's data."""
+    settings = get_settings()
+    urls = {settings.results_url}
+    if is_redis(settings.broker_url):
+        urls.add(settings.broker_url)
+    for url in sorted(urls):
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True)
+        try:
+            problems = durability_problems(client)
+        finally:
+            client.close()
+        options = client.connection_pool.connection_kwargs
+        where = f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"  # never the password
+        for problem in problems:
+            if settings.require_durable_redis:
+                raise SystemExit(f"vetro: the Redis at {where} can lose jobs: {problem} (VETRO_REQUIRE_DURABLE_REDIS)")
+            log.warning("the Redis at %s can lose jobs: %s", where, problem)
+
+
+def load_configured_modules() -> None:
+    """The pipelines and the dead-letter store settings name; a bad name ends the process in one line."""
+    try:
+        load_pipelines()
+        load_dead_letter_store()
+    except ConfigError as error:
+        raise SystemExit(f"vetro: bad configuration: {error}") from None
+
+
+# Celery imports this module (pipeline.adapter.app.CORE_MODULES) before it sends any start-up signal, so
+# what the loaded modules connect to those signals (the store's migration check) still runs.
+load_configured_modules()
+
+
+@worker_init.connect
+def _check_at_start(**_: Any) -> None:
+    check_redis_durability()
