@@ -6,6 +6,7 @@ COPY pipeline pipeline
 COPY tasks tasks
 COPY dlq dlq
 COPY vetro vetro
-RUN pip install --no-cache-dir .
+# Flower runs from the same image (docker-compose.yml), so the image has the flower extra.
+RUN pip install --no-cache-dir ".[flower]"
 USER nobody
 CMD ["python", "-m", "vetro.supervise", "celery", "-A", "pipeline", "worker", "--loglevel", "INFO"]

@@ -174,24 +174,19 @@ def serve(
     port: int = typer.Option(None, min=1, max=65535, help="Port (default: VETRO_SERVE_PORT, 9808)."),
 ) -> None:
     """Serve /metrics (Prometheus), /health/live and /health/ready for the whole fleet."""
-    from vetro.ops import server
+    from vetro.serve import listening, serve
 
     try:
-        running = server(host, port)
+        sock = listening(host, port)
     except OSError as error:
         raise fail(
             f"cannot listen on {host or 'VETRO_SERVE_HOST'}:{port or 'VETRO_SERVE_PORT'}: {error.strerror}", code=1
         ) from None
-    bound_host, bound_port = running.server_address[:2]
+    bound_host, bound_port = sock.getsockname()[:2]
     console.print(
         f"vetro serve on http://{bound_host}:{bound_port} (/metrics, /health/live, /health/ready)", highlight=False
     )
-    try:
-        running.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        running.server_close()
+    serve(sock)
 
 
 @cli.command()

@@ -246,6 +246,22 @@ def patterns(rows: store.RowFilter, as_json: bool = typer.Option(False, "--json"
     return None
 
 
+def _confirmed(
+    rows: store.RowFilter, everything: bool, verb: str, statuses: tuple, dry_run: bool, yes: bool
+) -> list[DeadLetter]:
+    """The rows a bulk command acts on, confirmed; [] when it acts on none (nothing matched, or a dry run)."""
+    selected = _selection(rows, everything, verb, statuses)
+    if not selected:
+        _nothing_selected(verb)
+        return []
+    if dry_run:
+        out.print(_table(selected))
+        err.print(f"would {verb} {len(selected)} dead letter(s)", highlight=False)
+        return []
+    _confirm(len(selected), f"{verb.removesuffix('e')}ing", yes)
+    return selected
+
+
 def _confirm(count: int, what: str, yes: bool) -> None:
     err.print(f"{what} {count} dead letter(s)", highlight=False)
     if not yes and not typer.confirm("go ahead?", err=True):
@@ -276,14 +292,9 @@ def replay(
     from dlq.replay import replay as replay_rows
 
     per_second = _parse_rate(rate)
-    selected = _selection(rows, everything, "replay", (Status.FAILED, Status.QUARANTINED))
+    selected = _confirmed(rows, everything, "replay", (Status.FAILED, Status.QUARANTINED), dry_run, yes)
     if not selected:
-        return _nothing_selected("replay")
-    if dry_run:
-        out.print(_table(selected))
-        err.print(f"would replay {len(selected)} dead letter(s)", highlight=False)
         return
-    _confirm(len(selected), "replaying", yes)
     report = replay_rows(selected, force=force, rate=per_second)
     for row_id, reason in report.refused.items():
         err.print(f"not replayed: {row_id}: {reason}", highlight=False)
@@ -306,14 +317,10 @@ def discard(
     """Mark rows discarded: kept for the record, never replayed unless forced."""
     import getpass
 
-    selected = _selection(rows, everything, "discard", (Status.FAILED, Status.QUARANTINED, Status.REPLAYING))
+    statuses = (Status.FAILED, Status.QUARANTINED, Status.REPLAYING)
+    selected = _confirmed(rows, everything, "discard", statuses, dry_run, yes)
     if not selected:
-        return _nothing_selected("discard")
-    if dry_run:
-        out.print(_table(selected))
-        err.print(f"would discard {len(selected)} dead letter(s)", highlight=False)
         return
-    _confirm(len(selected), "discarding", yes)
     discarded = store.discard([row.id for row in selected], by or getpass.getuser(), reason)
     err.print(f"discarded {discarded} dead letter(s)", highlight=False)
 

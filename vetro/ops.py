@@ -1,26 +1,19 @@
-"""The operations endpoint (`vetro serve`): Prometheus metrics and health, from one report of the whole service.
+"""What the operations endpoint serves (vetro.serve): one report of the whole service, and its Prometheus metrics.
 
-- `/metrics`: the fleet's counters and histograms (pipeline.telemetry.metrics) plus gauges read at scrape
-  time: queues, workers, breakers, dead letters, quarantine.
-- `/health/live`: this server answers.
-- `/health/ready`: 200 when the broker, result store and SQL database answer and no queue is
-  stalled; 503 with the reasons otherwise. Open breakers and new dead letters make it degraded
-  (still 200, said in the body).
-Basic auth guards every endpoint when VETRO_SERVE_AUTH is set.
+The metrics are the fleet's counters and histograms (pipeline.telemetry.metrics) plus gauges read
+at scrape time: queues, workers, breakers, dead letters, quarantine. Ready means the broker,
+result store and SQL database answer and no queue is stalled; open breakers and new dead letters
+make it degraded (still ready, said in the report).
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
@@ -246,55 +239,3 @@ def exposition() -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector())
     return generate_latest(registry)
-
-
-def _authorized(header: str | None) -> bool:
-    secret = get_settings().serve_auth
-    if secret is None:
-        return True
-    expected = "Basic " + base64.b64encode(secret.get_secret_value().encode()).decode()
-    return hmac.compare_digest((header or "").encode(), expected.encode())
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "vetro"
-
-    def do_GET(self) -> None:
-        if not _authorized(self.headers.get("Authorization")):
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="vetro"')
-            self.end_headers()
-            return
-        path = self.path.split("?", 1)[0]
-        try:
-            if path == "/metrics":
-                self._send(200, exposition(), CONTENT_TYPE_LATEST)
-            elif path == "/health/live":
-                self._json(200, {"status": "ok"})
-            elif path == "/health/ready":
-                current = report()
-                self._json(200 if current.ready else 503, current.as_dict())
-            else:
-                self._json(404, {"error": f"no such endpoint: {path[:100]}"})
-        except Exception as error:  # a request must never end the server; a service that cannot tell is not ready
-            log.exception("serving %s failed", path[:100])
-            status = 503 if path == "/health/ready" else 500
-            self._json(status, {"ready": False, "error": f"{type(error).__name__}: {error}"[:300]})
-
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        self._send(status, json.dumps(body, default=str).encode(), "application/json")
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-
-def server(host: str | None = None, port: int | None = None) -> ThreadingHTTPServer:
-    settings = get_settings()
-    return ThreadingHTTPServer((host or settings.serve_host, port or settings.serve_port), _Handler)

@@ -10,7 +10,6 @@ or kombu, run those two files (README, "Upgrading Celery or kombu").
 from __future__ import annotations
 
 import base64
-import importlib.util
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -170,9 +169,10 @@ def after_publish(name: str, body: Any, exchange: str, routing_key: str, headers
 
 def read_envelope(raw: str) -> tuple[dict[str, Any], tuple] | None:
     """A kombu Redis message: its envelope (body, headers, properties...) and its decoded body
-    (args, kwargs, embed); None when the body is not base64 JSON (compressed, say)."""
+    (args, kwargs, embed); None when the body is not base64 JSON (a compressed body is base64 too:
+    its `compression` header tells)."""
     envelope = loads(raw)
-    if envelope["properties"].get("body_encoding") != "base64":
+    if envelope["properties"].get("body_encoding") != "base64" or envelope["headers"].get("compression"):
         return None
     return envelope, tuple(loads(base64.b64decode(envelope["body"])))
 
@@ -325,17 +325,9 @@ def failure_meta(error_type: str, message: str) -> dict[str, str | list[str]]:
     """A failure as Celery's backends serialize an exception (`exc_module`, and `exc_type` its qualified name),
     which `AsyncResult` rebuilds with its class; `error_type` is '<module>.<qualified name>'."""
     parts = error_type.split(".")
-    split = next((i for i in range(len(parts) - 1, 0, -1) if _is_module(".".join(parts[:i]))), len(parts) - 1)
+    # The longest prefix that is a loaded module (Celery rebuilds a class only from `sys.modules`, importing nothing).
+    split = next((i for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in sys.modules), len(parts) - 1)
     return {"exc_type": ".".join(parts[split:]), "exc_module": ".".join(parts[:split]), "exc_message": [message]}
-
-
-def _is_module(name: str) -> bool:
-    if name in sys.modules:
-        return True
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 # --- Celery's task trace log lines --------------------------------------------------------------------------

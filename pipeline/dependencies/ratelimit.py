@@ -1,7 +1,10 @@
 """Rate limits per dependency shared by every worker: a token bucket in Redis, taken atomically.
 
 Celery's own `rate_limit` counts per worker (celery#5732); this one counts across all of them.
-Redis's clock is used, so workers on different machines agree on time.
+Redis's clock is used, so workers on different machines agree on time. Written here rather than
+taken from `limits` (the maintained Redis rate-limit library): it has fixed and moving windows,
+not a bucket that says how long to wait for the next token, which is what lets a stage wait
+(DependencyWaitError) without spending a retry; and this is one script, one round trip.
 """
 
 from __future__ import annotations

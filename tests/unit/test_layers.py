@@ -20,24 +20,25 @@ def test_the_layers_hold():
     assert result.returncode == 0, result.stdout[-2000:]
 
 
-def test_the_core_importing_the_dead_letter_store_breaks_the_contract():
-    probe = ROOT / "pipeline" / f"_probe_{uuid.uuid4().hex[:8]}.py"
-    probe.write_text('"""A core module that reaches up into a higher layer."""\n\nimport dlq.store  # noqa: F401\n')
+def lint_with_probe(package: str, imported: str) -> tuple[subprocess.CompletedProcess, str]:
+    """The check's result with a module in `package` that imports `imported`, and the probe's module name."""
+    name = f"_probe_{uuid.uuid4().hex[:8]}"
+    probe = ROOT.joinpath(*package.split("."), f"{name}.py")
+    probe.write_text(f'"""A module reaching into another layer."""\n\nimport {imported}  # noqa: F401\n')
     try:
-        result = lint_imports()
+        return lint_imports(), f"{package}.{name}"
     finally:
         probe.unlink()
+
+
+def test_the_core_importing_the_dead_letter_store_breaks_the_contract():
+    result, probe = lint_with_probe("pipeline", "dlq.store")
     assert result.returncode != 0
-    assert "BROKEN" in result.stdout and f"pipeline.{probe.stem} -> dlq.store" in result.stdout
+    assert "BROKEN" in result.stdout and f"{probe} -> dlq.store" in result.stdout
 
 
 def test_what_every_part_records_importing_a_jobs_life_breaks_the_contract():
     """Inside the core: telemetry sits below the job's life, so it may not import the ledger."""
-    probe = ROOT / "pipeline" / "telemetry" / f"_probe_{uuid.uuid4().hex[:8]}.py"
-    probe.write_text('"""A telemetry module reaching up."""\n\nimport pipeline.jobs.ledger  # noqa: F401\n')
-    try:
-        result = lint_imports()
-    finally:
-        probe.unlink()
+    result, probe = lint_with_probe("pipeline.telemetry", "pipeline.jobs.ledger")
     assert result.returncode != 0
-    assert "BROKEN" in result.stdout and f"pipeline.telemetry.{probe.stem} -> pipeline.jobs.ledger" in result.stdout
+    assert "BROKEN" in result.stdout and f"{probe} -> pipeline.jobs.ledger" in result.stdout

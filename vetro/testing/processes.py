@@ -1,5 +1,9 @@
 """vetro's parts on one machine: an embedded Redis and worker processes, for the demo, tests and benchmarks.
 
+Written here rather than taken from pytest-celery: its workers run in Docker containers (no
+engine on our machines) or in a thread of the test process, and vetro's tests need real prefork
+workers, beat and redis-server processes that can be killed, restarted and paused.
+
 Everything started here is stopped by its own pid; nothing else is ever signalled. Each process
 starts in a process group of its own, which the reaper (`vetro.testing.reaper`) ends if the
 process that started it dies first, whatever ends it: a killed pytest, a CI time limit, Ctrl-C.
