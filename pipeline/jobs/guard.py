@@ -9,8 +9,11 @@ body; one that arrives while a live lease is held is told when the lease ends.
 
 Each script touches only one job's keys (one hash slot), and returns the job's identity
 from its ledger record: the ledger, not a message's headers, says whose job it is. The one
-exception is the broker's queues a record pushes the next steps' messages to, which it does
-only when the broker is the result store's Redis (pipeline.adapter.app.records_carry_publishes).
+exception is a record's outbox: lists the caller asks to have appended to in the same script.
+The driver puts the next steps' messages there, built by the adapter for kombu's queue lists,
+when the broker is the result store's Redis (pipeline.adapter.app.records_carry_publishes):
+then a step is never recorded without what follows it being queued. The guard knows nothing
+of what the entries are.
 """
 
 from __future__ import annotations
@@ -56,11 +59,11 @@ redis.call('HINCRBY', KEYS[1], 'conflicts:' .. ARGV[1], 1)
 return {'busy', tostring(redis.call('PTTL', KEYS[3])), unpack(identity)}
 """
 
-# KEYS: record, results, attempts, lease, then the queues of the messages to push. ARGV: scope, result, now, ttl,
+# KEYS: record, results, attempts, lease, then the outbox's lists. ARGV: scope, result, now, ttl,
 # '1' to start the lifetime of the results (a first step), when the run began and on which worker (the job's
 # timeline), a field to note on the record and its value ('' for none: a planner's branches), the fan-ins the
 # step belongs to (JSON [[counter, size], ...], inner first), '1' when the last of them is the whole job's, then
-# the messages. The lease is dropped whoever holds it: once the result is in, every later claim gets it.
+# the outbox's entries. The lease is dropped whoever holds it: once the result is in, every later claim gets it.
 # A new record counts itself in each fan-in; the fan-ins complete in order, and when all of them do, what
 # follows them may start (or, for the job's own, the job is complete). The keys live job_ttl from submission
 # (the record) or from the first step (results), and again from each retry (release) and from the job's end.
@@ -208,23 +211,23 @@ class Guard:
         fan_ins: list[tuple[str, int]],
         completes_job: bool,
         first: bool = False,
-        pushes: list[tuple[str, str]] | None = None,
+        outbox: list[tuple[str, str]] | None = None,
         ran: tuple[float, str] = (0.0, ""),
         note: tuple[str, str] = ("", ""),
     ) -> Record:
-        """Record the step's result, count it in `fan_ins` (counter, size), and push `pushes` (queue key, message),
-        the messages of the steps it starts.
+        """Record the step's result, count it in `fan_ins` (counter, size), and append each (list key, entry)
+        of `outbox` (the messages of the steps it starts).
 
         `completes_job`: the last fan-in is the job's own. `first`: a first step of the job, which starts the
         lifetime of its results (the record's started at submission). `ran`: when this run began and on which
         worker, for the job's timeline. `note`: a field and value to set on the record (a planner's branches).
         """
-        pushes = pushes or []
+        outbox = outbox or []
         keys = [self.keys.record, self.keys.results, self.keys.attempts, self.keys.lease(self.scope)]
-        keys += [queue for queue, _ in pushes]
+        keys += [name for name, _ in outbox]
         args = [self.scope, encoded_result, now, get_settings().job_ttl, "1" if first else "0", *ran, *note]
         args += [dumps([[FANIN + name, size] for name, size in fan_ins]), "1" if completes_job else "0"]
-        args += [message for _, message in pushes]
+        args += [entry for _, entry in outbox]
         outcome, dead_lettered, submitted_at = script("record", _RECORD)(keys=keys, args=args)
         return Record(outcome.decode(), dead_lettered == b"1", float(submitted_at))
 
