@@ -52,6 +52,17 @@ class DependencyWaitError(TransientError):
     """
 
 
+class RetryRequestedError(TransientError):
+    """A stage's own `self.retry(exc=..., countdown=...)`: the step runs again after `countdown` seconds exactly,
+    within `max_retries` (the stage's transient budget when None); past it, the job is handed off with `cause`."""
+
+    def __init__(self, cause: BaseException | None, countdown: float, max_retries: int | None) -> None:
+        super().__init__(f"retry requested in {countdown:g}s" + (f": {type(cause).__name__}: {cause}" if cause else ""))
+        self.cause = cause
+        self.countdown = countdown
+        self.max_retries = max_retries
+
+
 class PermanentError(VetroError):
     failure_class = FailureClass.PERMANENT
 
@@ -196,3 +207,28 @@ class FailureClassifier:
 
 
 default_classifier = FailureClassifier()
+
+
+class AutoretryClassifier:
+    """A stage's Celery options over a classifier: `dont_autoretry_for` is handed off at once (permanent),
+    `autoretry_for` is retried as transient; vetro's own errors and anything not listed keep their class."""
+
+    def __init__(
+        self,
+        base: FailureClassifier,
+        autoretry_for: tuple[type[BaseException], ...],
+        dont_autoretry_for: tuple[type[BaseException], ...],
+    ) -> None:
+        self.base = base
+        self.autoretry_for = autoretry_for
+        self.dont_autoretry_for = dont_autoretry_for
+
+    def classify(self, exc: BaseException) -> Failure:
+        found = self.base.classify(exc)
+        if isinstance(exc, VetroError):
+            return found
+        if isinstance(exc, self.dont_autoretry_for):
+            return Failure(FailureClass.PERMANENT)
+        if isinstance(exc, self.autoretry_for) and found.failure_class is not FailureClass.TRANSIENT:
+            return Failure(FailureClass.TRANSIENT)
+        return found

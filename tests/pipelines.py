@@ -6,7 +6,10 @@
   written only with vetro's public API;
 - metered: outcomes chosen by the payload (fail permanently, fail once, wait once, succeed), then
   a fan-out to the destinations it names, so the tests of metrics, logs and timelines know
-  exactly what ran.
+  exactly what ran;
+- shop: stages composed with Celery's canvas;
+- habits: stages declared with Celery's retry options, or retrying with `self.retry`, each
+  failing its payload's first `fail` attempts and noting when each attempt began.
 """
 
 from __future__ import annotations
@@ -209,3 +212,50 @@ def tally(self: Stage, parts: list[Any]) -> dict[str, Any]:
     runs = redis_client().incr(f"vetro-test:tally:{self.job.idempotency_key}")
     redis_client().expire(f"vetro-test:tally:{self.job.idempotency_key}", 3600)
     return {"parts": parts, "run": runs}
+
+
+class Flaky(Exception):  # noqa: N818 (a name a team's own code would have)
+    """What the habits stages fail with, until their payload's `fail` attempts have run."""
+
+
+def attempt(key: str) -> int:
+    """Note when this attempt began (in the tests' Redis); which attempt it is."""
+    from pipeline.store import redis_client
+
+    name = f"vetro-test:attempts:{key}"
+    number = redis_client().rpush(name, time.time())
+    redis_client().expire(name, 3600)
+    return number
+
+
+def _flaky(payload: dict[str, Any]) -> int:
+    number = attempt(payload["key"])
+    if number <= payload["fail"]:
+        raise Flaky(f"attempt {number} of {payload['key']}")
+    return number
+
+
+@stage(
+    "backoff", "habits", autoretry_for=(Flaky,), retry_backoff=2, retry_backoff_max=4, retry_jitter=False, max_retries=3
+)
+def autoretried(self: Stage, payload: dict[str, Any]) -> int:
+    return _flaky(payload)
+
+
+@stage("fixed", "habits", autoretry_for=(Flaky,), default_retry_delay=1, max_retries=2)
+def fixed_delay(self: Stage, payload: dict[str, Any]) -> int:
+    return _flaky(payload)
+
+
+@stage("listed", "habits", autoretry_for=(Exception,), dont_autoretry_for=(Flaky,))
+def not_autoretried(self: Stage, payload: dict[str, Any]) -> int:
+    return _flaky(payload)
+
+
+@stage("asks", "habits", max_retries=4)
+def asks_to_retry(self: Stage, payload: dict[str, Any]) -> int:
+    """Retries itself, as a Celery task does: `self.retry(exc=..., countdown=...)`."""
+    try:
+        return _flaky(payload)
+    except Flaky as exc:
+        raise self.retry(exc=exc, countdown=payload["countdown"], max_retries=payload.get("max_retries")) from exc

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from kombu.utils.json import dumps
 
@@ -25,7 +26,14 @@ from pipeline.adapter.internals import attach, header, queue_of, run_body
 from pipeline.adapter.job_headers import job_of
 from pipeline.context import NOT_BEFORE, PIPELINE, SCOPE, SENT_AT, JobContext
 from pipeline.events import Events
-from pipeline.failures import Failure, FailureClass, PoisonJobError, TechnicalError, UnknownJobError
+from pipeline.failures import (
+    Failure,
+    FailureClass,
+    PoisonJobError,
+    RetryRequestedError,
+    TechnicalError,
+    UnknownJobError,
+)
 from pipeline.jobs import driver, ledger, quarantine
 from pipeline.jobs.guard import BUSY, DONE, DUPLICATE, UNDOING, UNKNOWN, Claim, Guard, encode
 from pipeline.jobs.pipelines import canvas_plan, declared_plan
@@ -303,10 +311,14 @@ def failed(run: StepRun, exc: Exception) -> Any:
             wait(run, (failure.retry_after or 1) + random.uniform(0, 1), exc)
     else:
         events.emit("failed", run, failure.failure_class)
-        release = guard.release(run.owner, time.time(), "failed", retry_budget(task, failure), task.stage, run.ran)
+        asked = exc if isinstance(exc, RetryRequestedError) else None  # the stage's own self.retry(...)
+        budget = asked.max_retries if asked and asked.max_retries is not None else retry_budget(task, failure)
+        release = guard.release(run.owner, time.time(), "failed", budget, task.stage, run.ran)
         if release.retry:
             events.emit("retrying", run, failure.failure_class)
-            wait(run, retry_delay(task, failure, release.count), exc)
+            wait(run, asked.countdown if asked else retry_delay(task, failure, release.count), exc)
+        if asked and asked.cause is not None:
+            exc = asked.cause  # out of retries: the job is handed off with what the stage retried for
     return hand_off(run, run.job, exc, failure.failure_class, release.count)
 
 
@@ -324,7 +336,7 @@ def wait(run: StepRun, seconds: float, exc: BaseException | None = None) -> None
     countdown, not_before = hop(task, seconds, time.time())
     ledger.expect(run.namespace or task.pipeline_name, run.job_id, countdown)
     try:
-        raise task.retry(exc=exc, countdown=countdown, max_retries=None, headers={NOT_BEFORE: not_before or 0})
+        raise Task.retry(task, exc=exc, countdown=countdown, max_retries=None, headers={NOT_BEFORE: not_before or 0})
     except Reject as rejected:  # Celery drops the message when the retry cannot be published: keep it
         raise Reject(rejected.reason, requeue=True) from None
 

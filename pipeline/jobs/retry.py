@@ -8,7 +8,9 @@ message carrying the time before which the step must not run (`pipeline.context.
 
 from __future__ import annotations
 
+import logging
 import math
+from typing import Any
 
 from celery import Task
 
@@ -16,7 +18,54 @@ from pipeline.adapter.internals import backoff_interval
 from pipeline.failures import Failure, FailureClass
 from settings import get_settings
 
+CELERY_RETRY_OPTIONS = (
+    "autoretry_for",
+    "dont_autoretry_for",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "default_retry_delay",
+)
+CELERY_DEFAULT_RETRY_DELAY = 180  # Celery's Task.default_retry_delay: a retry without backoff waits this long
+CELERY_BACKOFF_MAX = 600  # Celery's retry_backoff_max
+# Each of Celery's options and the knob of vetro's it sets, when both are given (vetro's knob wins).
+SAME_KNOB = {"retry_backoff": "backoff_base", "retry_backoff_max": "backoff_max", "retry_jitter": "jitter"}
+log = logging.getLogger("vetro.stage")
+
 HOLD_MARGIN = 2  # seconds between the longest hold and the visibility timeout (settings.MIN_HOLD_SECONDS - 1)
+
+
+def exception_classes(stage: str, option: str, value: Any) -> tuple[type[BaseException], ...]:
+    """`autoretry_for` or `dont_autoretry_for` as Celery takes it: exception classes (a tuple, or one)."""
+    classes = tuple(value) if isinstance(value, list | tuple) else (value,)
+    bad = [item for item in classes if not (isinstance(item, type) and issubclass(item, BaseException))]
+    if bad:
+        raise TypeError(f"stage {stage}: {option} takes exception classes, not {bad[0]!r}")
+    return classes
+
+
+def knobs_of_celery_options(stage: str, celery: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
+    """vetro's policy knobs for a stage's Celery retry options (what they mean in Celery), under the knobs
+    given; a knob given beside the Celery option it overlaps wins, and one line says so.
+
+    `retry_backoff` True or a number: exponential backoff from that factor (Celery's own formula), capped
+    by `retry_backoff_max` (600) with `retry_jitter` (on). `retry_backoff` False, or `autoretry_for` with no
+    `retry_backoff`: Celery retries every `default_retry_delay` (180) seconds, so every retry waits that long.
+    """
+    derived: dict[str, Any] = {}
+    backoff = celery.get("retry_backoff")
+    fixed = backoff is False or (backoff is None and "autoretry_for" in celery)
+    if fixed:
+        delay = math.ceil(celery.get("default_retry_delay", CELERY_DEFAULT_RETRY_DELAY))
+        derived = {"backoff_base": delay, "backoff_max": max(delay, 1), "jitter": False}
+    elif backoff is not None:
+        derived = {"backoff_base": int(max(1.0, float(backoff))), "backoff_max": CELERY_BACKOFF_MAX}
+    if not fixed:
+        derived |= {SAME_KNOB[name]: celery[name] for name in ("retry_backoff_max", "retry_jitter") if name in celery}
+    for name, knob in SAME_KNOB.items():
+        if name in celery and knob in knobs:
+            log.warning("stage %s: %s and %s both given: %s (vetro's) wins", stage, name, knob, knob)
+    return derived | knobs
 
 
 def retry_budget(task: Task, failure: Failure) -> int:

@@ -28,10 +28,11 @@ from pipeline.adapter.app import app
 from pipeline.adapter.internals import attached, header
 from pipeline.adapter.job_headers import job_of
 from pipeline.context import JOB_ID, SCOPE, JobContext
-from pipeline.failures import FailureClassifier, default_classifier
+from pipeline.failures import AutoretryClassifier, FailureClassifier, RetryRequestedError, default_classifier
 from pipeline.jobs import canvas
 from pipeline.jobs.phases import JOB_ATTACHED, HandedOff, StepRun, run_step
 from pipeline.jobs.pipelines import check_name, register_stage
+from pipeline.jobs.retry import CELERY_RETRY_OPTIONS, exception_classes, knobs_of_celery_options
 from settings import StagePolicy, get_settings
 
 log = logging.getLogger("vetro.stage")
@@ -65,7 +66,7 @@ class Stage(Task):
     transient_retries: int = 8
     technical_retries: int = 2
     lease_seconds: float = 35
-    classifier: FailureClassifier = default_classifier
+    classifier: FailureClassifier | AutoretryClassifier = default_classifier
 
     @property
     def job(self) -> JobContext | None:
@@ -74,7 +75,8 @@ class Stage(Task):
 
     def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None, **options: Any) -> Any:
         """Publish this stage: vetro's own messages go out as they are; anything else (Celery's API) opens a job."""
-        if (options.get("headers") or {}).get(JOB_ID) or self._own_retry(task_id):
+        eager = self.app.conf.task_always_eager  # Celery then runs it in process, with `apply`: no job, no guard
+        if eager or (options.get("headers") or {}).get(JOB_ID) or self._own_retry(task_id):
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         return canvas.capture(self, args, kwargs, task_id, options)
 
@@ -83,10 +85,30 @@ class Stage(Task):
         request = self.request
         return bool(task_id) and not request.called_directly and request.id == task_id and bool(header(request, JOB_ID))
 
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """`self.retry(...)` in a stage's body is a guarded retry: the step runs again after `countdown` (or until
+        `eta`, else `default_retry_delay`), counted against `max_retries` (else the stage's transient budget),
+        in hops when the wait is longer than a worker may hold a message. It always raises."""
+        if attached(self.request, JOB_ATTACHED) is None:  # not in a guarded body: Celery's own
+            return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+        if countdown is None:
+            countdown = max(0.0, eta.timestamp() - time.time()) if eta is not None else self.default_retry_delay
+        raise RetryRequestedError(exc, float(countdown), max_retries)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         job_id = header(self.request, JOB_ID)
         if not job_id:
-            if self.request.called_directly:  # a plain function call, outside any job: nothing to guard
+            if self.request.called_directly or self.request.is_eager:  # a call, `.apply()`: no job, nothing to guard
                 return super().__call__(*args, **kwargs)
             # A message with no job (the shield quarantines these before they get here): never run it.
             raise Reject(f"{self.name}: a message without a job ({JOB_ID})", requeue=False)
@@ -125,10 +147,17 @@ def stage(name: str, pipeline: str, *, dependencies: Iterable[str] = (), **polic
     """
     check_name("pipeline", pipeline)
     check_name("stage", name)
+    where = f"{pipeline}.{name}"
+    celery = {option: policy.pop(option) for option in CELERY_RETRY_OPTIONS if option in policy}
     unknown = set(policy) - POLICY_KNOBS
     if unknown:
-        raise TypeError(f"stage {pipeline}.{name}: unknown policy {sorted(unknown)}; known: {sorted(POLICY_KNOBS)}")
-    resolved = get_settings().stage_policy(pipeline, name, policy)
+        known = sorted(POLICY_KNOBS | set(CELERY_RETRY_OPTIONS))
+        raise TypeError(f"stage {where}: unknown policy {sorted(unknown)}; known: {known}")
+    autoretry_for = exception_classes(where, "autoretry_for", celery.get("autoretry_for", ()))
+    dont_autoretry_for = exception_classes(where, "dont_autoretry_for", celery.get("dont_autoretry_for", ()))
+    resolved = get_settings().stage_policy(pipeline, name, knobs_of_celery_options(where, celery, policy))
+    listed = autoretry_for or dont_autoretry_for
+    classifier = AutoretryClassifier(default_classifier, autoretry_for, dont_autoretry_for) if listed else None
     declare = app.task(
         base=Stage,
         bind=True,
@@ -146,6 +175,8 @@ def stage(name: str, pipeline: str, *, dependencies: Iterable[str] = (), **polic
         retry_backoff=resolved.backoff_base,
         retry_backoff_max=resolved.backoff_max,
         retry_jitter=resolved.jitter,
+        default_retry_delay=celery.get("default_retry_delay", Stage.default_retry_delay),
+        **({"classifier": classifier} if classifier else {}),
     )
 
     def declared(function: Callable) -> Stage:
