@@ -19,6 +19,7 @@ from pipeline.failures import (
     TransientError,
     default_classifier,
 )
+from pipeline.jobs import revoke  # noqa: F401 (a revoke of any step cancels its job)
 from pipeline.jobs.pipelines import FanOut, Pipeline, register
 from pipeline.jobs.producer import InvalidJobError, submit, submit_many
 from pipeline.jobs.stages import Stage, stage

@@ -259,3 +259,19 @@ def asks_to_retry(self: Stage, payload: dict[str, Any]) -> int:
         return _flaky(payload)
     except Flaky as exc:
         raise self.retry(exc=exc, countdown=payload["countdown"], max_retries=payload.get("max_retries")) from exc
+
+
+@stage("slow", "habits", time_limit=40, soft_time_limit=35)
+def slow(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
+    """Notes its attempt, then takes `sleep` seconds: a step to revoke while it runs."""
+    attempt(payload["key"])
+    time.sleep(payload.get("sleep", 0))
+    return payload
+
+
+@stage("after", "habits")
+def after(self: Stage, previous: Any) -> str:
+    """What follows a revoked step: notes that it ran (it never should)."""
+    key = previous["key"] if isinstance(previous, dict) else previous[0]["key"]
+    attempt(f"{key}:after")
+    return key

@@ -91,6 +91,9 @@ def render(described: dict[str, Any], console: Console) -> None:
     console.print(f"  submitted       {iso(submitted)}", highlight=False)
     if described.get("branches"):
         console.print(f"  fan-out to      {', '.join(json.loads(described['branches']))}", highlight=False)
+    if described["status"] == "revoked":
+        revoked = f"{iso(float(described.get('revoked_at') or 0))} by {described.get('revoked_by')}"
+        console.print(f"  revoked         {revoked} (it was {described.get('revoked_from')})", highlight=False)
     if described["status"] in ("failed", "compensating", "compensated") and described.get("error"):
         console.print(
             f"  failed at       {described.get('failed_stage')} ({described.get('failure_class')}): "

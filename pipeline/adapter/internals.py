@@ -10,25 +10,32 @@ or kombu, run those two files (README, "Upgrading Celery or kombu").
 from __future__ import annotations
 
 import base64
+import logging
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from functools import cached_property, partial
 from typing import Any
 
+from billiard.common import TERM_SIGNAME
 from celery import Celery, Task
 from celery.app.amqp import AMQP
+from celery.app.control import Control
 from celery.app.routes import MapRoute
 from celery.backends.base import BaseBackend
 from celery.signals import after_task_publish, before_task_publish
 from celery.utils import uuid
+from celery.utils.functional import maybe_list
 from celery.utils.saferepr import saferepr
 from celery.utils.time import get_exponential_backoff_interval
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
+from celery.worker.control import Panel
 from kombu import Queue
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps, loads
+
+log = logging.getLogger("vetro.adapter")
 
 # --- Publishing: Celery's message builder and sender, and its producer bracket -------------------------------
 
@@ -89,11 +96,13 @@ def message_embed(message: Any) -> Mapping[str, Any] | None:
 
 
 class BracketingCelery(Celery):
-    """Celery's app, with a hook around the outermost `producer_or_acquire()`.
+    """Celery's app, with a hook around the outermost `producer_or_acquire()`, and revokes told (`on_revoke`).
 
     Every publish (`send_task`, a group's parts, a chord's header) is made inside one, so the hook
     sees all that one call of Celery's API sends.
     """
+
+    control_cls = f"{__name__}:ListeningControl"
 
     def bracket(self, acquire: Callable[[], AbstractContextManager]) -> AbstractContextManager:
         return acquire()
@@ -279,6 +288,53 @@ def attached(request: Any, name: str) -> Any:
 def run_body(task: Task, args: Any, kwargs: Any) -> Any:
     """The task's body, through `Task.__call__`, whose request inherits what was attached to the running one."""
     return Task.__call__(task, *args, **kwargs)
+
+
+# --- Revoke ------------------------------------------------------------------------------------------------
+
+REVOKED_BY = "vetro_revoked_by"  # an argument vetro adds to a revoke's broadcast: which command sent it
+RevokeListener = Callable[[list[str], str], list[str]]
+_revoke_listeners: list[RevokeListener] = []
+
+
+def on_revoke(listener: RevokeListener) -> None:
+    """Call `listener(task_ids, by)` for every revoke, whoever sends it: in the process that calls
+    `app.control.revoke` (`AsyncResult.revoke`, Flower), and in each worker the broadcast reaches (Celery's
+    built-in `revoke` control command, which `celery control revoke` sends, wrapped). The listener returns
+    more task ids for the worker to revoke with them (so `terminate=True` reaches whatever step is running)."""
+    if not _revoke_listeners:
+        celery_revoke = Panel.data["revoke"]
+
+        def revoke(state: Any, task_id: Any, terminate: bool = False, signal: Any = None, **kwargs: Any) -> Any:
+            ids = list(maybe_list(task_id) or [])
+            extra = _tell_revoked(ids, kwargs.pop(REVOKED_BY, "celery control revoke"), raising=False)
+            return celery_revoke(state, ids + extra, terminate=terminate, signal=signal, **kwargs)
+
+        Panel.data["revoke"] = revoke
+    _revoke_listeners.append(listener)
+
+
+def _tell_revoked(task_ids: list[str], by: str, raising: bool) -> list[str]:
+    extra: list[str] = []
+    for listener in _revoke_listeners:
+        try:
+            extra += listener(task_ids, by)
+        except Exception:
+            if raising:
+                raise
+            log.exception("a revoke of %s could not be noted; the worker still revokes them", task_ids)
+    return extra
+
+
+class ListeningControl(Control):
+    """Celery's remote control, whose `revoke` tells the revoke listeners first, then broadcasts as Celery does."""
+
+    def revoke(self, task_id: Any, destination: Any = None, terminate: bool = False, signal: str = TERM_SIGNAME,
+               **kwargs: Any) -> Any:  # fmt: skip
+        ids = list(maybe_list(task_id) or [])
+        by = kwargs.pop(REVOKED_BY, "AsyncResult.revoke")
+        extra = _tell_revoked(ids, by, raising=True)
+        return super().revoke(ids + extra, destination, terminate, signal, **{REVOKED_BY: by, **kwargs})
 
 
 # --- Results ------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pipeline.sealing import seal, unseal
 from pipeline.store import JobKeys, script, script_sha
 from settings import get_settings
 
-CLAIMED, DONE, BUSY, UNKNOWN, UNDOING = "claimed", "done", "busy", "unknown", "undoing"
+CLAIMED, DONE, BUSY, UNKNOWN, UNDOING, REVOKED = "claimed", "done", "busy", "unknown", "undoing", "revoked"
 # What recording a step did: the job is now complete, the fan-ins it belongs to are all complete (what
 # follows them may start), or another attempt had already recorded the step (the caller then resumes).
 RECORDED, COMPLETED, JOINED, DUPLICATE = "recorded", "completed", "joined", "duplicate"
@@ -40,11 +40,12 @@ FANIN = "fanin:"  # the record's counters of recorded terminals, one per fan-in 
 # is sent only to a process that does not have it); the count of earlier unfinished runs is kept on it.
 _CLAIM = """
 local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations',
-    'canvas')
+    'canvas', 'status')
 if not job[1] then return {'unknown'} end
 local plan = ''
 if job[6] and ARGV[5] ~= '1' then plan = redis.call('HGET', KEYS[1], 'plan') or '' end
 local identity = {job[1], job[2], job[3], job[4] or '0', plan}
+if job[7] == 'revoked' then return {'revoked', '', unpack(identity)} end
 if ARGV[4] ~= '1' and job[5] then return {'undoing', '', unpack(identity)} end
 local stored = redis.call('HGET', KEYS[2], ARGV[1])
 if stored then
@@ -70,6 +71,7 @@ return {'busy', tostring(redis.call('PTTL', KEYS[3])), unpack(identity)}
 _RECORD = """
 local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 redis.call('DEL', KEYS[4])
+if redis.call('HGET', KEYS[1], 'status') == 'revoked' then return {'revoked', '0', '0'} end
 local step = ARGV[1]
 if new == 1 then
     redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'progress_at', ARGV[3], 'last_step', step, 'stalls', 0,
@@ -152,7 +154,7 @@ class Claim:
 
 @dataclass(frozen=True)
 class Record:
-    outcome: str  # RECORDED, COMPLETED, JOINED or DUPLICATE
+    outcome: str  # RECORDED, COMPLETED, JOINED, DUPLICATE, or REVOKED (kept, and nothing follows it)
     dead_lettered: bool  # the job has had a step dead-lettered (its rows are resolved when it completes)
     submitted_at: float = 0.0  # the job's last step: when the job was submitted
 
@@ -200,8 +202,8 @@ class Guard:
             return Claim(DONE, job, plan, result=decode(value))
         if status == BUSY:
             return Claim(BUSY, job, plan, retry_in=max(int(value), 0) / 1000)
-        if status == UNDOING:
-            return Claim(UNDOING, job, plan)
+        if status in (UNDOING, REVOKED):
+            return Claim(status, job, plan)
         return Claim(CLAIMED, job, plan, crashed_runs=int(value))
 
     def record(

@@ -34,7 +34,7 @@ from pipeline.context import JobContext
 from pipeline.jobs.guard import FANIN, decode, encode
 from pipeline.jobs.pipelines import namespaces, plan_of, stall_after
 from pipeline.plan import Plan
-from pipeline.store import JobKeys, key, redis_client, script_sha
+from pipeline.store import JobKeys, key, redis_client, script, script_sha
 from settings import get_settings
 
 QUEUED, COMPLETED, FAILED = "queued", "completed", "failed"
@@ -42,6 +42,7 @@ QUEUED, COMPLETED, FAILED = "queued", "completed", "failed"
 # without one was written by the release before, and is read as a declared pipeline's job (its plan).
 FORMAT = 2
 COMPENSATING, COMPENSATED = "compensating", "compensated"
+REVOKED = "revoked"  # cancelled by Celery's revoke of any of its steps: nothing more runs or is published
 UNFINISHED = frozenset({QUEUED, COMPENSATING})  # statuses of a job that still has steps to run
 FRONTIER_KEY = key("ledger", "frontier")
 STARTS = "starts:"  # the record's fields counting each step's runs that started and did not end
@@ -198,6 +199,33 @@ def advance_frontier(pipe: redis.client.Pipeline, queue: str, sent_at: float) ->
 
 def frontier(queue: str) -> float:
     return float(redis_client().zscore(FRONTIER_KEY, queue) or 0.0)
+
+
+# KEYS: record, due set. ARGV: job id, now, by. A job that has not ended (or ended failed, its dead letters
+# waiting) becomes revoked; one that completed, was compensated or was revoked stays as it is.
+_REVOKE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'unknown' end
+if status == 'completed' or status == 'compensated' or status == 'revoked' then return status end
+redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked_at', ARGV[2], 'revoked_by', ARGV[3], 'revoked_from', status)
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 'revoked'
+"""
+
+
+def revoke(pipeline: str, job_id: str, by: str) -> str:
+    """Cancel the job: its status then (REVOKED when this call revoked it; what it was when it had ended)."""
+    keys = [JobKeys(pipeline, job_id).record, due_key(pipeline)]
+    return script("revoke", _REVOKE)(keys=keys, args=[job_id, _now(), by]).decode()
+
+
+def job_for(task_id: str) -> tuple[str, str] | None:
+    """(pipeline, job id) of any of a job's task ids (a canvas's, a declared step's '<job>.<scope>'), or its id."""
+    indexed = job_of_task(task_id)
+    if indexed is not None:
+        return indexed
+    record = get_job(task_id.partition(".")[0])
+    return (record["pipeline"], record["job_id"]) if record else None
 
 
 def close(pipeline: str, job_id: str) -> None:

@@ -35,7 +35,7 @@ from pipeline.failures import (
     UnknownJobError,
 )
 from pipeline.jobs import driver, ledger, quarantine
-from pipeline.jobs.guard import BUSY, DONE, DUPLICATE, UNDOING, UNKNOWN, Claim, Guard, encode
+from pipeline.jobs.guard import BUSY, DONE, DUPLICATE, REVOKED, UNDOING, UNKNOWN, Claim, Guard, encode
 from pipeline.jobs.pipelines import canvas_plan, declared_plan
 from pipeline.jobs.retry import hop, retry_budget, retry_delay
 from pipeline.jobs.sink import FailedStep
@@ -160,6 +160,9 @@ def claim(run: StepRun) -> Ended | None:
     if answer.status == UNDOING:
         log.info("job %s is being compensated: %s does not run", run.job_id, run.scope)
         return Ended(None)
+    if answer.status == REVOKED:
+        log.info("job %s was revoked: %s does not run", run.job_id, run.scope)
+        raise Ignore()
     if answer.status == DONE:
         events.emit("done_already", run)
         _resume(run, answer.result)
@@ -279,6 +282,9 @@ def record(run: StepRun) -> Ended:
         except Exception:  # if Redis is gone, the lease ends by itself
             log.debug("could not release %s's lease", run.scope)
         raise
+    if outcome.outcome == REVOKED:
+        log.info("job %s was revoked while %s ran: its result is kept, nothing follows it", job.job_id, run.scope)
+        return Ended(run.result)
     if pushes and (delayed := driver.longest_delay(route.next)):
         ledger.expect(job.pipeline, job.job_id, delayed)
     if plan.is_compensation(run.scope):

@@ -48,13 +48,11 @@ def _find(task_id: str) -> tuple[ledger.JobState, Node | None] | None:
     if indexed is not None:
         state = ledger.load(*indexed)
         return (state, state.plan.node_by_task_id(task_id)) if state else None
-    job_id, _, scope = task_id.partition(".")
-    record = ledger.get_job(job_id)
-    if record is None:
-        return None
-    state = ledger.load(record["pipeline"], job_id)
+    found = ledger.job_for(task_id)
+    state = ledger.load(*found) if found else None
     if state is None:
         return None
+    scope = task_id.partition(".")[2]
     if not scope:
         return state, None
     leaf = state.plan.leaf(scope)
@@ -70,6 +68,9 @@ def _meta(state: ledger.JobState, node: Node | None) -> dict[str, Any]:
     if done and (node is not None or state.status == ledger.COMPLETED):
         return {"status": states.SUCCESS, "result": result_of(target, results), "traceback": None}
     record = state.record
+    if state.status == ledger.REVOKED:  # `.get()` raises TaskRevokedError, as for any revoked task
+        revoked = failure_meta("celery.exceptions.TaskRevokedError", f"revoked by {record.get('revoked_by')}")
+        return {"status": states.REVOKED, "result": revoked, "traceback": None}
     failed_stage = record.get("failed_stage")
     if state.status in FAILED_JOB and failed_stage:
         return {"status": states.FAILURE, "result": _error(record), "traceback": record.get("traceback")}

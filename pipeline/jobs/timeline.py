@@ -71,7 +71,8 @@ def describe_job(job_id: str) -> dict[str, Any] | None:
 
 
 NUMERIC_FIELDS = frozenset(
-    {"submitted_at", "touched_at", "progress_at", "finished_at", "replayed_at", "replay", "replays", "retries"}
+    {"submitted_at", "touched_at", "progress_at", "finished_at", "replayed_at", "revoked_at", "replay", "replays"}
+    | {"retries"}
     | {"waits", "redrives", "stalls", "parts_expected", "parts_done", "dead_lettered"}
 )
 

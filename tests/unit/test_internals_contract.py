@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 import celery
 import kombu
+import kombu.pidbox
 import pytest
 from celery import Celery, Task, bootsteps, chain, chord, group, signature
 from celery.app.amqp import AMQP
@@ -54,10 +55,12 @@ from kombu.asynchronous.timer import Timer as EventLoopTimer
 
 from pipeline.adapter.internals import (
     MEMBERSHIP,
+    REVOKED_BY,
     TASKS_STEP,
     TRACE_LOGGER,
     BracketingCelery,
     HookedAMQP,
+    ListeningControl,
     ReadOnlyBackend,
     ScreeningConsumer,
     after_publish,
@@ -78,6 +81,7 @@ from pipeline.adapter.internals import (
     message_embed,
     message_headers,
     new_task_id,
+    on_revoke,
     pool_size,
     protocol_header_names,
     queue_of,
@@ -1170,3 +1174,64 @@ def test_chord_signature_is_a_chord_celery_reads_back(make_app):
         broken("celery", "chord.from_dict", "no longer reads a chord whose header is a group's dict")
     )
     assert _json(rebuilt.body) == _json(own.body) == _json(body)
+
+
+# --- Revoke ---------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def revoke_listener(extra: list[str]) -> Iterator[list[tuple[list[str], str]]]:
+    """A revoke listener for the test's length: it records what it is told and answers `extra`."""
+    from pipeline.adapter import internals
+
+    told: list[tuple[list[str], str]] = []
+
+    def listen(task_ids: list[str], by: str) -> list[str]:
+        told.append((task_ids, by))
+        return extra
+
+    on_revoke(listen)
+    try:
+        yield told
+    finally:
+        internals._revoke_listeners.remove(listen)
+
+
+def test_a_workers_revoke_command_tells_the_listeners_and_revokes_what_they_add(make_app):
+    """Celery's `revoke` control command (what `celery control revoke` and `app.control.revoke` reach) is the
+    entry of `Panel.data`, called as (state, task_id, terminate, signal, **arguments)."""
+    from celery.worker.control import Panel
+
+    extra = f"running-{uuid.uuid4().hex[:6]}"
+    asked = f"asked-{uuid.uuid4().hex[:6]}"
+    with revoke_listener([extra]) as told:
+        state = SimpleNamespace(app=make_app())
+        reply = Panel.data["revoke"](state, task_id=[asked], terminate=False, **{REVOKED_BY: "probe"})
+    try:
+        assert told == [([asked], "probe")], broken("celery", "Panel.data['revoke']", "is no longer vetro's wrapper")
+        assert {asked, extra} <= set(worker_state.revoked), broken(
+            "celery", "worker.control.revoke", f"no longer flags the ids it is given as revoked (replied {reply})"
+        )
+    finally:
+        worker_state.revoked.discard(asked)
+        worker_state.revoked.discard(extra)
+
+
+def test_app_control_revoke_tells_the_listeners_then_broadcasts_with_who_sent_it(make_app, monkeypatch):
+    """`AsyncResult.revoke()` calls `app.control.revoke`, which broadcasts 'revoke' with its keyword arguments."""
+    app = make_app(base=BracketingCelery)
+    assert isinstance(app.control, ListeningControl), broken("celery", "Celery.control_cls", "is no longer used")
+    sent: list[tuple[str, dict]] = []
+
+    def broadcast(mailbox: Any, command: str, arguments: dict, *args: Any, **kwargs: Any) -> None:
+        sent.append((command, arguments))
+
+    monkeypatch.setattr(kombu.pidbox.Mailbox, "_broadcast", broadcast)
+    with revoke_listener(["step-2"]) as told:
+        app.AsyncResult("job-1").revoke()
+    assert told == [(["job-1"], "AsyncResult.revoke")]
+    (command, arguments) = sent[0]
+    assert command == "revoke" and arguments["task_id"] == ["job-1", "step-2"], broken(
+        "celery", "Control.revoke", f"now broadcasts {command} {arguments}"
+    )
+    assert arguments.get(REVOKED_BY) == "AsyncResult.revoke", broken("celery", "Control.revoke", "drops arguments")

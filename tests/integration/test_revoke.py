@@ -1,0 +1,107 @@
+"""Celery's revoke on a vetro job, from `AsyncResult.revoke()` or `celery control revoke`: the job is cancelled
+in the ledger; nothing further runs, whether it was waiting, running or in its fan-out, and the reconciler
+does not revive it."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from celery import chain, chord
+from celery.exceptions import TaskRevokedError
+
+from pipeline.jobs import ledger
+from pipeline.jobs.ledger import get_job, job_for
+from pipeline.store import redis_client
+from tests.helpers import run_module, vetro
+from tests.pipelines import after, asks_to_retry, not_autoretried, slow
+from vetro.testing.processes import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def attempts(key: str) -> int:
+    return redis_client().llen(f"vetro-test:attempts:{key}")
+
+
+def key() -> str:
+    return f"revoke-{uuid.uuid4().hex[:8]}"
+
+
+def record_of(task_id: str) -> dict:
+    _, job_id = job_for(task_id)
+    return get_job(job_id)
+
+
+def stays(check, seconds: float) -> bool:
+    """`check()` still holds after `seconds` (polled, so a change is seen as soon as it happens)."""
+    try:
+        wait_until(lambda: not check(), seconds, "a change that must not come")
+    except TimeoutError:
+        return True
+    return False
+
+
+def reconcile_once() -> None:
+    swept = run_module("vetro.cli", "reconcile")
+    assert swept.returncode == 0, swept.stderr
+
+
+def test_a_waiting_job_revoked_runs_no_further_step_and_the_reconciler_leaves_it(worker):
+    name = key()
+    result = asks_to_retry.delay({"key": name, "fail": 5, "countdown": 3})
+    wait_until(lambda: attempts(name) == 1, 60, "the first attempt")
+    result.revoke()
+    record = record_of(result.id)
+    assert record["status"] == ledger.REVOKED and record["revoked_by"] == "AsyncResult.revoke"
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=30)
+    reconcile_once()
+    assert stays(lambda: attempts(name) == 1, 8)  # its 3 s retry never runs
+
+
+def test_a_running_job_revoked_from_the_command_line_finishes_its_step_and_starts_nothing(worker):
+    name = key()
+    result = chain(slow.s({"key": name, "sleep": 4}), after.s()).apply_async()
+    wait_until(lambda: attempts(name) == 1, 60, "the slow step to start")
+    revoked = run_module("celery", "-A", "pipeline", "control", "revoke", result.id)
+    assert revoked.returncode == 0, revoked.stderr
+    wait_until(lambda: record_of(result.id)["status"] == ledger.REVOKED, 30, "the job to be revoked")
+    assert record_of(result.id)["revoked_by"] == "celery control revoke"
+    reconcile_once()
+    assert stays(lambda: attempts(f"{name}:after") == 0, 10)
+    shown = vetro("job", "show", result.id)
+    assert "revoked" in shown.stdout and "celery control revoke" in shown.stdout, shown.stdout
+
+
+def test_a_running_step_revoked_with_terminate_is_ended(worker):
+    name = key()
+    result = chain(slow.s({"key": name, "sleep": 30}), after.s()).apply_async()
+    wait_until(lambda: attempts(name) == 1, 60, "the slow step to start")
+    result.revoke(terminate=True, signal="KILL")
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=20)  # long before the 30 s step could have ended
+    assert stays(lambda: attempts(name) == 1 and attempts(f"{name}:after") == 0, 8)
+
+
+def test_a_job_revoked_in_its_fan_out_never_joins(worker):
+    name = key()
+    parts = [slow.s({"key": name, "sleep": 3}), slow.s({"key": name, "sleep": 3})]
+    result = chord(parts, after.s()).apply_async()
+    wait_until(lambda: attempts(name) >= 1, 60, "a part to start")
+    result.revoke()
+    reconcile_once()
+    assert stays(lambda: attempts(f"{name}:after") == 0, 10)
+    assert record_of(result.id)["status"] == ledger.REVOKED
+
+
+def test_a_revoked_jobs_dead_letters_replay_only_with_force(worker):
+    name = key()
+    result = not_autoretried.delay({"key": name, "fail": 1})
+    wait_until(lambda: record_of(result.id)["status"] == ledger.FAILED, 60, "the job to be dead-lettered")
+    result.revoke()
+    job_id = job_for(result.id)[1]
+    refused = vetro("dlq", "replay", "--job", job_id, "--yes")
+    assert "its job was revoked (use --force)" in refused.stderr, refused.stderr
+    forced = vetro("dlq", "replay", "--job", job_id, "--yes", "--force")
+    assert forced.returncode == 0 and "replayed 1 dead letter(s)" in forced.stderr, forced.stderr
