@@ -1,16 +1,14 @@
-"""Shared fixtures: a private Redis, the partner stub and real worker processes.
+"""Shared fixtures, on vetro's pytest plugin (vetro.testing.plugin): a private Redis and dead-letter store,
+the partner stub and real worker processes.
 
-The private Redis starts at import, before anything reads settings, so no test ever talks to
-the machine's shared Redis, and its port is held from that moment: a port merely chosen free
-could be taken by a server another test process starts, and two processes' tests would then
-share one broker.
+The plugin starts the private Redis before any test module is imported, so no test ever talks to
+the machine's shared Redis; the pipelines every process loads are the `vetro_pipelines` ini
+option (pyproject.toml): the reference ones and the tests' own (tests/pipelines.py).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import tempfile
 from collections.abc import Iterator
 
 import httpx
@@ -18,9 +16,8 @@ import pytest
 
 from vetro.testing.processes import RedisServer, WorkerProcess
 
-SESSION_REDIS = RedisServer().start()
-atexit.register(SESSION_REDIS.stop)
-REDIS_URL = SESSION_REDIS.url
+pytest_plugins = ["vetro.testing.plugin"]
+
 # Where the pipelines find their partners: nowhere until the partner fixture starts the stub.
 PARTNER_URLS = (
     "ORDERS_PARTNER_URL",
@@ -30,46 +27,23 @@ PARTNER_URLS = (
     "PAYMENTS_SERVICE_URL",
 )
 os.environ.update(dict.fromkeys(PARTNER_URLS, "http://127.0.0.1:1"))
-os.environ.update(
-    {
-        "VETRO_BROKER_URL": REDIS_URL,
-        "VETRO_RESULT_STORE_URL": REDIS_URL,
-        # The reference pipelines, and the tests' own (tests/pipelines.py), in every process.
-        "VETRO_PIPELINES": "tasks.orders,tasks.provider_sync,tasks.payments,tests.pipelines",
-    }
-)
-# A migrated SQLite dead-letter store for every test that does not bring its own database.
-DEFAULT_DATABASE_URL = f"sqlite:///{tempfile.mkdtemp(prefix='vetro-tests-')}/dlq.db"
-os.environ["VETRO_DATABASE_URL"] = DEFAULT_DATABASE_URL
 
 
 @pytest.fixture(scope="session", autouse=True)
-def migrated_database() -> None:
-    from dlq.db import upgrade
-
-    upgrade(DEFAULT_DATABASE_URL)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(vetro_redis: RedisServer) -> RedisServer:
     """The tests' private Redis, for every test: a stray connection must never reach the shared one."""
-    yield SESSION_REDIS
+    return vetro_redis
 
 
 @pytest.fixture(scope="session")
-def partner_server():
-    from tasks.partner_stub import PartnerServer
-
-    server = PartnerServer()
-    server.start_in_thread()
-    for name in PARTNER_URLS:
-        os.environ[name] = server.url
+def partner_server(vetro_partner):
+    """The partner stub, where every reference pipeline (and the tests' own) finds its partners."""
     from settings import reset_settings
 
+    for name in PARTNER_URLS:
+        os.environ[name] = vetro_partner.url
     reset_settings()
-    yield server
-    server.shutdown()
-    server.server_close()
+    return vetro_partner
 
 
 @pytest.fixture
@@ -89,21 +63,21 @@ def worker_env(**overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def worker(redis_server, partner_server) -> Iterator[WorkerProcess]:
+def vetro_worker_env() -> dict[str, str]:
+    """The plugin's worker, with short backoffs and breaker resets for the reference pipelines' tests."""
+    return worker_env(
+        VETRO_STAGES__ORDERS__OPERATE__BACKOFF_BASE="1",
+        VETRO_STAGES__ORDERS__OPERATE__BACKOFF_MAX="2",
+        VETRO_STAGES__ORDERS__ENRICH__BACKOFF_BASE="1",
+        VETRO_STAGES__ORDERS__ENRICH__BACKOFF_MAX="2",
+        VETRO_BREAKER__RESET_TIMEOUT="3",
+    )
+
+
+@pytest.fixture(scope="module")
+def worker(partner_server, vetro_worker: WorkerProcess) -> WorkerProcess:
     """A real prefork worker (2 processes) for a module's tests; modules that start their own don't use it."""
-    process = WorkerProcess(
-        worker_env(
-            VETRO_STAGES__ORDERS__OPERATE__BACKOFF_BASE="1",
-            VETRO_STAGES__ORDERS__OPERATE__BACKOFF_MAX="2",
-            VETRO_STAGES__ORDERS__ENRICH__BACKOFF_BASE="1",
-            VETRO_STAGES__ORDERS__ENRICH__BACKOFF_MAX="2",
-            VETRO_BREAKER__RESET_TIMEOUT="3",
-        ),
-        concurrency=2,
-        name="session-worker",
-    ).start()
-    yield process
-    process.stop()
+    return vetro_worker
 
 
 POSTGRES_ADMIN_URL = os.environ.get("VETRO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -141,10 +115,11 @@ def database(request, tmp_path) -> Iterator[str]:
             admin.execute(f'CREATE DATABASE "{name}"')
         url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     upgrade(url)
+    default = os.environ["VETRO_DATABASE_URL"]
     os.environ["VETRO_DATABASE_URL"] = url
     reset_settings()
     yield url
-    os.environ["VETRO_DATABASE_URL"] = DEFAULT_DATABASE_URL
+    os.environ["VETRO_DATABASE_URL"] = default
     reset_settings()
     if name:
         from dlq.db import engine

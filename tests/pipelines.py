@@ -261,7 +261,7 @@ def asks_to_retry(self: Stage, payload: dict[str, Any]) -> int:
         raise self.retry(exc=exc, countdown=payload["countdown"], max_retries=payload.get("max_retries")) from exc
 
 
-@stage("slow", "habits", time_limit=40, soft_time_limit=35)
+@stage("slow", "habits", time_limit=30, soft_time_limit=25)
 def slow(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
     """Notes its attempt, then takes `sleep` seconds: a step to revoke while it runs."""
     attempt(payload["key"])

@@ -127,6 +127,7 @@ def test_replaying_a_row_twice_does_not_double_any_effect(database, partner):
 
 
 def test_no_dead_letter_is_lost_while_the_database_is_down(redis_server, partner):
+    default = os.environ["VETRO_DATABASE_URL"]
     with PostgresServer() as postgres:
         upgrade(postgres.url)
         os.environ["VETRO_DATABASE_URL"] = postgres.url
@@ -144,9 +145,7 @@ def test_no_dead_letter_is_lost_while_the_database_is_down(redis_server, partner
             assert {row.job_id for row in store.rows(store.RowFilter())} == set(job_ids)
             assert spool.size() == 0
         finally:
-            from tests.conftest import DEFAULT_DATABASE_URL
-
-            os.environ["VETRO_DATABASE_URL"] = DEFAULT_DATABASE_URL
+            os.environ["VETRO_DATABASE_URL"] = default
             reset_settings()
 
 

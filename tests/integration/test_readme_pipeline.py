@@ -98,3 +98,30 @@ def test_the_tutorials_canvas_runs_on_a_stock_worker_and_its_failure_raises_from
     summary = ast.literal_eval(published.stdout.strip())
     assert summary["shipped"] == ["a", "b"] and summary["charged"] == 40 and summary["mailed"] == "ada@example.com"
     assert refused.returncode == 1 and "PermanentError" in refused.stderr and "has no items" in refused.stderr
+
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def readme_block(first_line: str) -> str:
+    """The README's python block that begins with `first_line`."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    [block] = [block for block in blocks if block.startswith(first_line)]
+    return block
+
+
+def test_the_readmes_example_test_of_a_pipeline_passes_as_written(tmp_path):
+    """README, "Testing your pipeline": its conftest.py and test_signups.py, on the tutorial's signups.py."""
+    (tmp_path / "signups.py").write_text(walkthrough_module())
+    (tmp_path / "conftest.py").write_text(readme_block("pytest_plugins"))
+    (tmp_path / "test_signups.py").write_text(readme_block('"""test_signups.py'))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("VETRO_")}
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "--vetro-pipelines", "signups", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=env | {"PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert ran.returncode == 0 and "3 passed" in ran.stdout, ran.stdout[-3000:] + ran.stderr[-2000:]

@@ -76,11 +76,11 @@ def test_a_running_job_revoked_from_the_command_line_finishes_its_step_and_start
 
 def test_a_running_step_revoked_with_terminate_is_ended(worker):
     name = key()
-    result = chain(slow.s({"key": name, "sleep": 30}), after.s()).apply_async()
+    result = chain(slow.s({"key": name, "sleep": 20}), after.s()).apply_async()
     wait_until(lambda: attempts(name) == 1, 60, "the slow step to start")
     result.revoke(terminate=True, signal="KILL")
     with pytest.raises(TaskRevokedError):
-        result.get(timeout=20)  # long before the 30 s step could have ended
+        result.get(timeout=12)  # long before the 20 s step could have ended
     assert stays(lambda: attempts(name) == 1 and attempts(f"{name}:after") == 0, 8)
 
 

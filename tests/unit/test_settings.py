@@ -108,5 +108,6 @@ def test_malformed_json_in_a_pipelines_setting_names_the_variable(monkeypatch):
     from tasks.orders.config import OrdersSettings
 
     monkeypatch.setenv("ORDERS_ROUTES", "[nope")
+    reset_settings()  # importing the orders pipeline read its settings: read them again
     with pytest.raises(ConfigError, match=r"^ORDERS_ROUTES: not valid JSON: Expecting value"):
         read_settings(OrdersSettings)
