@@ -144,6 +144,10 @@ class JobResult(str):
     def traceback(self) -> str | None:
         return self.async_result().traceback
 
+    def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
+        """Cancel the job, as `AsyncResult.revoke` does (pipeline.jobs.revoke)."""
+        self.async_result().revoke(terminate=terminate, signal=signal)
+
     def ready(self) -> bool:
         return self.async_result().ready()
 

@@ -27,8 +27,11 @@ def revoked(task_ids: list[str], by: str) -> list[str]:
         if ledger.revoke(pipeline, job_id, by) == ledger.REVOKED:
             log.warning("job %s revoked (%s, task %s)", job_id, by, task_id)
         state = ledger.load(pipeline, job_id)
-        if state is not None:
-            held = ledger.leases_held(pipeline, job_id, [leaf.scope for leaf in state.plan.leaves()])
+        if state is not None:  # its steps, and a declared fan-out's parts (their scopes name their branches)
+            scopes = {leaf.scope for leaf in state.plan.leaves()} | {
+                step.scope for step in state.plan.pending(state.results)
+            }
+            held = ledger.leases_held(pipeline, job_id, sorted(scopes))
             running += [state.plan.task_id_of(job_id, scope) for scope in held]
     return running
 

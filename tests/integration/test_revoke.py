@@ -10,11 +10,14 @@ import pytest
 from celery import chain, chord
 from celery.exceptions import TaskRevokedError
 
+from pipeline import submit
 from pipeline.jobs import ledger
 from pipeline.jobs.ledger import get_job, job_for
 from pipeline.store import redis_client
-from tests.helpers import run_module, vetro
+from tasks.orders.samples import sample_order
+from tests.helpers import run_module, set_faults, vetro
 from tests.pipelines import after, asks_to_retry, not_autoretried, slow
+from vetro.testing import job_timeline
 from vetro.testing.processes import wait_until
 
 pytestmark = pytest.mark.integration
@@ -105,3 +108,21 @@ def test_a_revoked_jobs_dead_letters_replay_only_with_force(worker):
     assert "its job was revoked (use --force)" in refused.stderr, refused.stderr
     forced = vetro("dlq", "replay", "--job", job_id, "--yes", "--force")
     assert forced.returncode == 0 and "replayed 1 dead letter(s)" in forced.stderr, forced.stderr
+
+
+def test_a_declared_fan_out_revoked_with_terminate_ends_its_running_parts(worker, partner):
+    set_faults(partner.url, latency_ms=3500, scope="/webhooks/")  # each part waits at its partner
+    job_id = submit(sample_order(1, prefix=key()))
+    wait_until(lambda: get_job(job_id).get("branches"), 60, "the fan-out to start")
+    wait_until(lambda: "running" in statuses(job_id).values(), 30, "a part to run")
+    job_id.revoke(terminate=True, signal="KILL")
+    set_faults(partner.url)  # a part that ran again would now finish at once
+    with pytest.raises(TaskRevokedError):
+        job_id.get(timeout=5)
+    # Past the 3.5 s a part waits (under the 5 s read timeout): one not ended would have recorded by now.
+    assert stays(lambda: "finish" not in statuses(job_id), 12)
+    assert not [name for name, status in statuses(job_id).items() if name.startswith("operate.") and status == "done"]
+
+
+def statuses(job_id: str) -> dict[str, str]:
+    return {name: step.get("status") for name, step in job_timeline(job_id)["steps"].items()}
