@@ -108,16 +108,18 @@ def test_jobs_and_dead_letters_of_the_previous_release_finish_on_this_one(
         cwd=str(previous_release),
     ).start()
     try:
-        submitted = run_previous(previous_release, env, "vetro.cli", "submit", str(orders))
-        assert submitted.returncode == 0, submitted.stderr
+        # The refunds first, until they are dead letters; then the orders, and the old worker dies as soon as a
+        # few have completed: however long the refunds took, the rest of the orders are in flight.
         failing = run_previous(previous_release, env, "vetro.cli", "submit", "--pipeline", "refunds", str(refunds))
         assert failing.returncode == 0, failing.stderr
-        order_ids, refund_ids = submitted.stdout.split(), failing.stdout.split()
         wait_until(
             lambda: _dead_letters(previous_release, env, run) >= 3,
             120,
             "the previous release to dead-letter the refunds",
         )
+        submitted = run_previous(previous_release, env, "vetro.cli", "submit", str(orders))
+        assert submitted.returncode == 0, submitted.stderr
+        order_ids, refund_ids = submitted.stdout.split(), failing.stdout.split()
         wait_until(lambda: _completed(order_ids) >= 3, 120, "the previous release to complete some orders")
         assert _completed(order_ids) < len(order_ids), "every order finished before the upgrade: nothing was in flight"
     finally:
