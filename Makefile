@@ -23,15 +23,9 @@ test: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
-# The long tier: the tests marked `long` (chaos, fault runs, upgrades), each module in a pytest process
-# (and so a Redis) of its own. test_canvas_faults has left something behind that made test_redelivery's
-# jobs stall when they shared a process; until that is found, each module runs alone.
-LONG_MODULES = $(shell grep -l "mark.long" tests/integration/test_*.py)
-
+# The long tier: the tests marked `long` (chaos, fault runs, upgrades), in one shuffled session.
 test-long: install
-	@status=0; for module in $(LONG_MODULES); do \
-		$(BIN)/python -m pytest -m long -n 0 $$module || status=1; \
-	done; exit $$status
+	$(BIN)/python -m pytest -m long -n 0
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -169,5 +169,5 @@ def reconfigure() -> None:
     For the processes that change settings at run time (the demo, the chaos run): importing a
     pipeline finalizes the app with the settings of that moment.
     """
-    app.close()  # drops the connection pool built from the old settings
+    app.forget_connections()  # built from the old settings
     app.conf.update(_configuration())

@@ -112,6 +112,15 @@ class BracketingCelery(Celery):
             return super().producer_or_acquire(producer)
         return self.bracket(partial(Celery.producer_or_acquire, self, None))
 
+    def forget_connections(self) -> None:
+        """Drop the broker connection pool and the producer pool built from the configuration so far.
+
+        `Celery.close()` drops only `_pool`; `AMQP.producer_pool` caches `_producer_pool`, bound to
+        the broker of its first use, so without this a reconfigured app keeps publishing there.
+        """
+        self.close()
+        self.amqp._producer_pool = None
+
 
 def new_task_id() -> str:
     """A task id as Celery makes one (`celery.utils.uuid`)."""

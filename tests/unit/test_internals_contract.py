@@ -398,6 +398,25 @@ def test_bracketing_celery_bracket_holds_all_one_call_of_celerys_api_sends(make_
     assert app.open_brackets == 0
 
 
+def test_forget_connections_makes_the_next_publish_use_the_broker_configured_now(make_app):
+    """`AMQP.producer_pool` caches its pool in `_producer_pool`, bound to the broker of its first use, and
+    `Celery.close()` does not drop it: after `forget_connections()` a publish goes to the new broker."""
+    app = make_app(base=BracketingCelery)
+    (a,) = tasks(app, "a")
+    a.apply_async((1,))
+    assert "elsewhere" not in app.amqp.producer_pool.connections.connection.as_uri()
+    app.conf.broker_url = "memory://elsewhere/"
+    app.close()
+    assert "elsewhere" not in app.amqp.producer_pool.connections.connection.as_uri(), broken(
+        "celery", "AMQP._producer_pool", "is dropped by Celery.close(): forget_connections may now be close()"
+    )
+    app.forget_connections()
+    a.apply_async((1,))
+    assert "elsewhere" in app.amqp.producer_pool.connections.connection.as_uri(), broken(
+        "celery", "AMQP._producer_pool", "no longer holds the producer pool AMQP.producer_pool builds"
+    )
+
+
 def test_new_task_id_is_a_task_id_as_celery_makes_one(make_app):
     """Celery gives a message without a task id a random UUID, as a 36-character string."""
     app = make_app()
