@@ -23,6 +23,15 @@ print(server.process.pid, flush=True)
 time.sleep(600)
 """
 
+# A worker under vetro.supervise runs in a process group of its own, inside the supervisor's session.
+SUPERVISING_STARTER = """
+import sys, time
+from vetro.testing.processes import spawn
+supervisor = spawn([sys.executable, "-m", "vetro.supervise", "sleep", "600"])
+print(supervisor.pid, flush=True)
+time.sleep(600)
+"""
+
 
 def alive(pid: int) -> bool:
     """Running, not a zombie waiting for its parent."""
@@ -41,6 +50,29 @@ def test_a_server_started_by_a_process_that_dies_is_ended(ending):
         os.kill(starter.pid, ending)
         starter.wait(30)
         wait_until(lambda: not alive(server_pid), 30, f"redis-server {server_pid} to end with its parent")
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait()
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_a_supervised_process_in_a_group_of_its_own_is_ended_with_its_supervisor():
+    starter = subprocess.Popen([sys.executable, "-c", SUPERVISING_STARTER], stdout=subprocess.PIPE, text=True)
+    try:
+        supervisor_pid = int(starter.stdout.readline())
+        wait_until(lambda: children(supervisor_pid), 30, "the supervisor to start its child")
+        (supervised_pid,) = children(supervisor_pid)
+        os.kill(starter.pid, signal.SIGKILL)
+        starter.wait(30)
+        wait_until(lambda: not alive(supervisor_pid), 30, f"the supervisor {supervisor_pid} to end with its parent")
+        wait_until(lambda: not alive(supervised_pid), 30, f"its child {supervised_pid} to end with it")
     finally:
         if starter.poll() is None:
             starter.kill()

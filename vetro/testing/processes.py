@@ -5,7 +5,7 @@ engine on our machines) or in a thread of the test process, and vetro's tests ne
 workers, beat and redis-server processes that can be killed, restarted and paused.
 
 Everything started here is stopped by its own pid; nothing else is ever signalled. Each process
-starts in a process group of its own, which the reaper (`vetro.testing.reaper`) ends if the
+starts in a session of its own, which the reaper (`vetro.testing.reaper`) ends if the
 process that started it dies first, whatever ends it: a killed pytest, a CI time limit, Ctrl-C.
 """
 
@@ -87,7 +87,7 @@ _reaper = _Reaper()
 
 
 def spawn(args: list[str], **options: Any) -> subprocess.Popen:
-    """`subprocess.Popen` in a process group of its own, which ends with this process if nothing ends it first.
+    """`subprocess.Popen` in a session of its own, which ends with this process if nothing ends it first.
 
     Call `reaped(process)` once it has ended, so its pid is never signalled after it is reused.
     """
@@ -97,7 +97,7 @@ def spawn(args: list[str], **options: Any) -> subprocess.Popen:
 
 
 def reaped(process: subprocess.Popen) -> None:
-    """The process has been waited for: its group is no longer the reaper's to end."""
+    """The process has been waited for: its session is no longer the reaper's to end."""
     _reaper.forget(process.pid)
 
 
