@@ -12,7 +12,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from settings import get_settings
@@ -84,6 +85,10 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade(url: str | None = None) -> None:
+    """Migrate to this code's head; a database a later release has already migrated further is left alone."""
+    current, _ = revisions(url)
+    if current is not None and current not in _known(url):
+        return
     command.upgrade(alembic_config(url), "head")
 
 
@@ -94,12 +99,43 @@ def revisions(url: str | None = None) -> tuple[str | None, str]:
         return MigrationContext.configure(connection).get_current_revision(), head
 
 
+def _known(url: str | None) -> set[str]:
+    """Every revision this code's migrations know (its head and what it revises)."""
+    return {script.revision for script in ScriptDirectory.from_config(alembic_config(url)).walk_revisions()}
+
+
+def _runs_with(url: str | None, revision: str) -> str | None:
+    """The oldest code head a database at `revision` runs with, as its migration wrote it in vetro_schema."""
+    try:
+        with engine(url).connect() as connection:
+            query = text("SELECT runs_with FROM vetro_schema WHERE revision = :revision")
+            return connection.execute(query, {"revision": revision}).scalar()
+    except SQLAlchemyError:
+        return None  # no vetro_schema: a database older than the policy, never ahead of this code
+
+
 def require_migrated(url: str | None = None) -> None:
+    """Refuse a database behind this code, or ahead of it by a migration this code cannot run with.
+
+    The policy (docs/explanation/migrations.md): an expand migration only adds, and records that code
+    at the previous head runs on it, so old workers go on during a rolling deploy; a contract
+    migration records its own revision, and old code stops with this message.
+    """
     current, head = revisions(url)
-    if current != head:
+    if current == head:
+        return
+    known = _known(url)
+    if current in known or current is None:
         raise NotMigratedError(
             f"the dead-letter database {_safe(_database_url(url))} is at revision {current or 'none'}, "
             f"the code needs {head}: run `vetro db upgrade`"
+        )
+    runs_with = _runs_with(url, current)
+    if runs_with not in known:
+        raise NotMigratedError(
+            f"the dead-letter database {_safe(_database_url(url))} is at revision {current}, newer than this "
+            f"code ({head}) and not compatible with it (it needs code at {runs_with or 'its own revision'} or "
+            "later): deploy the newer release"
         )
 
 
@@ -110,8 +146,6 @@ def _safe(url: str) -> str:
 
 def main() -> int:
     """The migration check as its own process (the worker runs it so as never to load Alembic itself)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         require_migrated()
     except NotMigratedError as error:

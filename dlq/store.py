@@ -15,7 +15,21 @@ from traceback import format_exception
 from typing import Any
 
 from kombu.utils.json import dumps
-from sqlalchemy import Integer, Select, bindparam, case, delete, func, literal_column, or_, select, text, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -31,8 +45,7 @@ from settings import get_settings
 
 log = logging.getLogger("vetro.dlq")
 
-REPLAYABLE = (Status.FAILED, Status.REPLAYING)
-OPEN = (Status.FAILED, Status.REPLAYING, Status.QUARANTINED)
+OPEN = (Status.FAILED, Status.REVIEWING, Status.REPLAYING, Status.QUARANTINED)
 FINISHED = (Status.RESOLVED, Status.DISCARDED)
 
 
@@ -219,6 +232,11 @@ class RowFilter:
     error: str | None = None  # text in the exception type or message, matched literally (no wildcards)
     fingerprint: str | None = None
     job: str | None = None
+    key: str | None = None  # the job's idempotency key
+    correlation: str | None = None  # its correlation id
+    # Text anywhere in the row's input, or, for a sealed input (VETRO_ENCRYPTION_KEYS), in what is kept
+    # in clear: the job id, key, correlation id and error.
+    search: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -247,11 +265,27 @@ class RowFilter:
             conditions.append(DeadLetter.fingerprint == self.fingerprint)
         if self.job:
             conditions.append(DeadLetter.job_id == self.job)
+        if self.key:
+            conditions.append(DeadLetter.idempotency_key == self.key)
+        if self.correlation:
+            conditions.append(DeadLetter.correlation_id == self.correlation)
+        if self.search:
+            conditions.append(_searched(self.search))
         if self.since:
             conditions.append(DeadLetter.last_failed_at >= self.since)
         if self.until:
             conditions.append(DeadLetter.last_failed_at < self.until)
         return statement.where(*conditions)
+
+
+def _searched(text: str) -> Any:
+    """Rows whose input holds `text` (a sealed input is ciphertext: only its clear fields can match)."""
+    text = text.lower()
+    clear = [DeadLetter.job_id, DeadLetter.idempotency_key, DeadLetter.correlation_id, DeadLetter.message]
+    return or_(
+        func.lower(cast(DeadLetter.input, String)).contains(text, autoescape=True),
+        *(func.lower(column).contains(text, autoescape=True) for column in clear),
+    )
 
 
 def rows(row_filter: RowFilter, limit: int | None = None, offset: int = 0) -> list[DeadLetter]:

@@ -90,7 +90,12 @@ def flush_spool() -> int:
 
 @app.task(name=PURGE_TASK, ignore_result=True, acks_late=False)
 def purge() -> int:
-    """Delete resolved and discarded rows past the retention settings (run by celery beat)."""
-    from dlq import store
+    """Delete resolved and discarded rows past the retention settings, and audit entries as old (run by beat)."""
+    from datetime import timedelta
 
-    return store.purge_by_policy()
+    from dlq import audit, store
+    from settings import get_settings
+
+    purged = store.purge_by_policy()
+    audit.purge(timedelta(days=get_settings().dlq_retention_days))
+    return purged

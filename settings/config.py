@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 from cryptography.fernet import Fernet
@@ -15,7 +16,7 @@ MIN_HOLD_SECONDS = 3  # the shortest countdown a retry may be held for below the
 STALL_MARGIN_SECONDS = 10  # added to the stall bound for clock skew between hosts and sweep delay
 REFERENCE_PIPELINES = ["tasks.orders", "tasks.provider_sync", "tasks.payments"]
 PERSONAL_FIELDS = ("name", "email", "phone", "address")
-SECRET_FIELDS = ("encryption_keys", "sentry_dsn", "serve_auth")  # never echoed in an error
+SECRET_FIELDS = ("encryption_keys", "sentry_dsn", "serve_auth", "console_secret")  # never echoed in an error
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -186,7 +187,13 @@ class Settings(BaseSettings):
     serve_host: str = Field("127.0.0.1", description="interface `vetro serve` listens on")
     serve_port: int = Field(9808, ge=1, le=65535, description="its port (the Celery exporter's)")
     serve_auth: SecretStr | None = Field(
-        None, description="user:password for HTTP basic auth on every endpoint; unset, anyone who reaches it may read"
+        None, description="user:password (HTTP basic auth) for /metrics and /health/*; unset, open to all who reach it"
+    )
+    console_users_file: Path | None = Field(
+        None, description="the console's users, roles and password hashes (`vetro user add` writes it)"
+    )
+    console_secret: SecretStr | None = Field(
+        None, description="signs the console's session cookies (32+ characters); unset, a new one each start"
     )
     health_stall_seconds: float = Field(
         60, gt=0, description="a queue whose messages wait this long while no worker takes one is stalled (not ready)"
@@ -219,6 +226,20 @@ class Settings(BaseSettings):
             user, _, password = secret.get_secret_value().partition(":")
             if not user or not password:
                 raise ValueError("give user:password")
+        return secret
+
+    @field_validator("console_users_file")
+    @classmethod
+    def _users_file_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file: {str(path)[:200]} (make it with `vetro user add`)")
+        return path
+
+    @field_validator("console_secret")
+    @classmethod
+    def _long_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 32:
+            raise ValueError("at least 32 characters (make one with `vetro keygen`)")
         return secret
 
     @field_validator("encryption_keys")

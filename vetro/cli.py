@@ -19,6 +19,7 @@ from pipeline.telemetry import logs
 from settings import ConfigError
 from vetro.console import fail, first_line, tables
 from vetro.console import messages as console
+from vetro.console_users_cli import audit_cli, user_cli
 from vetro.dead_letters_cli import db_cli, dlq_cli, parse_duration
 from vetro.quarantine_cli import quarantine_cli
 
@@ -34,6 +35,8 @@ cli.add_typer(breakers_cli, name="breakers")
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(quarantine_cli, name="quarantine")
+cli.add_typer(user_cli, name="user")
+cli.add_typer(audit_cli, name="audit")
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -173,8 +176,9 @@ def serve(
     host: str = typer.Option(None, help="Interface to listen on (default: VETRO_SERVE_HOST, 127.0.0.1)."),
     port: int = typer.Option(None, min=1, max=65535, help="Port (default: VETRO_SERVE_PORT, 9808)."),
 ) -> None:
-    """Serve /metrics (Prometheus), /health/live and /health/ready for the whole fleet."""
-    from vetro.serve import listening, serve
+    """Serve the operator console, its API, /metrics (Prometheus) and /health/live, /health/ready."""
+    from vetro.serve import access_for, listening, serve
+    from vetro.web.security import ConsoleError
 
     try:
         sock = listening(host, port)
@@ -182,11 +186,18 @@ def serve(
         raise fail(
             f"cannot listen on {host or 'VETRO_SERVE_HOST'}:{port or 'VETRO_SERVE_PORT'}: {error.strerror}", code=1
         ) from None
+    try:
+        access = access_for(sock)
+    except ConsoleError as error:
+        sock.close()
+        raise fail(error.message) from None
     bound_host, bound_port = sock.getsockname()[:2]
+    who = "everyone on this machine is the admin 'local'" if access.local else f"users from {access.users_file}"
     console.print(
-        f"vetro serve on http://{bound_host}:{bound_port} (/metrics, /health/live, /health/ready)", highlight=False
+        f"vetro serve on http://{bound_host}:{bound_port}: the console ({who}), /api, /metrics, /health/ready",
+        highlight=False,
     )
-    serve(sock)
+    serve(sock, access)
 
 
 @cli.command()

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dlq import store
-from dlq.models import DeadLetter, Status
+from dlq import actions, audit, filters, store
+from dlq.models import DeadLetter
+from dlq.selection import Selection, resolve, rows_of
 from vetro.console import fail
 from vetro.console import messages as err
 
@@ -30,11 +31,8 @@ dlq_cli = typer.Typer(help="See, group, replay and discard dead letters.", no_ar
 db_cli = typer.Typer(help="The dead-letter database's schema.", no_args_is_help=True)
 out = Console(soft_wrap=True)
 
-_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
-
-def _database_ready() -> None:
+def database_ready() -> None:
     """Every dlq command needs a reachable, migrated database: say so in one line if not (its help needs none)."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -58,34 +56,10 @@ def _possible_id(row_id: int) -> bool:
 
 
 def parse_duration(text: str) -> timedelta:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise fail(f"{text!r} is not a duration like 30d, 12h or 15m")
     try:
-        duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        store.utcnow() - duration  # that long ago must be a date
-    except OverflowError:
-        raise fail(f"{text!r:.40} reaches back past any date vetro can hold") from None
-    return duration
-
-
-def parse_when(text: str | None) -> datetime | None:
-    """An ISO date-time (UTC), or a duration meaning that long ago (2h, 7d)."""
-    if text is None:
-        return None
-    if _DURATION.match(text.strip()):
-        return store.utcnow() - parse_duration(text)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise fail(f"{text!r} is neither an ISO date-time nor a duration like 2h") from None
-    return parsed.replace(tzinfo=None) if parsed.tzinfo is None else parsed.astimezone(tz=None).replace(tzinfo=None)
-
-
-def _choice(value: str | None, allowed: list[str], option: str) -> str | None:
-    if value is not None and value not in allowed:
-        raise fail(f"{option} {value!r}: expected one of {', '.join(allowed)}")
-    return value
+        return filters.duration(text)
+    except filters.FilterError as error:
+        raise fail(str(error)) from None
 
 
 _FILTER_OPTIONS = {
@@ -95,6 +69,9 @@ _FILTER_OPTIONS = {
     "error": (str | None, typer.Option(None, help="Text in the exception type or message.")),
     "fingerprint": (str | None, typer.Option(None, help="Rows with this cause (see `patterns`).")),
     "job": (str | None, typer.Option(None, help="Rows of this job id.")),
+    "key": (str | None, typer.Option(None, help="Rows of the job with this idempotency key.")),
+    "correlation": (str | None, typer.Option(None, help="Rows with this correlation id.")),
+    "search": (str | None, typer.Option(None, help="Text in the input (sealed inputs: in job id, key, error).")),
     "since": (str | None, typer.Option(None, help="Last failed at or after: ISO time or 2h / 7d ago.")),
     "until": (str | None, typer.Option(None, help="Last failed before: ISO time or 2h / 7d ago.")),
 }
@@ -112,19 +89,10 @@ def with_filter(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
         values = {name: kwargs.pop(name) for name in _FILTER_OPTIONS}
-        rows = store.RowFilter(
-            ids=list(kwargs.pop("ids", None) or []),
-            stage=values["stage"],
-            status=_choice(values["status"], [s.value for s in Status], "--status"),
-            failure_class=_choice(
-                values["failure_class"], ["transient", "permanent", "business", "technical"], "--class"
-            ),
-            error=values["error"],
-            fingerprint=values["fingerprint"],
-            job=values["job"],
-            since=parse_when(values["since"]),
-            until=parse_when(values["until"]),
-        )
+        try:
+            rows = filters.row_filter(ids=list(kwargs.pop("ids", None) or []), **values)
+        except filters.FilterError as error:
+            raise fail(f"--{str(error).replace('_', '-')}") from None
         if "ids" in signature.parameters:
             kwargs["ids"] = rows.ids
         return command(rows=rows, **kwargs)
@@ -144,16 +112,13 @@ def _check_ids(ids: list[int]) -> None:
         raise fail(f"no dead letter with id {', '.join(map(str, missing))}")
 
 
-def _selection(rows: store.RowFilter, everything: bool, verb: str, default_statuses: tuple[str, ...]) -> list:
+def _selection(rows: store.RowFilter, everything: bool, action: str) -> Selection:
     """The rows a bulk command acts on: ids, or a filter, or --all; never an accidental 'everything'."""
     if rows.ids:
         _check_ids(rows.ids)
     elif rows.is_empty() and not everything:
-        raise fail(f"say which rows to {verb}: ids, a filter (see --help), or --all")
-    selected = store.rows(rows)
-    if not rows.status and not rows.ids:
-        selected = [row for row in selected if row.status in default_statuses]
-    return selected
+        raise fail(f"say which rows to {action}: ids, a filter (see --help), or --all")
+    return resolve(action, rows, everything)
 
 
 def _nothing_selected(verb: str) -> None:
@@ -246,26 +211,26 @@ def patterns(rows: store.RowFilter, as_json: bool = typer.Option(False, "--json"
     return None
 
 
-def _confirmed(
-    rows: store.RowFilter, everything: bool, verb: str, statuses: tuple, dry_run: bool, yes: bool
-) -> list[DeadLetter]:
-    """The rows a bulk command acts on, confirmed; [] when it acts on none (nothing matched, or a dry run)."""
-    selected = _selection(rows, everything, verb, statuses)
-    if not selected:
-        _nothing_selected(verb)
-        return []
+def _confirmed(rows: store.RowFilter, everything: bool, action: str, dry_run: bool, yes: bool) -> Selection | None:
+    """The selection a bulk command acts on, confirmed; None when it acts on none (nothing matched, or a dry run)."""
+    selected = _selection(rows, everything, action)
+    if not selected.ids:
+        _nothing_selected(action)
+        return None
     if dry_run:
-        out.print(_table(selected))
-        err.print(f"would {verb} {len(selected)} dead letter(s)", highlight=False)
-        return []
-    _confirm(len(selected), f"{verb.removesuffix('e')}ing", yes)
+        out.print(_table(rows_of(selected.ids)))
+        err.print(f"would {action} {selected.count} dead letter(s)", highlight=False)
+        return None
+    err.print(f"{action.removesuffix('e')}ing {selected.count} dead letter(s)", highlight=False)
+    if not yes and not typer.confirm("go ahead?", err=True):
+        raise typer.Exit(1)
     return selected
 
 
-def _confirm(count: int, what: str, yes: bool) -> None:
-    err.print(f"{what} {count} dead letter(s)", highlight=False)
-    if not yes and not typer.confirm("go ahead?", err=True):
-        raise typer.Exit(1)
+def _cli_user(by: str | None = None) -> actions.Actor:
+    """The OS user, as the audit log records a CLI action (and whom `--by` names for them)."""
+    user = audit.os_user()
+    return actions.Actor(by or user, "cli", os_user=user)
 
 
 def _parse_rate(text: str | None) -> float | None:
@@ -287,15 +252,14 @@ def replay(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
     rate: str = typer.Option(None, help="At most this many replays a second, e.g. 20/s."),
     force: bool = typer.Option(False, help="Replay quarantined, resolved or discarded rows too."),
+    incident: str = typer.Option(None, help="The incident this replay answers, for the audit log."),
 ) -> None:
     """Re-enqueue each job at its failed step, with the same job id and idempotency key."""
-    from dlq.replay import replay as replay_rows
-
     per_second = _parse_rate(rate)
-    selected = _confirmed(rows, everything, "replay", (Status.FAILED, Status.QUARANTINED), dry_run, yes)
-    if not selected:
+    selected = _confirmed(rows, everything, "replay", dry_run, yes)
+    if selected is None:
         return
-    report = replay_rows(selected, force=force, rate=per_second)
+    report = actions.replay(selected, _cli_user(), incident=incident, rate=per_second, force=force)
     for row_id, reason in report.refused.items():
         err.print(f"not replayed: {row_id}: {reason}", highlight=False)
     err.print(f"replayed {len(report.replayed)} dead letter(s) in {report.seconds:.1f}s", highlight=False)
@@ -315,14 +279,29 @@ def discard(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
 ) -> None:
     """Mark rows discarded: kept for the record, never replayed unless forced."""
-    import getpass
-
-    statuses = (Status.FAILED, Status.QUARANTINED, Status.REPLAYING)
-    selected = _confirmed(rows, everything, "discard", statuses, dry_run, yes)
-    if not selected:
+    if not reason.strip():
+        raise fail("--reason: say why, for whoever looks later")
+    selected = _confirmed(rows, everything, "discard", dry_run, yes)
+    if selected is None:
         return
-    discarded = store.discard([row.id for row in selected], by or getpass.getuser(), reason)
+    discarded = actions.discard(selected, _cli_user(by), reason)
     err.print(f"discarded {discarded} dead letter(s)", highlight=False)
+
+
+@dlq_cli.command()
+def claim(
+    row_id: int = typer.Argument(..., metavar="ID"),
+    by: str = typer.Option(None, help="Who (default: the login name)."),
+) -> None:
+    """Take a failed dead letter into review (failed -> reviewing), so others see who is on it."""
+    if not _possible_id(row_id) or store.get_row(row_id) is None:
+        raise fail(f"no dead letter with id {row_id}")
+    actor = _cli_user(by)
+    if not actions.claim(row_id, actor):
+        row = store.get_row(row_id)
+        who = f" by {row.claimed_by}" if row.claimed_by else ""
+        raise fail(f"dead letter {row_id} is {row.status}{who}: only a failed or quarantined one can be claimed")
+    err.print(f"dead letter {row_id} is reviewing, claimed by {actor.name}", highlight=False)
 
 
 @dlq_cli.command()
@@ -345,7 +324,8 @@ def export(
     output: Path = typer.Option(None, help="File to write (default: standard output)."),
 ) -> None:
     """Write the selected rows, everything included, one JSON object a line."""
-    _choice(export_format, ["jsonl"], "--format")
+    if export_format != "jsonl":
+        raise fail(f"--format {export_format!r}: expected jsonl")
     stream = output.open("w", encoding="utf-8") if output else sys.stdout
     if stream is None:
         raise fail("standard output is closed: give --output FILE")
@@ -386,7 +366,9 @@ def upgrade() -> None:
     from dlq.db import upgrade as run_upgrade
 
     run_upgrade()
-    err.print(f"dead-letter database at revision {revisions()[0]}", highlight=False)
+    database, code = revisions()
+    later = "" if database == code else f" (a later release's; this code's is {code}: left as it is)"
+    err.print(f"dead-letter database at revision {database}{later}", highlight=False)
 
 
 @db_cli.command()
@@ -401,7 +383,7 @@ def current() -> None:
 def _needs_the_database(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        _database_ready()
+        database_ready()
         return command(*args, **kwargs)
 
     return checked

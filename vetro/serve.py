@@ -1,33 +1,57 @@
-"""The operations endpoint (`vetro serve`): FastAPI under uvicorn, serving what vetro.ops reports.
+"""`vetro serve`: one ASGI application (FastAPI under uvicorn) for operators and their tools.
 
-- `/metrics`: Prometheus's text format.
-- `/health/live`: this server answers.
-- `/health/ready`: 200 when ready (perhaps degraded, said in the body), 503 with the reasons otherwise.
-
-HTTP basic auth guards every endpoint when VETRO_SERVE_AUTH is set (`user:password`).
+- `/metrics`: Prometheus's text format; `/health/live`, `/health/ready` (200 ready, perhaps degraded;
+  503 with the reasons). VETRO_SERVE_AUTH (`user:password`, HTTP basic) guards these three, so a
+  scraper needs no console user.
+- `/api/...`: the console's JSON API (OpenAPI at /api/openapi.json); `/...`: the console's pages.
+  Both need a signed-in user (vetro.web.security).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 import socket
+from pathlib import Path
 from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
 
 from settings import get_settings
 from vetro.ops import exposition, report
+from vetro.web import api, pages
+from vetro.web.api import StaleError, one_line
+from vetro.web.security import (
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    Access,
+    ConsoleError,
+    NotSignedInError,
+    check_csrf,
+    is_loopback,
+)
 
 log = logging.getLogger("vetro.ops")
 _basic = HTTPBasic(realm="vetro", auto_error=False)
+# What a browser may load and where a page may be framed: only the console's own files, never inside another site.
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
 
 
-def _authorized(credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]) -> None:
+def _ops_authorized(credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]) -> None:
     secret = get_settings().serve_auth
     if secret is None:
         return
@@ -36,18 +60,52 @@ def _authorized(credentials: Annotated[HTTPBasicCredentials | None, Depends(_bas
         raise HTTPException(401, "not authorized", headers={"WWW-Authenticate": 'Basic realm="vetro"'})
 
 
-def application() -> FastAPI:
-    app = FastAPI(title="vetro", docs_url=None, redoc_url=None, openapi_url=None, dependencies=[Depends(_authorized)])
+def application(access: Access, secure_cookies: bool = True) -> FastAPI:
+    app = FastAPI(
+        title="vetro",
+        summary="The operator console's API: dead letters, their patterns, replays, discards, the audit log.",
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(check_csrf)],
+    )
+    app.state.access = access
+    secret = get_settings().console_secret
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret.get_secret_value() if secret else secrets.token_urlsafe(32),
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_SECONDS,
+        same_site="strict",
+        https_only=secure_cookies,
+    )
 
-    @app.get("/metrics")
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    _operations(app)
+    app.include_router(api.router())
+    app.include_router(pages.router())
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
+    _errors(app)
+    return app
+
+
+def _operations(app: FastAPI) -> None:
+    guarded = [Depends(_ops_authorized)]
+
+    @app.get("/metrics", dependencies=guarded, include_in_schema=False)
     def metrics() -> Response:
         return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/health/live")
+    @app.get("/health/live", dependencies=guarded, include_in_schema=False)
     def live() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/health/ready")
+    @app.get("/health/ready", dependencies=guarded, include_in_schema=False)
     def ready() -> JSONResponse:
         try:
             current = report()
@@ -56,12 +114,40 @@ def application() -> FastAPI:
             return JSONResponse({"ready": False, "error": f"{type(error).__name__}: {error}"[:300]}, 503)
         return JSONResponse(current.as_dict(), 200 if current.ready else 503)
 
-    @app.exception_handler(Exception)
-    def failed(request: Request, error: Exception) -> JSONResponse:  # a request never ends the server
-        log.exception("serving %s failed", request.url.path[:100])
-        return JSONResponse({"error": f"{type(error).__name__}: {error}"[:300]}, 500)
 
-    return app
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith(("/api/", "/metrics", "/health/"))
+
+
+def _refused(request: Request, status: int, message: str, **extra: Any) -> Response:
+    """One line, as JSON for the API and the operations endpoints, as a page for people."""
+    if _wants_json(request):
+        return JSONResponse({"error": message, **extra}, status)
+    return pages.render(request, "error.html", status=status, message=message)
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(ConsoleError)
+    def console_error(request: Request, error: ConsoleError) -> Response:
+        if isinstance(error, NotSignedInError) and not _wants_json(request):
+            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        extra = {"preview": error.preview} if isinstance(error, StaleError) else {}
+        return _refused(request, error.status, error.message, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, error: RequestValidationError) -> Response:
+        return _refused(request, 422, one_line(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"error": str(error.detail)}, error.status_code, headers=error.headers)
+        return _refused(request, error.status_code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    def failed(request: Request, error: Exception) -> Response:  # a request never ends the server
+        log.exception("serving %s failed", request.url.path[:100])
+        return _refused(request, 500, f"{type(error).__name__}: {error}"[:300])
 
 
 def listening(host: str | None = None, port: int | None = None) -> socket.socket:
@@ -79,7 +165,14 @@ def listening(host: str | None = None, port: int | None = None) -> socket.socket
     return sock
 
 
-def serve(sock: socket.socket, **options: Any) -> None:
-    """Serve until interrupted (uvicorn handles SIGINT and SIGTERM: a graceful stop)."""
-    config = uvicorn.Config(application(), log_level="warning", access_log=False, **options)
+def access_for(sock: socket.socket) -> Access:
+    """Who may use the console served on `sock` (ConsoleError, in one line, when nobody safely may)."""
+    return Access.for_address(sock.getsockname()[0], get_settings().console_users_file)
+
+
+def serve(sock: socket.socket, access: Access, **options: Any) -> None:
+    """Serve until interrupted (uvicorn handles SIGINT and SIGTERM: a graceful stop). Cookies are Secure
+    unless the console is on loopback, where a browser keeps them over plain HTTP too."""
+    secure = not is_loopback(sock.getsockname()[0])
+    config = uvicorn.Config(application(access, secure), log_level="warning", access_log=False, **options)
     uvicorn.Server(config).run(sockets=[sock])

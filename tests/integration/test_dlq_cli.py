@@ -76,7 +76,7 @@ def test_a_bulk_command_without_a_selection_asks_for_one(rows):
     [
         (["show", "99999"], "error: no dead letter with id 99999"),
         (["replay", "99999", "--yes"], "error: no dead letter with id 99999"),
-        (["list", "--since", "yesterday"], "error: 'yesterday' is neither an ISO date-time nor a duration"),
+        (["list", "--since", "yesterday"], "error: --since: 'yesterday' is neither an ISO date-time nor a duration"),
         (["list", "--class", "odd"], "error: --class 'odd': expected one of"),
         (["purge", "--older-than", "soon", "--yes"], "error: 'soon' is not a duration"),
         (["replay", "--all", "--rate", "fast", "--yes"], "error: --rate 'fast'"),
@@ -111,7 +111,7 @@ def test_a_worker_refuses_an_unmigrated_database(tmp_path):
     env = worker_env(VETRO_DATABASE_URL=f"sqlite:///{tmp_path}/empty.db")
     result = celery_worker(env)
     assert result.returncode != 0
-    assert "is at revision none, the code needs 0002: run `vetro db upgrade`" in result.stderr
+    assert "is at revision none, the code needs 0003: run `vetro db upgrade`" in result.stderr
 
 
 @pytest.mark.parametrize(

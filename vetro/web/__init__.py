@@ -1,0 +1,1 @@
+"""The operator console and its JSON API, served by `vetro serve` beside /metrics and /health."""

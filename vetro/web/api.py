@@ -1,0 +1,287 @@
+"""The console's JSON API under /api (its OpenAPI document at /api/openapi.json): what the pages show and
+do, for scripts. Every refusal is one line, `{"error": "..."}`, with the status that fits it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dlq import actions, audit, filters, operations, selection, store
+from dlq.models import DeadLetter
+from dlq.store import RowFilter
+from pipeline.jobs.timeline import describe_job
+from vetro.timeline import for_scripts
+from vetro.web import background
+from vetro.web.security import ConsoleError, csrf_token, current_user, require, sign_in, sign_out
+from vetro.web.users import Role, User
+
+MAX_ROW_ID = 2**63 - 1
+RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
+PathId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+Text = Annotated[str | None, Field(max_length=filters.MAX_TEXT)]
+QueryText = Annotated[str | None, Query(max_length=filters.MAX_TEXT)]
+
+
+class FilterIn(BaseModel):
+    """Which dead letters: every field the CLI's filter has. An empty filter selects nothing unless
+    `everything` is true."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[RowId] = Field(default_factory=list, max_length=10_000)
+    stage: Text = None
+    status: Text = None
+    failure_class: Text = None
+    error: Text = None
+    fingerprint: Text = None
+    job: Text = None
+    key: Text = None
+    correlation: Text = None
+    search: Text = None
+    since: Text = None
+    until: Text = None
+    everything: bool = False
+
+    def rows(self) -> RowFilter:
+        return row_filter(self.model_dump(exclude={"everything"}))
+
+
+def row_filter(fields: dict[str, Any]) -> RowFilter:
+    try:
+        return filters.row_filter(**fields)
+    except filters.FilterError as error:
+        raise ConsoleError(400, str(error)) from None
+
+
+def query_filter(
+    stage: QueryText = None,
+    status: QueryText = None,
+    failure_class: QueryText = None,
+    error: QueryText = None,
+    fingerprint: QueryText = None,
+    job: QueryText = None,
+    key: QueryText = None,
+    correlation: QueryText = None,
+    search: QueryText = None,
+    since: QueryText = None,
+    until: QueryText = None,
+) -> RowFilter:
+    """The filter from a query string (the list, the patterns, the console's address bar)."""
+    return row_filter(locals())
+
+
+class PreviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["replay", "discard"]
+    filter: FilterIn
+
+
+class ActIn(BaseModel):
+    """An action on the selection a preview showed: its digest, and its count typed back when large."""
+
+    model_config = ConfigDict(extra="forbid")
+    filter: FilterIn
+    digest: str = Field(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$")
+    confirm_count: int | None = Field(None, ge=0, le=MAX_ROW_ID)
+
+
+class ReplayIn(ActIn):
+    incident: str | None = Field(None, max_length=128)
+    rate: float | None = Field(None, ge=0.1, le=10_000, description="replays a second; unset, as fast as it goes")
+    force: bool = False
+
+
+class DiscardIn(ActIn):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class SignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+
+
+Signed = Annotated[User, Depends(current_user)]
+
+
+def confirmed(action: str, body: ActIn) -> selection.Selection:
+    try:
+        return selection.confirmed(
+            action, body.filter.rows(), body.digest, body.confirm_count, everything=body.filter.everything
+        )
+    except selection.StaleSelectionError as error:
+        raise StaleError(error) from None
+    except selection.SelectionError as error:
+        raise ConsoleError(409 if "nothing matches" in str(error) else 422, str(error)) from None
+
+
+class StaleError(ConsoleError):
+    """409 with the new preview, to show instead of the one that was acted on."""
+
+    def __init__(self, error: selection.StaleSelectionError) -> None:
+        super().__init__(409, str(error))
+        self.preview = error.current.preview()
+
+
+def one_line(error: ValidationError | RequestValidationError) -> str:
+    """pydantic's first complaint, naming the field: `filter.since: String should have at most 256 characters`."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"] if part not in ("body", "query", "path"))
+    more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    return f"{where or 'request'}: {first['msg']}{more}"
+
+
+def validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """A form's fields as the API's body model, or a 422 saying what is wrong in one line."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ConsoleError(422, one_line(error)) from None
+
+
+def actor(user: User, via: str = "console") -> actions.Actor:
+    return actions.Actor(user.name, via)
+
+
+def router() -> APIRouter:
+    api = APIRouter(prefix="/api")
+
+    @api.post("/session")
+    def start_session(body: SignIn, request: Request) -> dict[str, str]:
+        """Sign in: a session cookie, and the CSRF token every changing request carries (X-CSRF-Token)."""
+        user = sign_in(request, body.name, body.password)
+        return {"user": user.name, "role": str(user.role), "csrf": request.session.get("csrf", "")}
+
+    @api.delete("/session")
+    def end_session(request: Request) -> dict[str, str]:
+        sign_out(request)
+        return {"signed_out": "yes"}
+
+    @api.get("/me")
+    def me(user: Signed, request: Request) -> dict[str, str]:
+        return {"user": user.name, "role": str(user.role), "csrf": csrf_token(request)}
+
+    @api.get("/dead-letters")
+    def list_dead_letters(
+        _: Signed,
+        rows: Annotated[RowFilter, Depends(query_filter)],
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> dict[str, Any]:
+        """Dead letters, newest failure first, a page at a time."""
+        page = store.rows(rows, limit=limit, offset=offset)
+        return {"total": store.count(rows), "rows": [listed(row) for row in page]}
+
+    @api.get("/dead-letters/{row_id}")
+    def dead_letter(_: Signed, row_id: PathId) -> dict[str, Any]:
+        """One row with its input, error, traceback and attempts, and its job's timeline."""
+        return detail(found(row_id))
+
+    @api.get("/patterns")
+    def patterns(_: Signed, rows: Annotated[RowFilter, Depends(query_filter)]) -> list[dict[str, Any]]:
+        """Rows grouped by cause (fingerprint), largest group first."""
+        return [pattern_shown(pattern) for pattern in store.patterns(rows)]
+
+    @api.post("/dead-letters/preview")
+    def preview(_: Signed, body: PreviewIn) -> dict[str, Any]:
+        """What an action would act on: the count, a sample and the digest the action must carry."""
+        return resolved(body.action, body.filter).preview()
+
+    @api.post("/dead-letters/replay", status_code=202)
+    def replay(user: Signed, body: ReplayIn) -> dict[str, Any]:
+        """Replay the previewed selection in the background (paced at `rate`): the operation to follow."""
+        require(user, Role.OPERATOR, "replaying")
+        chosen = confirmed("replay", body)
+        operation_id = background.replay(chosen, actor(user), body.incident, body.rate, body.force)
+        return operations.get(operation_id)
+
+    @api.post("/dead-letters/discard")
+    def discard(user: Signed, body: DiscardIn) -> dict[str, Any]:
+        """Discard the previewed selection with a reason."""
+        require(user, Role.OPERATOR, "discarding")
+        chosen = confirmed("discard", body)
+        return {"discarded": actions.discard(chosen, actor(user), body.reason), "selected": chosen.count}
+
+    @api.post("/dead-letters/{row_id}/claim")
+    def claim(user: Signed, row_id: PathId) -> dict[str, Any]:
+        """Take a failed row into review (failed -> reviewing, claimed by you)."""
+        require(user, Role.OPERATOR, "claiming")
+        row = found(row_id)
+        if not actions.claim(row_id, actor(user)):
+            who = f" by {row.claimed_by}" if row.claimed_by else ""
+            raise ConsoleError(409, f"dead letter {row_id} is {row.status}{who}: only a failed one can be claimed")
+        return listed(found(row_id))
+
+    @api.get("/operations")
+    def list_operations(_: Signed) -> list[dict[str, Any]]:
+        return operations.recent()
+
+    @api.get("/operations/{operation_id}")
+    def operation(_: Signed, operation_id: PathId) -> dict[str, Any]:
+        shown = operations.get(operation_id)
+        if shown is None:
+            raise ConsoleError(404, f"no operation {operation_id}")
+        return shown
+
+    @api.post("/operations/{operation_id}/stop")
+    def stop_operation(user: Signed, operation_id: PathId) -> dict[str, Any]:
+        require(user, Role.OPERATOR, "stopping an operation")
+        if operations.get(operation_id) is None:
+            raise ConsoleError(404, f"no operation {operation_id}")
+        if not operations.request_stop(operation_id):
+            raise ConsoleError(409, f"operation {operation_id} is not running")
+        audit.write(user.name, "console", "stop", outcome={"operation": operation_id})
+        return operations.get(operation_id)
+
+    @api.get("/audit")
+    def audit_log(
+        _: Signed,
+        action: QueryText = None,
+        actor_name: Annotated[str | None, Query(alias="actor", max_length=128)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> dict[str, Any]:
+        page, total = audit.entries(limit, offset, action, actor_name)
+        return {"total": total, "entries": [entry.as_dict() for entry in page]}
+
+    return api
+
+
+def resolved(action: str, given: FilterIn) -> selection.Selection:
+    return selection.resolve(action, given.rows(), everything=given.everything)
+
+
+def found(row_id: int) -> DeadLetter:
+    row = store.get_row(row_id)
+    if row is None:
+        raise ConsoleError(404, f"no dead letter with id {row_id}")
+    return row
+
+
+def listed(row: DeadLetter) -> dict[str, Any]:
+    return {
+        **selection.summary(row),
+        "pipeline": row.pipeline,
+        "failure_class": row.failure_class,
+        "exception_type": row.exception_type,
+        "fingerprint": row.fingerprint,
+        "replay_count": row.replay_count,
+        "claimed_by": row.claimed_by,
+        "last_failed_at": row.last_failed_at.isoformat(),
+    }
+
+
+def detail(row: DeadLetter) -> dict[str, Any]:
+    described = describe_job(row.job_id)
+    return {**row.as_dict(), "timeline": for_scripts(described) if described else None}
+
+
+def pattern_shown(pattern: store.Pattern) -> dict[str, Any]:
+    return {
+        **vars(pattern),
+        "first_seen": pattern.first_seen.isoformat(),
+        "last_seen": pattern.last_seen.isoformat(),
+    }

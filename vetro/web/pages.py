@@ -1,0 +1,203 @@
+"""The console's pages, rendered on the server (Jinja2): the same operations as the API and the CLI, with
+forms that work without JavaScript. console.js only refreshes what changes (an operation's progress)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from dlq import actions, audit, operations, selection, store
+from dlq.filters import FAILURE_CLASSES
+from dlq.models import Status
+from dlq.store import RowFilter
+from vetro.web.api import (
+    DiscardIn,
+    PathId,
+    ReplayIn,
+    StaleError,
+    actor,
+    confirmed,
+    detail,
+    found,
+    pattern_shown,
+    query_filter,
+    validated,
+)
+from vetro.web.background import replay as replay_in_background
+from vetro.web.security import ConsoleError, csrf_token, current_user, require, sign_in, sign_out
+from vetro.web.users import Role, User
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+FILTER_FIELDS = ("stage", "status", "failure_class", "error", "fingerprint", "job", "key", "correlation", "search",
+                 "since", "until")  # fmt: skip
+PAGE_SIZE = 50
+
+
+def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    user = context.pop("user", None)
+    flash = request.session.pop("flash", None)
+    return templates.TemplateResponse(
+        request,
+        name,
+        {"user": user, "csrf": csrf_token(request), "flash": flash, "Role": Role, **context},
+        status_code=status,
+    )
+
+
+def shown_filter(request: Request) -> dict[str, str]:
+    """The filter fields the address bar gives, as typed (to fill the form and the links again)."""
+    return {name: request.query_params[name] for name in FILTER_FIELDS if request.query_params.get(name)}
+
+
+def see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def local_path(target: str | None) -> str:
+    """Where to go after signing in: a path of this console, never another site (//evil, https://...)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+Signed = Annotated[User, Depends(current_user)]
+FilterFromQuery = Annotated[RowFilter, Depends(query_filter)]
+
+
+def router() -> APIRouter:
+    pages = APIRouter(include_in_schema=False)
+
+    @pages.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request, next: str = "/") -> Response:
+        return render(request, "login.html", next=local_path(next))
+
+    @pages.post("/login")
+    def login(
+        request: Request,
+        name: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=1024)],
+        next: Annotated[str, Form(max_length=2000)] = "/",
+    ) -> Response:
+        try:
+            sign_in(request, name, password)
+        except ConsoleError as error:
+            return render(request, "login.html", status=error.status, error=error.message, next=local_path(next))
+        return see_other(local_path(next))
+
+    @pages.post("/logout")
+    def logout(request: Request) -> Response:
+        sign_out(request)
+        return see_other("/login")
+
+    @pages.get("/")
+    def home(_: Signed) -> Response:
+        return see_other("/dead-letters")
+
+    @pages.get("/dead-letters", response_class=HTMLResponse)
+    def dead_letters(request: Request, user: Signed, rows: FilterFromQuery, page: int = 1) -> Response:
+        page = max(1, min(page, 1_000_000))
+        total = store.count(rows)
+        listed = store.rows(rows, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        given = shown_filter(request)
+        return render(
+            request,
+            "dead_letters.html",
+            user=user,
+            rows=listed,
+            total=total,
+            page=page,
+            pages=max(1, -(-total // PAGE_SIZE)),
+            given=given,
+            query=urlencode(given),
+            statuses=[status.value for status in Status],
+            classes=FAILURE_CLASSES,
+        )
+
+    @pages.get("/dead-letters/preview", response_class=HTMLResponse)
+    def preview(request: Request, user: Signed, rows: FilterFromQuery, action: str = "replay") -> Response:
+        if action not in ("replay", "discard"):
+            raise ConsoleError(400, f"action {action[:40]!r}: expected replay or discard")
+        chosen = selection.resolve(action, rows)
+        return render(request, "preview.html", user=user, preview=chosen.preview(), given=shown_filter(request))
+
+    @pages.post("/dead-letters/act", response_class=HTMLResponse)
+    async def act(request: Request, user: Signed) -> Response:
+        form = await request.form()
+        action = str(form.get("action", ""))
+        if action not in ("replay", "discard"):
+            raise ConsoleError(400, f"action {action[:40]!r}: expected replay or discard")
+        require(user, Role.OPERATOR, f"{action.removesuffix('e')}ing")
+        given = {name: str(form[name]) for name in FILTER_FIELDS if form.get(name)}
+        ids = [int(value) for value in form.getlist("ids") if str(value).isdigit()]
+        fields: dict[str, Any] = {"filter": {**given, "ids": ids}, "digest": form.get("digest", "")}
+        if form.get("confirm_count"):
+            fields["confirm_count"] = form.get("confirm_count")
+        try:
+            if action == "replay":
+                body = validated(
+                    ReplayIn, {**fields, "incident": form.get("incident") or None, "rate": form.get("rate") or None}
+                )
+                chosen = confirmed("replay", body)
+                operation_id = replay_in_background(chosen, actor(user), body.incident, body.rate, body.force)
+                return see_other(f"/operations/{operation_id}")
+            body = validated(DiscardIn, {**fields, "reason": form.get("reason", "")})
+            chosen = confirmed("discard", body)
+            discarded = actions.discard(chosen, actor(user), body.reason)
+        except StaleError as error:
+            return render(
+                request, "preview.html", 409, user=user, preview=error.preview, given=given, error=error.message
+            )
+        request.session["flash"] = f"discarded {discarded} dead letter(s)"
+        return see_other(f"/dead-letters?{urlencode(given)}")
+
+    @pages.get("/dead-letters/{row_id}", response_class=HTMLResponse)
+    def dead_letter(request: Request, user: Signed, row_id: PathId) -> Response:
+        shown = detail(found(row_id))
+        one = selection.resolve("replay", RowFilter(ids=[row_id]))
+        history, _ = audit.entries(limit=20, ids_digest=one.digest)  # what was done to this row alone
+        return render(request, "dead_letter.html", user=user, row=shown, digest=one.digest, history=history)
+
+    @pages.post("/dead-letters/{row_id}/claim")
+    def claim(request: Request, user: Signed, row_id: PathId) -> Response:
+        require(user, Role.OPERATOR, "claiming")
+        row = found(row_id)
+        claimed = actions.claim(row_id, actor(user))
+        request.session["flash"] = "claimed: you are reviewing it" if claimed else f"not claimed: it is {row.status}"
+        return see_other(f"/dead-letters/{row_id}")
+
+    @pages.get("/patterns", response_class=HTMLResponse)
+    def patterns(request: Request, user: Signed, rows: FilterFromQuery) -> Response:
+        found_patterns = [pattern_shown(pattern) for pattern in store.patterns(rows)]
+        return render(request, "patterns.html", user=user, patterns=found_patterns, given=shown_filter(request))
+
+    @pages.get("/operations", response_class=HTMLResponse)
+    def operations_page(request: Request, user: Signed) -> Response:
+        return render(request, "operations.html", user=user, operations=operations.recent(50))
+
+    @pages.get("/operations/{operation_id}", response_class=HTMLResponse)
+    def operation_page(request: Request, user: Signed, operation_id: PathId) -> Response:
+        shown = operations.get(operation_id)
+        if shown is None:
+            raise ConsoleError(404, f"no operation {operation_id}")
+        return render(request, "operation.html", user=user, operation=shown)
+
+    @pages.post("/operations/{operation_id}/stop")
+    def stop(request: Request, user: Signed, operation_id: PathId) -> Response:
+        require(user, Role.OPERATOR, "stopping an operation")
+        if operations.request_stop(operation_id):
+            audit.write(user.name, "console", "stop", outcome={"operation": operation_id})
+            request.session["flash"] = "stopping: the replays already sent go on"
+        return see_other(f"/operations/{operation_id}")
+
+    @pages.get("/audit", response_class=HTMLResponse)
+    def audit_page(request: Request, user: Signed, action: str | None = None, page: int = 1) -> Response:
+        page = max(1, min(page, 1_000_000))
+        entries, total = audit.entries(PAGE_SIZE, (page - 1) * PAGE_SIZE, action or None)
+        return render(request, "audit.html", user=user, entries=entries, total=total, page=page, action=action or "")
+
+    return pages
