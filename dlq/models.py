@@ -69,7 +69,7 @@ class DeadLetter(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime())
 
     def as_dict(self) -> dict[str, Any]:
-        """The row for people and exports, its input opened when it was sealed (pipeline.privacy)."""
+        """The row for people and exports, its input opened when it was sealed (pipeline.sealing)."""
         return {**super().as_dict(), "input": self.opened_input()}
 
     def opened_input(self) -> Any:

@@ -38,17 +38,19 @@ def refusal(row: DeadLetter, force: bool) -> str | None:
 
 EXPIRED = "its job's record expired (kept VETRO_REPLAY_WINDOW after it failed): a replay would repeat its steps"
 UNDONE = "its job was compensated after this failure (its earlier steps undone): submit it again as a new job"
-REVOKED = "its job was revoked (use --force)"
+# Celery's workers drop a revoked task id for hours (worker_state.REVOKE_EXPIRES, longer with --statedb), and
+# a replay sends the failed step under its own id again: it would be dropped, and the job would stall.
+REVOKED = "its job was revoked: the workers drop its steps; submit it again as a new job"
 
 
 REPLAY_BATCH = 200  # rows marked in one transaction, and their jobs reopened and published in one round trip
 
 
-def _ledger_refusal(row: DeadLetter, state: ledger.JobState | None, force: bool) -> str | None:
+def _ledger_refusal(row: DeadLetter, state: ledger.JobState | None) -> str | None:
     if state is None:
         return EXPIRED
-    if state.status == ledger.REVOKED and not force:
-        return REVOKED
+    if state.status == ledger.REVOKED:
+        return REVOKED  # even forced: a replay would be dropped
     if state.compensations is not None and row.scope not in state.compensations:
         return UNDONE  # only a compensation that failed may be replayed: it goes on undoing
     return None
@@ -63,7 +65,7 @@ def replay_batch(rows: list[DeadLetter], force: bool = False) -> list[str | None
     """
     states = ledger.load_many([(row.pipeline, row.job_id) for row in rows])
     reasons = [
-        refusal(row, force) or _ledger_refusal(row, state, force) for row, state in zip(rows, states, strict=True)
+        refusal(row, force) or _ledger_refusal(row, state) for row, state in zip(rows, states, strict=True)
     ]
     chosen = [(row, state) for row, state, reason in zip(rows, states, reasons, strict=True) if reason is None]
     store.mark_replaying({row.id: state.plan.task_id_of(row.job_id, row.scope) for row, state in chosen})

@@ -203,7 +203,7 @@ class Settings(BaseSettings):
     )
     metrics_top_fingerprints: int = Field(20, ge=1, le=200, description="open dead-letter groups shown in metrics")
 
-    # Personal data: redacted where Celery shows a job's data, sealed where vetro keeps it (pipeline.privacy).
+    # Personal data: redacted where Celery shows a job's data, sealed where vetro keeps it (pipeline.sealing).
     redact_fields: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(PERSONAL_FIELDS),
         description="comma-separated field names (also matching '<anything>_<name>') shown as [redacted]",

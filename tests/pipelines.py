@@ -263,9 +263,11 @@ def asks_to_retry(self: Stage, payload: dict[str, Any]) -> int:
 
 @stage("slow", "habits", time_limit=30, soft_time_limit=25)
 def slow(self: Stage, payload: dict[str, Any]) -> dict[str, Any]:
-    """Notes its attempt, then takes `sleep` seconds: a step to revoke while it runs."""
+    """Notes its attempt, then takes `sleep` seconds (and fails for good with `fail`): a step to revoke as it runs."""
     attempt(payload["key"])
     time.sleep(payload.get("sleep", 0))
+    if payload.get("fail"):
+        raise PermanentError(f"{payload['key']} failed after its sleep")
     return payload
 
 

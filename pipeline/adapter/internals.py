@@ -164,7 +164,9 @@ def lineage(app: Celery, task_id: str) -> tuple[str, str | None]:
 def before_publish(
     name: str, body: Any, exchange: str, routing_key: str, headers: dict, properties: dict, retry_policy: dict
 ) -> None:
-    """`before_task_publish`, sent with the arguments Celery sends it."""
+    """`before_task_publish`, sent with the arguments Celery sends it; what a receiver changes in `headers`
+    or `properties` is published, as it is on Celery's own path (both dicts are the message's)."""
+    shown = {name: properties.get(name) for name in ("correlation_id", "reply_to")}
     before_task_publish.send(
         sender=name,
         body=body,
@@ -172,9 +174,10 @@ def before_publish(
         routing_key=routing_key,
         declare=[],
         headers=headers,
-        properties={name: properties.get(name) for name in ("correlation_id", "reply_to")},
+        properties=shown,
         retry_policy=retry_policy,
     )
+    properties.update(shown)
 
 
 def after_publish(name: str, body: Any, exchange: str, routing_key: str, headers: dict) -> None:
@@ -342,7 +345,11 @@ class ListeningControl(Control):
                **kwargs: Any) -> Any:  # fmt: skip
         ids = list(maybe_list(task_id) or [])
         by = kwargs.pop(REVOKED_BY, "AsyncResult.revoke")
-        extra = _tell_revoked(ids, by, raising=True)
+        try:
+            extra = _tell_revoked(ids, by, raising=True)
+        except Exception:  # not noted here (its store is down): the workers it reaches still note and revoke
+            super().revoke(ids, destination, terminate, signal, **{REVOKED_BY: by, **kwargs})
+            raise
         return super().revoke(ids + extra, destination, terminate, signal, **{REVOKED_BY: by, **kwargs})
 
 
@@ -416,19 +423,27 @@ def failure_shown(args: Any) -> str:
 # --- Canvas: how Celery serializes and sends signatures -----------------------------------------------------
 
 
+CHAIN = "chain"  # the option in which a chain's first task carries the rest of it
+
+
 def chain_rest(options: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The signatures a chain still has to run after this task, in order (Celery keeps them last first)."""
-    return list(reversed(options.get("chain") or []))
+    return list(reversed(options.get(CHAIN) or []))
 
 
 def chain_last_options(options: Mapping[str, Any]) -> Mapping[str, Any]:
     """The options of the last task of the chain this task starts (itself when it starts none):
     a chain that is a group's member carries its membership there."""
-    rest = options.get("chain")
+    rest = options.get(CHAIN)
     return rest[0].get("options", {}) if rest else options
 
 
 MEMBERSHIP = ("group_id", "group_index", "chord")  # what freezing a group or chord puts on its members' options
+
+
+def membership(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The group a signature's options say it belongs to, at which index, and the chord's body if any."""
+    return {name: options.get(name) for name in MEMBERSHIP}
 
 
 def task_signature(task: str, args: list, kwargs: dict, options: dict) -> dict[str, Any]:

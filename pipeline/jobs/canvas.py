@@ -29,10 +29,11 @@ from kombu.utils.json import dumps, loads
 from pipeline.adapter import publishing
 from pipeline.adapter.app import app
 from pipeline.adapter.internals import (
-    MEMBERSHIP,
+    CHAIN,
     chain_last_options,
     chord_signature,
     group_signature,
+    membership,
     message_embed,
     new_task_id,
     task_signature,
@@ -68,15 +69,14 @@ class Captured:
     def signature(self) -> dict[str, Any]:
         """The send as Celery serializes a signature, the rest of its chain included."""
         options = {"task_id": self.task_id}
-        for name in (*KEPT_OPTIONS, "chain", "link", "link_error"):
+        for name in (*KEPT_OPTIONS, CHAIN, "link", "link_error"):
             if self.options.get(name) is not None:
                 options[name] = self.options[name]
         return task_signature(self.task, list(self.args), dict(self.kwargs), options)
 
     def membership(self) -> Mapping[str, Any]:
         """The group or chord this send's chain ends in: Celery marks its last task."""
-        last = chain_last_options(self.options)
-        return {name: last.get(name) for name in MEMBERSHIP}
+        return membership(chain_last_options(self.options))
 
 
 class PipelineSignature(Task):
@@ -154,19 +154,19 @@ def reassemble(captured: list[Captured]) -> list[dict[str, Any]]:
     members: dict[str, list[tuple[int, str, Any]]] = defaultdict(list)
     bodies: dict[str, dict[str, Any]] = {}
     for send in captured:
-        membership = send.membership()
-        group_id = membership["group_id"]
+        member = send.membership()
+        group_id = member["group_id"]
         if not group_id:
             roots.append(send.signature())
             continue
-        members[group_id].append((membership["group_index"] or 0, "send", send.signature()))
-        if membership["chord"]:
-            bodies[group_id] = _plain(membership["chord"])
+        members[group_id].append((member["group_index"] or 0, "send", send.signature()))
+        if member["chord"]:
+            bodies[group_id] = _plain(member["chord"])
     nested = set()
     for group_id, body in bodies.items():
-        outer = (body.get("options") or {}).get("group_id")
-        if outer and outer != group_id:
-            members[outer].append(((body.get("options") or {}).get("group_index") or 0, "group", group_id))
+        outer = membership(body.get("options") or {})
+        if outer["group_id"] and outer["group_id"] != group_id:
+            members[outer["group_id"]].append((outer["group_index"] or 0, "group", group_id))
             nested.add(group_id)
 
     def build(group_id: str) -> dict[str, Any]:

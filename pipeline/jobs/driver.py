@@ -205,7 +205,9 @@ def fail(step: FailedStep, failure_class: FailureClass, exc: BaseException, atte
         if state is not None and state.compensations is None:
             undo = plan.compensation_plan(state.results)
     errbacks = plan.errbacks(step.scope, plan.task_id_of(step.job.job_id, step.scope)) if plan else []
-    hand_off(step, failure_class, exc, attempts, undo, bool(errbacks))
+    if not hand_off(step, failure_class, exc, attempts, undo, bool(errbacks)):
+        log.warning("job %s was revoked while %s ran: its failure starts nothing", step.job.job_id, step.scope)
+        return
     if undo:
         log.warning("job %s: compensating %s", step.job.job_id, ", ".join(undo))
         publish(step.job, plan.pending_compensation(undo, state.results))

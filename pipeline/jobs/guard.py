@@ -71,7 +71,10 @@ return {'busy', tostring(redis.call('PTTL', KEYS[3])), unpack(identity)}
 _RECORD = """
 local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 redis.call('DEL', KEYS[4])
-if redis.call('HGET', KEYS[1], 'status') == 'revoked' then return {'revoked', '0', '0'} end
+if redis.call('HGET', KEYS[1], 'status') == 'revoked' then
+    if ARGV[5] == '1' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end  -- a first step's result still expires
+    return {'revoked', '0', '0'}
+end
 local step = ARGV[1]
 if new == 1 then
     redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'progress_at', ARGV[3], 'last_step', step, 'stalls', 0,

@@ -201,22 +201,24 @@ def frontier(queue: str) -> float:
     return float(redis_client().zscore(FRONTIER_KEY, queue) or 0.0)
 
 
-# KEYS: record, due set. ARGV: job id, now, by. A job that has not ended (or ended failed, its dead letters
-# waiting) becomes revoked; one that completed, was compensated or was revoked stays as it is.
+# KEYS: record. ARGV: now, by. A job that has not ended (or ended failed, its dead letters waiting) becomes
+# revoked; one that completed, was compensated or was revoked stays as it is. One key: the due set, which all
+# of a pipeline's jobs share, is left by a separate command (pipeline.store: a script touches one slot).
 _REVOKE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'unknown' end
 if status == 'completed' or status == 'compensated' or status == 'revoked' then return status end
-redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked_at', ARGV[2], 'revoked_by', ARGV[3], 'revoked_from', status)
-redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked_at', ARGV[1], 'revoked_by', ARGV[2], 'revoked_from', status)
 return 'revoked'
 """
 
 
 def revoke(pipeline: str, job_id: str, by: str) -> str:
     """Cancel the job: its status then (REVOKED when this call revoked it; what it was when it had ended)."""
-    keys = [JobKeys(pipeline, job_id).record, due_key(pipeline)]
-    return script("revoke", _REVOKE)(keys=keys, args=[job_id, _now(), by]).decode()
+    status = script("revoke", _REVOKE)(keys=[JobKeys(pipeline, job_id).record], args=[_now(), by]).decode()
+    if status == REVOKED:
+        redis_client().zrem(due_key(pipeline), job_id)  # the reconciler leaves it alone
+    return status
 
 
 def job_for(task_id: str) -> tuple[str, str] | None:
@@ -254,6 +256,22 @@ def mark_compensated(pipeline: str, job_id: str) -> None:
     pipe.execute()
 
 
+# KEYS: record. ARGV: the status the failure gives, then the failure's field, value pairs. A job revoked
+# meanwhile keeps its status (its failure is recorded beside it) and answers 0: nothing more is started.
+_FAIL = """
+if redis.call('HGET', KEYS[1], 'status') == 'revoked' then
+  for i = 2, #ARGV, 2 do
+    if ARGV[i] ~= 'compensations' and ARGV[i] ~= 'compensating_for' and ARGV[i] ~= 'errbacks_for' then
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    end
+  end
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 2))
+return 1
+"""
+
+
 def mark_failed(
     job: JobContext,
     scope: str,
@@ -261,12 +279,15 @@ def mark_failed(
     error: BaseException,
     compensations: list[str],
     errbacks: bool = False,
-) -> None:
+) -> bool:
     """The job was dead-lettered: keep its ledger (and submit's dedup key) for the replay window.
 
     With `compensations` to run, it is compensating (and still watched) rather than failed. With `errbacks`
     (Celery's link_error) to run, it is failed, and watched until they have run. The failure's
     class and the end of its traceback are kept for `AsyncResult` (pipeline.jobs.results).
+
+    False when the job was revoked while the step ran: it stays revoked, with the failure beside it,
+    and nothing more (compensations, errbacks) may start.
     """
     keys = JobKeys(job.pipeline, job.job_id)
     window = get_settings().replay_window
@@ -279,21 +300,24 @@ def mark_failed(
         "traceback": "".join(format_exception(error))[-TRACEBACK_KEPT:],
         "dead_lettered": 1,
     }
-    pipe = redis_client().pipeline()
     if compensations:
-        plan = {"compensations": json.dumps(compensations), "compensating_for": f"{scope}: {text}"[:2000]}
-        pipe.hset(keys.record, mapping={"status": COMPENSATING, "touched_at": _now(), **failure, **plan})
-        _watch(pipe, job.pipeline, {job.job_id: _now() + stall_after()})
-    elif errbacks:
-        pipe.hset(keys.record, mapping={"status": FAILED, "finished_at": _now(), **failure, ERRBACKS_FOR: scope})
+        status = COMPENSATING
+        failure |= {"compensations": json.dumps(compensations), "compensating_for": f"{scope}: {text}"[:2000]}
+    else:
+        status = FAILED
+        failure |= {"finished_at": _now(), **({ERRBACKS_FOR: scope} if errbacks else {})}
+    fields = [item for pair in {"touched_at": _now(), **failure}.items() for item in pair]
+    taken = script("fail", _FAIL)(keys=[keys.record], args=[status, *fields])
+    pipe = redis_client().pipeline()
+    if taken and (compensations or errbacks):
         _watch(pipe, job.pipeline, {job.job_id: _now() + stall_after()})
     else:
-        pipe.hset(keys.record, mapping={"status": FAILED, "finished_at": _now(), **failure})
         pipe.zrem(due_key(job.pipeline), job.job_id)
     for name in (keys.record, keys.results, keys.attempts):
         pipe.expire(name, window)
     pipe.execute()
     redis_client().expire(dedup_key(job.pipeline, job.idempotency_key), window)  # another slot: not in the MULTI
+    return bool(taken)
 
 
 def planned_branches(pipeline: str, job_id: str, field: str) -> list[str]:

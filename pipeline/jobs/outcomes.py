@@ -23,16 +23,17 @@ def hand_off(
     attempts: int,
     compensations: list[str],
     errbacks: bool = False,
-) -> None:
+) -> bool:
     """Dead-letter the step and mark the job failed (or compensating, with `compensations` to run; still
-    watched while the step's `errbacks` run).
+    watched while the step's `errbacks` run). False when the job was revoked meanwhile: start nothing more.
 
     Raises if the step could not be stored: the caller must then keep the message (or the job
     stays in the reconciler's due set) rather than lose the job.
     """
     sink.store_failed(step, failure_class, exc, attempts)
-    ledger.mark_failed(step.job, step.scope, failure_class, exc, compensations, errbacks)
-    events.emit("dead_lettered", step, failure_class, exc, attempts, compensations)
+    taken = ledger.mark_failed(step.job, step.scope, failure_class, exc, compensations, errbacks)
+    events.emit("dead_lettered", step, failure_class, exc, attempts, compensations if taken else [])
+    return taken
 
 
 def just_completed(job: JobContext, submitted_at: float) -> None:

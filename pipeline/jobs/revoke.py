@@ -1,9 +1,9 @@
 """Revoking a job: Celery's revoke of any of its steps (or of the result a canvas or `submit` returned) cancels it.
 
 The job's record says revoked, when and by which command: no step claims after that, a step that was
-running keeps its result but starts nothing, the reconciler leaves it alone, and its dead letters
-replay only with `--force`. The steps that hold a lease are revoked with it, so Celery's
-`terminate=True` ends whichever one is running.
+running keeps its result (or its failure) but starts nothing, the reconciler leaves it alone, and its
+dead letters are not replayed (the workers drop a revoked step's id for hours: submit it again). The
+steps that hold a lease are revoked with it, so Celery's `terminate=True` ends whichever one is running.
 """
 
 from __future__ import annotations

@@ -12,13 +12,10 @@ worker stopped or hung writes nothing, and its entry ages out.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass
 
 from pipeline.store import key, redis_client
-
-log = logging.getLogger("vetro.heartbeat")
 
 HEARTBEAT_EVERY = 2.0  # seconds
 WORKERS_KEY = key("workers")  # hash: worker name -> JSON {at, active, concurrency, queues}

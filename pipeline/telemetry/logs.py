@@ -2,8 +2,9 @@
 
 Every line logged while a task runs (vetro's, Celery's, a stage's own `logging` calls) carries
 the job's context: pipeline, job id, correlation id, stage, destination, attempt and task id,
-bound when the task starts (pipeline.watching.instruments), so no stage code passes them along. One
-context variable holds them all: binding is one assignment, not one variable per field.
+bound when the task starts (pipeline.watching.instruments), so no stage code passes them along, as
+structlog's context variables; when it ends, exactly those are put back as they were, so a task run
+eagerly inside a caller's code (a web request's) leaves the caller's own bindings as it found them.
 Payloads stay out: Celery's line for a task that succeeded drops its return value unless
 VETRO_LOG_PAYLOADS is set (and then it is redacted, pipeline.privacy). A step that fails for
 good is logged once by vetro (pipeline.watching.instruments), so Celery's own INFO line for it is dropped.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from contextvars import Token
 from typing import Any
 
 import structlog
@@ -24,14 +27,17 @@ from settings import get_settings
 DEAD_LETTERED = "DeadLettered("  # how Celery shows the exception vetro fails a dead-lettered task with
 
 
-def bind(fields: dict[str, Any]) -> None:
-    """Every line logged from now on in this task carries `fields` (structlog's context variables)."""
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(**fields)
+def bind(fields: dict[str, Any]) -> Mapping[str, Token]:
+    """Every line logged from now on in this task carries `fields`; what `unbind` needs to undo just that."""
+    return structlog.contextvars.bind_contextvars(**fields)
 
 
-def unbind() -> None:
-    structlog.contextvars.clear_contextvars()
+def unbind(bound: Mapping[str, Token]) -> None:
+    """Put back the fields `bind` changed, as they were before it (other bindings are left alone)."""
+    try:
+        structlog.contextvars.reset_contextvars(**bound)
+    except ValueError:  # bound in another context (a signal sent from elsewhere): forget them instead
+        structlog.contextvars.unbind_contextvars(*bound)
 
 
 def _without_payloads(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:

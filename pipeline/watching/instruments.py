@@ -37,6 +37,7 @@ from pipeline.telemetry.metrics import HOSTNAME
 
 UNKNOWN_QUEUE = "unknown"
 _started: dict[str, float] = {}  # task id -> when this pool process started it
+_bound: dict[str, Any] = {}  # task id -> the log fields bound while it runs (pipeline.telemetry.logs)
 
 
 def _queue(request: Any) -> str:
@@ -65,7 +66,7 @@ def _prerun(task_id: str | None = None, task: Any = None, args: tuple | None = N
         fields = job_context(task, tuple(args or ()))
     except Exception:  # a message the shield let through but no pipeline knows: its lines carry no job
         fields = {"task_id": request.id}
-    logs.bind(fields)
+    _bound[task_id or ""] = logs.bind(fields)
     if task_id and tracing.on():
         tracing.start(task_id, task.name, fields)
     labels = _labels(task.name, request)
@@ -82,7 +83,7 @@ def _postrun(task_id: str | None = None, task: Any = None, state: str | None = N
     started = _started.pop(task_id or "", None)
     if tracing.on():
         tracing.end(task_id or "", state)
-    logs.unbind()
+    logs.unbind(_bound.pop(task_id or "", {}))
     labels = _labels(task.name, task.request)
     if state == states.SUCCESS:
         metrics.count(metrics.TASK_SUCCEEDED, *labels)

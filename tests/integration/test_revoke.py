@@ -10,10 +10,11 @@ import pytest
 from celery import chain, chord
 from celery.exceptions import TaskRevokedError
 
+from dlq import store
 from pipeline import submit
 from pipeline.jobs import ledger
 from pipeline.jobs.ledger import get_job, job_for
-from pipeline.store import redis_client
+from pipeline.store import JobKeys, redis_client
 from tasks.orders.samples import sample_order
 from tests.helpers import run_module, set_faults, vetro
 from tests.pipelines import after, asks_to_retry, not_autoretried, slow
@@ -73,8 +74,26 @@ def test_a_running_job_revoked_from_the_command_line_finishes_its_step_and_start
     assert record_of(result.id)["revoked_by"] == "celery control revoke"
     reconcile_once()
     assert stays(lambda: attempts(f"{name}:after") == 0, 10)
+    results = JobKeys(*job_for(result.id)).results
+    wait_until(lambda: redis_client().hlen(results) == 1, 30, "the running step's result to be kept")
+    assert redis_client().ttl(results) > 0  # and it expires, as every result does
     shown = vetro("job", "show", result.id)
     assert "revoked" in shown.stdout and "celery control revoke" in shown.stdout, shown.stdout
+
+
+def test_a_step_that_fails_after_its_job_was_revoked_records_its_failure_and_starts_nothing(worker):
+    """Revoked while it ran, the step then fails for good: the failure is kept (a dead letter beside the revoked
+    job) but the job stays revoked, and its errback (link_error) never runs."""
+    name = key()
+    result = slow.s({"key": name, "sleep": 4, "fail": True}).apply_async(link_error=after.si({"key": name}))
+    wait_until(lambda: attempts(name) == 1, 60, "the slow step to start")
+    result.revoke()
+    job_id = job_for(result.id)[1]
+    wait_until(lambda: store.rows(store.RowFilter(job=job_id)), 60, "the failure's dead letter")
+    record = record_of(result.id)
+    assert record["status"] == ledger.REVOKED and "failed after its sleep" in record["error"]
+    reconcile_once()
+    assert stays(lambda: attempts(f"{name}:after") == 0 and record_of(result.id)["status"] == ledger.REVOKED, 8)
 
 
 def test_a_running_step_revoked_with_terminate_is_ended(worker):
@@ -98,16 +117,16 @@ def test_a_job_revoked_in_its_fan_out_never_joins(worker):
     assert record_of(result.id)["status"] == ledger.REVOKED
 
 
-def test_a_revoked_jobs_dead_letters_replay_only_with_force(worker):
+def test_a_revoked_jobs_dead_letters_are_not_replayed_even_forced(worker):
+    """A replay would send the failed step under its own task id, which the workers that were told drop."""
     name = key()
     result = not_autoretried.delay({"key": name, "fail": 1})
     wait_until(lambda: record_of(result.id)["status"] == ledger.FAILED, 60, "the job to be dead-lettered")
     result.revoke()
     job_id = job_for(result.id)[1]
-    refused = vetro("dlq", "replay", "--job", job_id, "--yes")
-    assert "its job was revoked (use --force)" in refused.stderr, refused.stderr
-    forced = vetro("dlq", "replay", "--job", job_id, "--yes", "--force")
-    assert forced.returncode == 0 and "replayed 1 dead letter(s)" in forced.stderr, forced.stderr
+    for forced in ([], ["--force"]):
+        refused = vetro("dlq", "replay", "--job", job_id, "--yes", *forced)
+        assert refused.returncode == 1 and "its job was revoked: the workers drop its steps" in refused.stderr
 
 
 def test_a_declared_fan_out_revoked_with_terminate_ends_its_running_parts(worker, partner):

@@ -600,6 +600,30 @@ def test_before_publish_sends_before_task_publish_as_celery_does(make_app):
     )
 
 
+def test_what_a_before_task_publish_receiver_changes_is_published_as_on_celerys_path(make_app):
+    """A receiver may change the message's headers and its properties' correlation_id and reply_to; Celery
+    publishes the changed dicts, and so must a message vetro copies from a template."""
+    app = make_app(publishes=True)
+    (a,) = tasks(app, "a")
+
+    def receiver(headers: dict, properties: dict, **_: Any) -> None:
+        headers["tenant"] = "t-1"
+        properties["reply_to"] = "replies"
+
+    before_task_publish.connect(receiver, weak=False)
+    try:
+        a.apply_async((1,), queue=new_queue())
+        celery_sent = app.sends[-1]
+        headers, properties = {"id": "x"}, {"correlation_id": "x", "reply_to": "", "priority": 0}
+        before_publish("a", ((1,), {}, {}), "", "q", headers, properties, {})
+    finally:
+        before_task_publish.disconnect(receiver)
+    assert celery_sent.message.headers["tenant"] == "t-1" and celery_sent.message.properties["reply_to"] == "replies", (
+        broken("celery", "before_task_publish", "receivers' changes are no longer published")
+    )
+    assert headers["tenant"] == "t-1" and properties["reply_to"] == "replies" and properties["priority"] == 0
+
+
 def test_after_publish_sends_after_task_publish_as_celery_does(make_app):
     """`after_task_publish` is sent with sender, body, headers, exchange and routing_key: vetro's copy sends
     the same arguments, of the same types."""
@@ -1254,3 +1278,24 @@ def test_app_control_revoke_tells_the_listeners_then_broadcasts_with_who_sent_it
         "celery", "Control.revoke", f"now broadcasts {command} {arguments}"
     )
     assert arguments.get(REVOKED_BY) == "AsyncResult.revoke", broken("celery", "Control.revoke", "drops arguments")
+
+
+def test_app_control_revoke_still_broadcasts_when_a_listener_cannot_note_it(make_app, monkeypatch):
+    """The results store is down, the broker is not: the workers are still told (each notes the job itself),
+    and the caller still hears that it could not be noted here."""
+    from pipeline.adapter import internals
+
+    app = make_app(base=BracketingCelery)
+    sent: list[dict] = []
+    monkeypatch.setattr(kombu.pidbox.Mailbox, "_broadcast", lambda _, __, arguments, *a, **k: sent.append(arguments))
+
+    def down(task_ids: list[str], by: str) -> list[str]:
+        raise ConnectionError("the results store is down")
+
+    on_revoke(down)
+    try:
+        with pytest.raises(ConnectionError):
+            app.AsyncResult("job-1").revoke()
+    finally:
+        internals._revoke_listeners.remove(down)
+    assert [arguments["task_id"] for arguments in sent] == [["job-1"]]

