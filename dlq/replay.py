@@ -64,9 +64,7 @@ def replay_batch(rows: list[DeadLetter], force: bool = False) -> list[str | None
     the jobs cannot be reopened or published, the marks are undone and the error raised.
     """
     states = ledger.load_many([(row.pipeline, row.job_id) for row in rows])
-    reasons = [
-        refusal(row, force) or _ledger_refusal(row, state) for row, state in zip(rows, states, strict=True)
-    ]
+    reasons = [refusal(row, force) or _ledger_refusal(row, state) for row, state in zip(rows, states, strict=True)]
     chosen = [(row, state) for row, state, reason in zip(rows, states, reasons, strict=True) if reason is None]
     store.mark_replaying({row.id: state.plan.task_id_of(row.job_id, row.scope) for row, state in chosen})
     # An earlier replay (or a redelivery) already finished the job: nothing to run again.

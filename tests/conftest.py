@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -127,3 +128,27 @@ def database(request, tmp_path) -> Iterator[str]:
         engine(url).dispose()
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+CONSOLE_PASSWORD = "correct horse battery"
+CONSOLE_PEOPLE = {"vera": "viewer", "otto": "operator", "ada": "admin"}
+
+
+@pytest.fixture(scope="module")
+def console_users(tmp_path_factory) -> Path:
+    """A console users file: vera a viewer, otto an operator, ada an admin, all with CONSOLE_PASSWORD."""
+    from vetro.web import users
+
+    path = tmp_path_factory.mktemp("console") / "users.json"
+    for name, role in CONSOLE_PEOPLE.items():
+        users.add(path, name, users.Role.named(role), CONSOLE_PASSWORD)
+    return path
+
+
+@pytest.fixture
+def console(database, console_users) -> Iterator[str]:
+    """`vetro serve` with those users, on the test's dead-letter database; its base URL."""
+    from tests.helpers import serving
+
+    with serving({"VETRO_CONSOLE_USERS_FILE": str(console_users)}) as url:
+        yield url

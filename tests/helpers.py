@@ -20,7 +20,7 @@ import pytest
 from dlq import store
 from pipeline.jobs.ledger import COMPLETED, settled
 from tests.conftest import worker_env
-from vetro.testing.processes import WorkerProcess, free_port, wait_until
+from vetro.testing.processes import WorkerProcess, free_port, reaped, spawn, wait_until
 
 
 def wait_for_jobs(job_ids: list[str], timeout: float = 120) -> list[dict[str, str]]:
@@ -96,6 +96,33 @@ def run_module(
     )
     result.stdout, result.stderr = (stream.decode(errors="replace") for stream in (result.stdout, result.stderr))
     return result
+
+
+@contextmanager
+def serving(env: dict[str, str] | None = None) -> Iterator[str]:
+    """`vetro serve` on a free loopback port, with the tests' settings (and `env` over them); its base URL."""
+    port = free_port()
+    process = spawn(
+        [sys.executable, "-m", "vetro.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **worker_env(), **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(f"{url}/health/live"), 60, "vetro serve to answer")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        reaped(process)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code in (200, 401)  # 401: VETRO_SERVE_AUTH is set
+    except httpx.TransportError:
+        return False
 
 
 def vetro(*args: str, **options: Any) -> subprocess.CompletedProcess:

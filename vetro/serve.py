@@ -76,7 +76,9 @@ def application(access: Access, secure_cookies: bool = True) -> FastAPI:
         secret_key=secret.get_secret_value() if secret else secrets.token_urlsafe(32),
         session_cookie=SESSION_COOKIE,
         max_age=SESSION_SECONDS,
-        same_site="strict",
+        # Lax: a link from elsewhere (chat, a ticket) arrives signed in; a cross-site post comes without
+        # the cookie, and every change needs the session's CSRF token besides.
+        same_site="lax",
         https_only=secure_cookies,
     )
 

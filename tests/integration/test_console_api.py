@@ -5,12 +5,7 @@ one-line refusals, and the audit log the CLI and the console share."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,65 +14,20 @@ from dlq import store
 from dlq.db import session
 from dlq.models import DeadLetter, Status
 from pipeline.store import redis_client
-from tests.conftest import worker_env
-from tests.helpers import dead_letter_event, vetro
-from vetro.testing.processes import free_port, reaped, spawn, wait_until
+from tests.conftest import CONSOLE_PASSWORD
+from tests.helpers import dead_letter_event, serving, vetro
+from vetro.testing.processes import free_port, wait_until
 from vetro.web import users
 from vetro.web.security import FAILED_SIGN_INS, FAILED_SIGN_INS_KEY
 from vetro.web.users import Role
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct horse battery"
-PEOPLE = {"vera": Role.VIEWER, "otto": Role.OPERATOR, "ada": Role.ADMIN}
-
-
-@pytest.fixture(scope="module")
-def users_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("console") / "users.json"
-    for name, role in PEOPLE.items():
-        users.add(path, name, role, PASSWORD)
-    return path
-
-
-@contextmanager
-def serving(users_path: Path | None, host: str = "127.0.0.1", **env: str) -> Iterator[str]:
-    """`vetro serve` on a free port, on the test's database; its base URL."""
-    port = free_port()
-    extra = {"VETRO_CONSOLE_USERS_FILE": str(users_path)} if users_path else {}
-    process = spawn(
-        [sys.executable, "-m", "vetro.cli", "serve", "--host", host, "--port", str(port)],
-        env={**os.environ, **worker_env(), **extra, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _answers(url), 60, "vetro serve to answer")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-        reaped(process)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health/live", timeout=5).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-@pytest.fixture
-def console(database, users_file) -> Iterator[str]:
-    with serving(users_file) as url:
-        yield url
-
 
 def signed_in(url: str, name: str) -> httpx.Client:
     """A client with a session, sending the session's CSRF token on every request, as the pages do."""
     client = httpx.Client(base_url=url, timeout=30)
-    answer = client.post("/api/session", json={"name": name, "password": PASSWORD})
+    answer = client.post("/api/session", json={"name": name, "password": CONSOLE_PASSWORD})
     assert answer.status_code == 200, answer.text
     client.headers["x-csrf-token"] = answer.json()["csrf"]
     return client
@@ -208,7 +158,7 @@ def no_failed_sign_ins() -> Iterator[None]:
 
 
 def test_sign_in_is_refused_for_a_wrong_password_limited_per_address_and_a_removed_user_is_out(
-    console, users_file, no_failed_sign_ins
+    console, console_users, no_failed_sign_ins
 ):
     client = httpx.Client(base_url=console, timeout=30)
     assert_refused(client.get("/api/dead-letters"), 401, "sign in first")
@@ -216,9 +166,9 @@ def test_sign_in_is_refused_for_a_wrong_password_limited_per_address_and_a_remov
     assert_refused(client.post("/api/session", json={"name": "otto", "password": "wrong"}), 401, "wrong name or")
     assert_refused(client.post("/api/session", json={"name": "nobody", "password": "x"}), 401, "wrong name or")
 
-    removable = users_file.with_name("removable.json")
-    users.add(removable, "temp", Role.OPERATOR, PASSWORD)
-    with serving(removable) as url:
+    removable = console_users.with_name("removable.json")
+    users.add(removable, "temp", Role.OPERATOR, CONSOLE_PASSWORD)
+    with serving({"VETRO_CONSOLE_USERS_FILE": str(removable)}) as url:
         temp = signed_in(url, "temp")
         assert temp.get("/api/me").json()["role"] == "operator"
         users.remove(removable, "temp")

@@ -11,20 +11,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import worker_env
-from tests.helpers import fast_env, vetro, workers
-from vetro.testing.processes import RedisServer, free_port, reaped, spawn, wait_until
+from tests.helpers import fast_env, serving, vetro, workers
+from vetro.testing.processes import RedisServer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,33 +48,6 @@ def fleet() -> Iterator[tuple[RedisServer, dict[str, str]]]:
         yield server, env
     finally:
         server.stop()
-
-
-@contextmanager
-def serving(env: dict[str, str], **extra: str) -> Iterator[str]:
-    """`vetro serve` on a free port; its base URL."""
-    port = free_port()
-    process = spawn(
-        [sys.executable, "-m", "vetro.cli", "serve", "--port", str(port)],
-        env={**os.environ, **worker_env(), **env, **extra},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _answers(f"{url}/health/live"), 30, "vetro serve to answer")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-        reaped(process)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code in (200, 401)
-    except httpx.TransportError:
-        return False
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
@@ -206,7 +176,7 @@ def test_ready_turns_503_when_the_broker_is_down_and_health_says_why(fleet):
 
 def test_every_endpoint_asks_for_the_configured_credentials(fleet):
     _, env = fleet
-    with serving(env, VETRO_SERVE_AUTH="ops:s3cret") as url:
+    with serving({**env, "VETRO_SERVE_AUTH": "ops:s3cret"}) as url:
         for path in ("/metrics", "/health/live", "/health/ready"):
             assert httpx.get(f"{url}{path}", timeout=30).status_code == 401
             assert httpx.get(f"{url}{path}", auth=("ops", "wrong"), timeout=30).status_code == 401

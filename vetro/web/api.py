@@ -25,13 +25,10 @@ Text = Annotated[str | None, Field(max_length=filters.MAX_TEXT)]
 QueryText = Annotated[str | None, Query(max_length=filters.MAX_TEXT)]
 
 
-class FilterIn(BaseModel):
-    """Which dead letters: every field the CLI's filter has. An empty filter selects nothing unless
-    `everything` is true."""
+class FilterFields(BaseModel):
+    """Which dead letters, as the CLI's filter says it: also a query string's fields (others are left to
+    the page that reads them)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    ids: list[RowId] = Field(default_factory=list, max_length=10_000)
     stage: Text = None
     status: Text = None
     failure_class: Text = None
@@ -43,10 +40,18 @@ class FilterIn(BaseModel):
     search: Text = None
     since: Text = None
     until: Text = None
-    everything: bool = False
 
     def rows(self) -> RowFilter:
         return row_filter(self.model_dump(exclude={"everything"}))
+
+
+class FilterIn(FilterFields):
+    """A filter in a request's body: also row ids. An empty filter selects nothing unless `everything`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[RowId] = Field(default_factory=list, max_length=10_000)
+    everything: bool = False
 
 
 def row_filter(fields: dict[str, Any]) -> RowFilter:
@@ -56,21 +61,9 @@ def row_filter(fields: dict[str, Any]) -> RowFilter:
         raise ConsoleError(400, str(error)) from None
 
 
-def query_filter(
-    stage: QueryText = None,
-    status: QueryText = None,
-    failure_class: QueryText = None,
-    error: QueryText = None,
-    fingerprint: QueryText = None,
-    job: QueryText = None,
-    key: QueryText = None,
-    correlation: QueryText = None,
-    search: QueryText = None,
-    since: QueryText = None,
-    until: QueryText = None,
-) -> RowFilter:
+def query_filter(fields: Annotated[FilterFields, Query()]) -> RowFilter:
     """The filter from a query string (the list, the patterns, the console's address bar)."""
-    return row_filter(locals())
+    return fields.rows()
 
 
 class PreviewIn(BaseModel):

@@ -39,13 +39,13 @@ PAGE_SIZE = 50
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A page; a CSRF token (and so a session cookie) only for a signed-in user's page or the sign-in form:
+    an error page answering a request that came without the cookie must not replace the signed-in one."""
     user = context.pop("user", None)
-    flash = request.session.pop("flash", None)
+    flash = request.session.pop("flash", None) if user else None
+    csrf = csrf_token(request) if user or name == "login.html" else ""
     return templates.TemplateResponse(
-        request,
-        name,
-        {"user": user, "csrf": csrf_token(request), "flash": flash, "Role": Role, **context},
-        status_code=status,
+        request, name, {"user": user, "csrf": csrf, "flash": flash, "Role": Role, **context}, status_code=status
     )
 
 

@@ -3,7 +3,7 @@ the server for every request (a hidden button is never the check; Oban Web 2.12.
 
 - Users and roles come from VETRO_CONSOLE_USERS_FILE. Without one, the console serves only on
   loopback, where everyone who reaches it is the admin "local" (the demo's console).
-- A session is a signed cookie (HttpOnly, SameSite=Strict; Secure unless served on loopback) that
+- A session is a signed cookie (HttpOnly, SameSite=Lax; Secure unless served on loopback) that
   holds the user's name and a CSRF token. The role is read from the users file on every request.
 - Every changing request carries the session's CSRF token (a form field or X-CSRF-Token), and an
   Origin, when the browser sends one, must be the console's own: a cross-site post has neither.
