@@ -28,14 +28,15 @@ def write(
     action: str,
     *,
     selection: Selection | None = None,
-    ids: list[int] | None = None,
+    ids: list[int] | list[str] | None = None,
     row_filter: dict[str, Any] | None = None,
     incident: str | None = None,
     reason: str | None = None,
     diff: dict[str, Any] | None = None,
     outcome: dict[str, Any] | None = None,
 ) -> int:
-    """Record one action; its id. The rows are named by `selection` (a bulk action) or `ids`."""
+    """Record one action; its id. What it acted on is named by `selection` (a bulk action) or `ids` (rows,
+    quarantined messages)."""
     acted = selection.ids if selection is not None else (ids or [])
     entry = AuditEntry(
         at=utcnow(),

@@ -40,7 +40,7 @@ class StaleSelectionError(SelectionError):
         self.current = current
 
 
-def digest(ids: list[int]) -> str:
+def digest(ids: list[int] | list[str]) -> str:
     """A name for exactly these rows, the same whatever their order."""
     return hashlib.sha256(",".join(map(str, sorted(ids))).encode()).hexdigest()
 

@@ -20,7 +20,7 @@ from settings import ConfigError
 from vetro.console import fail, first_line, tables
 from vetro.console import messages as console
 from vetro.console_users_cli import audit_cli, user_cli
-from vetro.dead_letters_cli import db_cli, dlq_cli, parse_duration
+from vetro.dead_letters_cli import cli_actor, db_cli, dlq_cli, parse_duration
 from vetro.quarantine_cli import quarantine_cli
 
 cli = typer.Typer(
@@ -285,15 +285,6 @@ def reconcile(
     console.print(f"{len(findings)} job(s) due ({verb}): {summary}", highlight=False)
 
 
-def _known_dependency(name: str) -> str:
-    from pipeline.jobs.pipelines import dependencies
-
-    known = dependencies()
-    if name not in known:
-        raise fail(f"no breaker {name!r}; known: {', '.join(known)}")
-    return name
-
-
 @breakers_cli.callback(invoke_without_command=True)
 def breakers_show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Each breaker: state, failures counted, when it opened, seconds until a trial call."""
@@ -323,19 +314,25 @@ def breakers_show(ctx: typer.Context, as_json: bool = typer.Option(False, "--jso
 @breakers_cli.command("reset")
 def breakers_reset(name: str) -> None:
     """Close a breaker and forget its failures: calls go through again at once."""
-    from pipeline.dependencies.breakers import force
-
-    force(_known_dependency(name), "closed")
-    console.print(f"breaker {name} closed")
+    _force_breaker(name, "closed")
 
 
 @breakers_cli.command("open")
 def breakers_open(name: str) -> None:
     """Open a breaker: calls wait (without failing jobs) until its reset_timeout passes."""
-    from pipeline.dependencies.breakers import force
+    _force_breaker(name, "open")
 
-    force(_known_dependency(name), "open")
-    console.print(f"breaker {name} opened")
+
+def _force_breaker(name: str, state: str) -> None:
+    from vetro.admin import AdminError, force_breaker
+
+    try:
+        audited = force_breaker(name, state, cli_actor())
+    except AdminError as error:
+        raise fail(str(error)) from None
+    console.print(f"breaker {name} {'closed' if state == 'closed' else 'opened'}", highlight=False)
+    if not audited:
+        console.print("warning: not in the audit log (the dead-letter database did not answer)", highlight=False)
 
 
 @cli.command("partner-stub")

@@ -227,7 +227,7 @@ def _confirmed(rows: store.RowFilter, everything: bool, action: str, dry_run: bo
     return selected
 
 
-def _cli_user(by: str | None = None) -> actions.Actor:
+def cli_actor(by: str | None = None) -> actions.Actor:
     """The OS user, as the audit log records a CLI action (and whom `--by` names for them)."""
     user = audit.os_user()
     return actions.Actor(by or user, "cli", os_user=user)
@@ -259,7 +259,7 @@ def replay(
     selected = _confirmed(rows, everything, "replay", dry_run, yes)
     if selected is None:
         return
-    report = actions.replay(selected, _cli_user(), incident=incident, rate=per_second, force=force)
+    report = actions.replay(selected, cli_actor(), incident=incident, rate=per_second, force=force)
     for row_id, reason in report.refused.items():
         err.print(f"not replayed: {row_id}: {reason}", highlight=False)
     err.print(f"replayed {len(report.replayed)} dead letter(s) in {report.seconds:.1f}s", highlight=False)
@@ -284,7 +284,7 @@ def discard(
     selected = _confirmed(rows, everything, "discard", dry_run, yes)
     if selected is None:
         return
-    discarded = actions.discard(selected, _cli_user(by), reason)
+    discarded = actions.discard(selected, cli_actor(by), reason)
     err.print(f"discarded {discarded} dead letter(s)", highlight=False)
 
 
@@ -296,7 +296,7 @@ def claim(
     """Take a failed dead letter into review (failed -> reviewing), so others see who is on it."""
     if not _possible_id(row_id) or store.get_row(row_id) is None:
         raise fail(f"no dead letter with id {row_id}")
-    actor = _cli_user(by)
+    actor = cli_actor(by)
     if not actions.claim(row_id, actor):
         row = store.get_row(row_id)
         who = f" by {row.claimed_by}" if row.claimed_by else ""

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 
 import typer
 from rich.table import Table
 
 from pipeline.jobs import quarantine
+from vetro.admin import AdminError, drop_quarantined, quarantine_ids
 from vetro.console import fail
 from vetro.console import messages as err
+from vetro.dead_letters_cli import cli_actor
 
 quarantine_cli = typer.Typer(help="Messages workers refused to run: list, show, drop.", no_args_is_help=True)
-ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
 def _when(at: float) -> str:
@@ -22,9 +22,10 @@ def _when(at: float) -> str:
 
 
 def _check_ids(entry_ids: list[str]) -> None:
-    for entry_id in entry_ids:
-        if not ENTRY_ID.match(entry_id):
-            raise fail(f"{entry_id!r:.60} is not a quarantine id (like 1763935200000-0)")
+    try:
+        quarantine_ids(entry_ids)
+    except AdminError as error:
+        raise fail(str(error)) from None
 
 
 @quarantine_cli.command("list")
@@ -76,4 +77,7 @@ def drop(
     err.print(f"dropping {len(selected)} message(s)", highlight=False)
     if not yes and not typer.confirm("go ahead?", err=True):
         raise typer.Exit(1)
-    err.print(f"dropped {quarantine.drop(selected)} message(s)", highlight=False)
+    dropped, audited = drop_quarantined(selected, cli_actor())
+    err.print(f"dropped {dropped} message(s)", highlight=False)
+    if not audited:
+        err.print("warning: not in the audit log (the dead-letter database did not answer)", highlight=False)

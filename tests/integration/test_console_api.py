@@ -13,6 +13,8 @@ import pytest
 from dlq import store
 from dlq.db import session
 from dlq.models import DeadLetter, Status
+from pipeline.dependencies.breakers import force, status
+from pipeline.jobs import quarantine
 from pipeline.store import redis_client
 from tests.conftest import CONSOLE_PASSWORD
 from tests.helpers import dead_letter_event, serving, vetro
@@ -245,3 +247,47 @@ def test_the_console_refuses_to_start_beyond_loopback_without_users(database):
     assert result.returncode == 2
     assert "beyond loopback, and has no users: set VETRO_CONSOLE_USERS_FILE" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_only_an_admin_forces_a_breaker_and_each_force_is_audited(console):
+    otto, ada = signed_in(console, "otto"), signed_in(console, "ada")
+    assert "card-service" in {breaker["name"] for breaker in otto.get("/api/breakers").json()}
+    assert_refused(otto.post("/api/breakers/card-service/open"), 403, "otto is an operator: forcing a breaker needs the admin role")
+    try:
+        assert ada.post("/api/breakers/card-service/open").json()["state"] == "open"
+        assert status("card-service").state == "open"  # what the workers' breakers read
+        assert ada.post("/api/breakers/card-service/closed").json()["state"] == "closed"
+    finally:
+        force("card-service", "closed")
+    assert_refused(ada.post("/api/breakers/no-such-service/open"), 404, "no breaker 'no-such-service'")
+    assert_refused(ada.post("/api/breakers/card-service/half-open"), 422, "state")
+    entries = ada.get("/api/audit").json()["entries"]
+    assert [(entry["actor"], entry["action"]) for entry in entries] == [
+        ("ada", "breaker-closed"),
+        ("ada", "breaker-open"),
+    ]
+
+
+def test_an_admin_drops_exactly_the_quarantined_messages_chosen(console):
+    kept = quarantine.put("a test's message", {"task": "x"}, b"{}", "application/json", "vetro")
+    dropped = quarantine.put("a test's message", {"task": "y"}, b"{}", "application/json", "vetro")
+    try:
+        vera, ada = signed_in(console, "vera"), signed_in(console, "ada")
+        assert {kept, dropped} <= {entry["id"] for entry in vera.get("/api/quarantine").json()["entries"]}
+        assert vera.get(f"/api/quarantine/{kept}").json()["reason"] == "a test's message"
+        assert_refused(vera.post("/api/quarantine/drop", json={"ids": [dropped]}), 403, "needs the admin role")
+        assert_refused(ada.post("/api/quarantine/drop", json={"ids": ["nope"]}), 400, "is not a quarantine id")
+        assert_refused(ada.post("/api/quarantine/drop", json={"ids": []}), 422, "ids")
+        assert ada.post("/api/quarantine/drop", json={"ids": [dropped]}).json() == {"dropped": 1}
+        assert quarantine.get(dropped) is None and quarantine.get(kept) is not None
+        assert_refused(ada.get(f"/api/quarantine/{dropped}"), 404, f"no quarantined message {dropped}")
+    finally:
+        quarantine.drop([kept, dropped])
+
+
+def test_the_overview_says_whether_the_service_is_ready_and_what_failed_lately(console):
+    add_rows(dead_letter_event("o-1", message="partner said no"))
+    now = signed_in(console, "vera").get("/api/overview").json()
+    assert now["status"] in ("ok", "degraded", "unready") and "queues" in now and "workers" in now
+    assert now["dead_letters_by_status"] == {"failed": 1}
+    assert [pattern["count"] for pattern in now["new_patterns"]] == [1]

@@ -3,6 +3,8 @@ do, for scripts. Every refusal is one line, `{"error": "..."}`, with the status 
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -12,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dlq import actions, audit, filters, operations, selection, store
 from dlq.models import DeadLetter
 from dlq.store import RowFilter
+from pipeline.dependencies import breakers
+from pipeline.jobs import quarantine
+from pipeline.jobs.pipelines import dependencies
 from pipeline.jobs.timeline import describe_job
+from vetro import admin
+from vetro.ops import report
 from vetro.timeline import for_scripts
 from vetro.web import background
 from vetro.web.security import ConsoleError, csrf_token, current_user, require, sign_in, sign_out
@@ -89,6 +96,11 @@ class ReplayIn(ActIn):
 
 class DiscardIn(ActIn):
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class DropIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[Annotated[str, Field(max_length=41)]] = Field(min_length=1, max_length=1000)
 
 
 class SignIn(BaseModel):
@@ -229,6 +241,41 @@ def router() -> APIRouter:
         audit.write(user.name, "console", "stop", outcome={"operation": operation_id})
         return operations.get(operation_id)
 
+    @api.get("/overview")
+    def overview_now(_: Signed) -> dict[str, Any]:
+        """Readiness and its reasons, queues, workers, breakers, dead letters by status and new patterns."""
+        return overview()
+
+    @api.get("/breakers")
+    def list_breakers(_: Signed) -> list[dict[str, Any]]:
+        """Each dependency's breaker: state, failures counted, when it opened, seconds to a trial call."""
+        return [asdict(breakers.status(name)) for name in dependencies()]
+
+    @api.post("/breakers/{name}/{state}")
+    def force_breaker(user: Signed, name: Annotated[str, Path(max_length=128)], state: Literal["open", "closed"]
+                      ) -> dict[str, Any]:  # fmt: skip
+        """Force a breaker open (calls wait out its reset timeout) or closed (failures forgotten)."""
+        require(user, Role.ADMIN, "forcing a breaker")
+        admin_action(admin.force_breaker, name, state, actor(user))
+        return asdict(breakers.status(name))
+
+    @api.get("/quarantine")
+    def list_quarantine(_: Signed, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """The newest messages workers refused to run, with why (bodies on each entry's own page)."""
+        listed = [{k: v for k, v in entry.as_dict().items() if k != "body"} for entry in quarantine.entries(limit)]
+        return {"total": quarantine.count(), "entries": listed}
+
+    @api.get("/quarantine/{entry_id}")
+    def quarantined(_: Signed, entry_id: Annotated[str, Path(max_length=41)]) -> dict[str, Any]:
+        return quarantine_entry(entry_id).as_dict()
+
+    @api.post("/quarantine/drop")
+    def drop_quarantined(user: Signed, body: DropIn) -> dict[str, int]:
+        """Drop exactly these quarantined messages."""
+        require(user, Role.ADMIN, "dropping quarantined messages")
+        dropped, _ = admin_action(admin.drop_quarantined, body.ids, actor(user))
+        return {"dropped": dropped}
+
     @api.get("/audit")
     def audit_log(
         _: Signed,
@@ -241,6 +288,31 @@ def router() -> APIRouter:
         return {"total": total, "entries": [entry.as_dict() for entry in page]}
 
     return api
+
+
+def overview() -> dict[str, Any]:
+    now = report()
+    recent = RowFilter(since=store.utcnow() - timedelta(hours=1))
+    return {
+        **now.as_dict(),
+        "dead_letters_by_status": store.stats()["status"],
+        "new_patterns": [pattern_shown(pattern) for pattern in store.patterns(recent)[:10]],
+    }
+
+
+def admin_action(action: Any, *args: Any) -> Any:
+    try:
+        return action(*args)
+    except admin.AdminError as error:
+        raise ConsoleError(404 if str(error).startswith("no breaker") else 400, str(error)) from None
+
+
+def quarantine_entry(entry_id: str) -> quarantine.Entry:
+    admin_action(admin.quarantine_ids, [entry_id])
+    entry = quarantine.get(entry_id)
+    if entry is None:
+        raise ConsoleError(404, f"no quarantined message {entry_id}")
+    return entry
 
 
 def resolved(action: str, given: FilterIn) -> selection.Selection:

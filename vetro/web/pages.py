@@ -3,11 +3,11 @@ forms that work without JavaScript. console.js only refreshes what changes (an o
 
 from __future__ import annotations
 
-from pathlib import Path
+import pathlib
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -15,16 +15,23 @@ from dlq import actions, audit, operations, selection, store
 from dlq.filters import FAILURE_CLASSES
 from dlq.models import Status
 from dlq.store import RowFilter
+from pipeline.dependencies import breakers
+from pipeline.jobs import quarantine
+from pipeline.jobs.pipelines import dependencies
+from vetro import admin
 from vetro.web.api import (
     DiscardIn,
     PathId,
     ReplayIn,
     StaleError,
     actor,
+    admin_action,
     confirmed,
     detail,
     found,
+    overview,
     pattern_shown,
+    quarantine_entry,
     query_filter,
     validated,
 )
@@ -32,7 +39,7 @@ from vetro.web.background import replay as replay_in_background
 from vetro.web.security import ConsoleError, csrf_token, current_user, require, sign_in, sign_out
 from vetro.web.users import Role, User
 
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates = Jinja2Templates(directory=pathlib.Path(__file__).parent / "templates")
 FILTER_FIELDS = ("stage", "status", "failure_class", "error", "fingerprint", "job", "key", "correlation", "search",
                  "since", "until")  # fmt: skip
 PAGE_SIZE = 50
@@ -94,9 +101,41 @@ def router() -> APIRouter:
         sign_out(request)
         return see_other("/login")
 
-    @pages.get("/")
-    def home(_: Signed) -> Response:
-        return see_other("/dead-letters")
+    @pages.get("/", response_class=HTMLResponse)
+    def home(request: Request, user: Signed) -> Response:
+        return render(request, "overview.html", user=user, now=overview())
+
+    @pages.get("/breakers", response_class=HTMLResponse)
+    def breakers_page(request: Request, user: Signed) -> Response:
+        shown = [breakers.status(name) for name in dependencies()]
+        return render(request, "breakers.html", user=user, breakers=shown)
+
+    @pages.post("/breakers/{name}/{state}")
+    def force(request: Request, user: Signed, name: Annotated[str, Path(max_length=128)], state: str) -> Response:
+        require(user, Role.ADMIN, "forcing a breaker")
+        admin_action(admin.force_breaker, name, state, actor(user))
+        request.session["flash"] = f"breaker {name} forced {state}"
+        return see_other("/breakers")
+
+    @pages.get("/quarantine", response_class=HTMLResponse)
+    def quarantine_page(request: Request, user: Signed) -> Response:
+        entries = quarantine.entries(200)
+        return render(request, "quarantine.html", user=user, entries=entries, total=quarantine.count())
+
+    @pages.get("/quarantine/{entry_id}", response_class=HTMLResponse)
+    def quarantined(request: Request, user: Signed, entry_id: Annotated[str, Path(max_length=41)]) -> Response:
+        return render(request, "quarantined.html", user=user, entry=quarantine_entry(entry_id))
+
+    @pages.post("/quarantine/drop")
+    async def drop(request: Request, user: Signed) -> Response:
+        require(user, Role.ADMIN, "dropping quarantined messages")
+        chosen = [str(value) for value in (await request.form()).getlist("ids")]
+        if not chosen:
+            request.session["flash"] = "nothing selected: nothing dropped"
+            return see_other("/quarantine")
+        dropped, _ = admin_action(admin.drop_quarantined, chosen, actor(user))
+        request.session["flash"] = f"dropped {dropped} message(s)"
+        return see_other("/quarantine")
 
     @pages.get("/dead-letters", response_class=HTMLResponse)
     def dead_letters(request: Request, user: Signed, rows: FilterFromQuery, page: int = 1) -> Response:

@@ -102,7 +102,8 @@ def current_user(request: Request) -> User:
 
 def require(user: User, role: Role, doing: str) -> None:
     if user.role < role:
-        raise ConsoleError(403, f"{user.name} is a {user.role}: {doing} needs the {role} role")
+        article = "an" if str(user.role)[0] in "aeiou" else "a"
+        raise ConsoleError(403, f"{user.name} is {article} {user.role}: {doing} needs the {role} role")
 
 
 async def check_csrf(request: Request) -> None:
