@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import update
 
 from dlq import audit
 from dlq.db import session
 from dlq.models import DeadLetter, Status
-from dlq.replay import REPLAY_BATCH, ReplayReport
+from dlq.replay import EXPIRED, REPLAY_BATCH, ReplayReport
 from dlq.replay import replay as replay_rows
 from dlq.selection import ACTS_ON, Selection, SelectionError, rows_of
+from dlq.store import RowFilter, get_row, utcnow
 from dlq.store import discard as discard_rows
-from dlq.store import utcnow
+from pipeline.jobs import driver, ledger
+from pipeline.jobs.pipelines import task_named
+from pipeline.jobs.producer import InvalidJobError, check_arguments
 
 Progress = Callable[[int, int], None]  # (rows done so far, of which refused)
 
@@ -47,13 +52,14 @@ def replay(
     progress: Progress | None = None,
     stopped: Callable[[], bool] | None = None,
     audit_id: int | None = None,
+    diff: dict | None = None,
 ) -> ReplayReport:
     """Replay the selection's rows from their failed steps, through the guards, at most `rate` a second.
 
     Rows are read and replayed a chunk at a time (a second's worth when paced), so a stop takes effect
     within about a second and a selection of any size never sits in memory.
     """
-    entry = audit_id or start_replay_audit(selection, actor, incident, rate)
+    entry = audit_id or start_replay_audit(selection, actor, incident, rate, diff)
     report = ReplayReport()
     chunk = max(1, int(rate)) if rate else REPLAY_BATCH
     for first in range(0, selection.count, chunk):
@@ -69,14 +75,18 @@ def replay(
     return report
 
 
-def start_replay_audit(selection: Selection, actor: Actor, incident: str | None, rate: float | None) -> int:
-    """The audit entry of a replay, written before it starts (a background one is seen at once)."""
+def start_replay_audit(
+    selection: Selection, actor: Actor, incident: str | None, rate: float | None, diff: dict | None = None
+) -> int:
+    """The audit entry of a replay, written before it starts (a background one is seen at once); with
+    `diff`, a replay with an edited input (the diff kept sealed or redacted, as inputs are)."""
     return audit.write(
         actor.audited,
         actor.via,
-        "replay",
+        "replay-edited" if diff else "replay",
         selection=selection,
         incident=incident,
+        diff=audit.protected(diff) if diff else None,
         outcome={"state": "started", "rate": rate},
     )
 
@@ -118,3 +128,55 @@ def claim(row_id: int, actor: Actor) -> bool:
     if claimed:
         audit.write(actor.audited, actor.via, "claim", ids=[row_id], outcome={"claimed": True})
     return bool(claimed)
+
+
+class EditError(ValueError):
+    """An edited input that may not run: one line saying why (nothing was changed)."""
+
+
+def replay_edited(row_id: int, edited: Any, actor: Actor, incident: str | None = None) -> ReplayReport:
+    """Replay one dead letter's job from its failed step with the input an operator corrected.
+
+    The input must be `{"args": [...], "kwargs": {...}}` within the payload limits, and its first argument
+    must fit the stage's declared `input_model` (if it has one). The job then runs that step, and any
+    re-drive of it, with this input; the audit log keeps the change.
+    """
+    row = get_row(row_id)
+    if row is None:
+        raise EditError(f"no dead letter with id {row_id}")
+    if row.status not in ACTS_ON["replay"]:
+        raise EditError(f"dead letter {row_id} is {row.status}: only a failed one is replayed with an edit")
+    args, kwargs = _checked_shape(edited)
+    state = ledger.load(row.pipeline, row.job_id)
+    step = next((step for step in driver.pending(state) if step.scope == row.scope), None) if state else None
+    if step is None:
+        raise EditError(f"dead letter {row_id}: {EXPIRED if state is None else 'its job no longer runs that step'}")
+    _check_model(task_named(step.task), args)
+    ledger.edit_input(row.pipeline, row.job_id, row.scope, args, kwargs)
+    diff = {"step": row.scope, "before": row.opened_input(), "after": {"args": args, "kwargs": kwargs}}
+    return replay(Selection("replay", RowFilter(ids=[row_id]), [row_id]), actor, incident=incident, diff=diff)
+
+
+def _checked_shape(edited: Any) -> tuple[list, dict]:
+    shaped = isinstance(edited, dict) and set(edited) == {"args", "kwargs"}
+    if not shaped or not isinstance(edited["args"], list) or not isinstance(edited["kwargs"], dict):
+        raise EditError('the input must be {"args": [...], "kwargs": {...}}')
+    try:
+        check_arguments(edited, "the input")
+    except InvalidJobError as error:
+        raise EditError(str(error)) from None
+    return edited["args"], edited["kwargs"]
+
+
+def _check_model(task: Any, args: list) -> None:
+    model = getattr(task, "input_model", None)
+    if model is None:
+        return
+    if not args:
+        raise EditError(f"{task.name} takes a {model.__name__} as its first argument: the input has none")
+    try:
+        model.model_validate(args[0])
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or model.__name__
+        raise EditError(f"{task.name}'s {model.__name__}: {where}: {first['msg']}") from None

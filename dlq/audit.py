@@ -6,12 +6,15 @@ import getpass
 from datetime import timedelta
 from typing import Any
 
+from kombu.utils.json import dumps
 from sqlalchemy import delete, func, select
 
 from dlq.db import session
 from dlq.models import AuditEntry
 from dlq.selection import Selection, digest
 from dlq.store import utcnow
+from pipeline.privacy import redact
+from pipeline.sealing import seal_document, sealing
 
 
 def os_user() -> str:
@@ -20,6 +23,14 @@ def os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a container's arbitrary user)
         return "unknown"
+
+
+def protected(value: Any) -> dict[str, Any]:
+    """A value the log keeps (an edited input's diff): sealed like the dead letters' inputs when keys are
+    set, else with personal fields redacted like the logs."""
+    if sealing():
+        return seal_document(dumps(value))
+    return {"redacted": redact(value)}
 
 
 def write(

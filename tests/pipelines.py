@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline import (
@@ -196,6 +197,21 @@ def mend(self: Stage, value: Any) -> Any:
     if not redis_client().exists(SHOP_FLAG):
         raise PermanentError(f"cannot mend {value!r} yet")
     return value
+
+
+class Parcel(BaseModel):
+    """What `pack` takes: the input an operator's correction is checked against."""
+
+    sku: str = Field(pattern=r"^[A-Z]{3}-\d+$")
+    quantity: int = Field(gt=0)
+
+
+@stage("pack", "shop", input_model=Parcel)
+def pack(self: Stage, parcel: dict[str, Any]) -> dict[str, Any]:
+    """Fails for good on a discontinued sku (OLD-*): an input an operator corrects and replays."""
+    if parcel["sku"].startswith("OLD-"):
+        raise PermanentError(f"sku {parcel['sku']} is discontinued")
+    return {"packed": parcel["sku"], "quantity": parcel["quantity"]}
 
 
 @stage("alert", "shop")

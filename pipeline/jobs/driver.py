@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -242,7 +243,13 @@ def pending(state: ledger.JobState) -> list[Step]:
     if state.errbacks_for is not None:
         failed = state.errbacks_for
         return state.plan.pending_errbacks(failed, state.plan.task_id_of(state.context.job_id, failed), state.results)
-    return state.plan.pending(state.results)
+    return [_as_edited(state, step) for step in state.plan.pending(state.results)]
+
+
+def _as_edited(state: ledger.JobState, step: Step) -> Step:
+    """The step with the arguments an operator corrected for it, if they did (ledger.edit_input)."""
+    edited = state.edited_input(step.scope)
+    return replace(step, args=edited[0], kwargs=edited[1]) if edited else step
 
 
 def redrive(state: ledger.JobState, steps: list[Step], reason: str) -> None:

@@ -51,6 +51,7 @@ STARTS = "starts:"  # the record's fields counting each step's runs that started
 STEP_FIELDS = {STARTS: "unfinished_runs", "began:": "began_at", "worker:": "worker", "ended:": "ended_at"}
 LISTED_FIELDS = ("job_id", "pipeline", "status", "correlation_id", "submitted_at", "finished_at", "failed_stage")
 REDRIVE_LOG_SIZE = 10  # re-drives kept on the record for `vetro job show`
+EDITED = "edited:"  # + a step's scope: the arguments an operator corrected for its replay
 ERRBACKS_FOR = "errbacks_for"  # a failed job's step whose errbacks (link_error) run
 FAILURE_FIELDS = ("failed_stage", "failure_class", "error", "error_type", "traceback", ERRBACKS_FOR)  # a replay clears
 TRACEBACK_KEPT = 4000  # characters of a dead-lettered failure's traceback kept on the record (the row has it all)
@@ -398,6 +399,21 @@ class JobState:
 
     def number(self, name: str) -> float:
         return float(self.record.get(name) or 0)
+
+    def edited_input(self, scope: str) -> tuple[tuple, dict] | None:
+        """The arguments an operator gave the step for its replay (`edit_input`), or None."""
+        stored = self.record.get(EDITED + scope)
+        if stored is None:
+            return None
+        edited = decode(stored)
+        return tuple(edited["args"]), dict(edited["kwargs"])
+
+
+def edit_input(pipeline: str, job_id: str, scope: str, args: list, kwargs: dict) -> None:
+    """Run the step with these arguments from now on (a replay, and any re-drive after it), in place of
+    the ones its plan gives: an operator corrected the input it failed on. Kept, sealed like a result,
+    as long as the job's record."""
+    redis_client().hset(JobKeys(pipeline, job_id).record, EDITED + scope, encode({"args": args, "kwargs": kwargs}))
 
 
 def as_text(raw: dict[bytes, bytes]) -> dict[str, str]:

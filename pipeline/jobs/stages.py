@@ -22,6 +22,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
+from pydantic import BaseModel
 
 from pipeline import privacy
 from pipeline.adapter.app import app
@@ -67,6 +68,8 @@ class Stage(Task):
     technical_retries: int = 2
     lease_seconds: float = 35
     classifier: FailureClassifier | AutoretryClassifier = default_classifier
+    # What the stage takes as its first argument: an operator's corrected input is checked against it.
+    input_model: type[BaseModel] | None = None
 
     @property
     def job(self) -> JobContext | None:
@@ -136,14 +139,23 @@ class Stage(Task):
 POLICY_KNOBS = frozenset(StagePolicy.model_fields)
 
 
-def stage(name: str, pipeline: str, *, dependencies: Iterable[str] = (), **policy: Any) -> Callable[[Callable], Stage]:
+def stage(
+    name: str,
+    pipeline: str,
+    *,
+    dependencies: Iterable[str] = (),
+    input_model: type[BaseModel] | None = None,
+    **policy: Any,
+) -> Callable[[Callable], Stage]:
     """Declare the stage `name` of `pipeline` (a Celery task named '<pipeline>.<name>').
 
     The function receives the previous step's result (the payload for the first stage) and
     returns its own. `policy` sets this stage's values of the StagePolicy knobs (max_retries,
     technical_retries, backoff_base, backoff_max, jitter, soft_time_limit, time_limit), over
     the named defaults; settings override both (VETRO_STAGES__<PIPELINE>__<STAGE>__<KNOB>).
-    `dependencies` names the external services it calls (their breakers and rate limits).
+    `dependencies` names the external services it calls (their breakers and rate limits). `input_model`
+    (a pydantic model) is what its first argument must be: a replay with an input an operator edited is
+    checked against it before it runs.
     """
     check_name("pipeline", pipeline)
     check_name("stage", name)
@@ -176,6 +188,7 @@ def stage(name: str, pipeline: str, *, dependencies: Iterable[str] = (), **polic
         retry_backoff_max=resolved.backoff_max,
         retry_jitter=resolved.jitter,
         default_retry_delay=celery.get("default_retry_delay", Stage.default_retry_delay),
+        input_model=input_model,
         **({"classifier": classifier} if classifier else {}),
     )
 

@@ -16,8 +16,9 @@ from dlq.models import DeadLetter, Status
 from pipeline.dependencies.breakers import force, status
 from pipeline.jobs import quarantine
 from pipeline.store import redis_client
-from tests.conftest import CONSOLE_PASSWORD
-from tests.helpers import dead_letter_event, serving, vetro
+from tests.conftest import CONSOLE_PASSWORD, worker_env
+from tests.helpers import dead_letter_event, serving, vetro, workers
+from tests.pipelines import pack
 from vetro.testing.processes import free_port, wait_until
 from vetro.web import users
 from vetro.web.security import FAILED_SIGN_INS, FAILED_SIGN_INS_KEY
@@ -252,7 +253,8 @@ def test_the_console_refuses_to_start_beyond_loopback_without_users(database):
 def test_only_an_admin_forces_a_breaker_and_each_force_is_audited(console):
     otto, ada = signed_in(console, "otto"), signed_in(console, "ada")
     assert "card-service" in {breaker["name"] for breaker in otto.get("/api/breakers").json()}
-    assert_refused(otto.post("/api/breakers/card-service/open"), 403, "otto is an operator: forcing a breaker needs the admin role")
+    refused = otto.post("/api/breakers/card-service/open")
+    assert_refused(refused, 403, "otto is an operator: forcing a breaker needs the admin role")
     try:
         assert ada.post("/api/breakers/card-service/open").json()["state"] == "open"
         assert status("card-service").state == "open"  # what the workers' breakers read
@@ -291,3 +293,34 @@ def test_the_overview_says_whether_the_service_is_ready_and_what_failed_lately(c
     assert now["status"] in ("ok", "degraded", "unready") and "queues" in now and "workers" in now
     assert now["dead_letters_by_status"] == {"failed": 1}
     assert [pattern["count"] for pattern in now["new_patterns"]] == [1]
+
+
+@pytest.fixture
+def shop_worker(database) -> Iterator[None]:
+    """A real worker writing this test's dead-letter database (started after it, unlike `worker`)."""
+    with workers(worker_env()):
+        yield
+
+
+def test_an_operator_corrects_a_failed_steps_input_and_the_job_completes_with_it(console, shop_worker):
+    result = pack.delay({"sku": "OLD-7", "quantity": 2})
+    rows = wait_until(lambda: store.rows(store.RowFilter(error="OLD-7")), 120, "the step to be dead-lettered")
+    row_id = rows[0].id
+    otto = signed_in(console, "otto")
+    path = f"/api/dead-letters/{row_id}/replay-edited"
+
+    wrong = {"args": [{"sku": "new 7", "quantity": 0}], "kwargs": {}}
+    assert_refused(otto.post(path, json={"input": wrong}), 422, "shop.pack's Parcel: sku: String should match")
+    assert_refused(otto.post(path, json={"input": {"args": {}}}), 422, '{"args": [...], "kwargs": {...}}')
+    assert_refused(signed_in(console, "vera").post(path, json={"input": wrong}), 403, "replaying needs")
+    assert_refused(otto.post("/api/dead-letters/424242/replay-edited", json={"input": wrong}), 404, "no dead letter")
+    assert statuses() == {rows[0].job_id: Status.FAILED}  # nothing was changed or run
+
+    fixed = {"args": [{"sku": "NEW-7", "quantity": 2}], "kwargs": {}}
+    assert otto.post(path, json={"input": fixed, "incident": "INC-9"}).json() == {"replayed": 1, "refused": {}}
+    assert result.get(timeout=120) == {"packed": "NEW-7", "quantity": 2}
+    wait_until(lambda: statuses() == {rows[0].job_id: Status.RESOLVED}, 60, "the dead letter to be resolved")
+    (entry,) = otto.get("/api/audit", params={"action": "replay-edited"}).json()["entries"]
+    assert entry["incident"] == "INC-9" and entry["count"] == 1
+    assert entry["diff"] == {"redacted": {"step": "pack", "before": {"args": [{"sku": "OLD-7", "quantity": 2}],
+                             "kwargs": {}}, "after": fixed}}  # fmt: skip

@@ -103,6 +103,12 @@ class DropIn(BaseModel):
     ids: list[Annotated[str, Field(max_length=41)]] = Field(min_length=1, max_length=1000)
 
 
+class EditedReplayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: dict[str, Any] = Field(description='the failed step\'s corrected input: {"args": [...], "kwargs": {...}}')
+    incident: str | None = Field(None, max_length=128)
+
+
 class SignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=64)
@@ -220,6 +226,14 @@ def router() -> APIRouter:
             raise ConsoleError(409, f"dead letter {row_id} is {row.status}{who}: only a failed one can be claimed")
         return listed(found(row_id))
 
+    @api.post("/dead-letters/{row_id}/replay-edited")
+    def replay_edited(user: Signed, row_id: PathId, body: EditedReplayIn) -> dict[str, Any]:
+        """Replay the row's job from its failed step with a corrected input, checked against the stage's
+        declared input model first; the audit log keeps the change."""
+        require(user, Role.OPERATOR, "replaying")
+        report = edited_replay(row_id, body.input, actor(user), body.incident)
+        return {"replayed": len(report.replayed), "refused": report.refused}
+
     @api.get("/operations")
     def list_operations(_: Signed) -> list[dict[str, Any]]:
         return operations.recent()
@@ -298,6 +312,13 @@ def overview() -> dict[str, Any]:
         "dead_letters_by_status": store.stats()["status"],
         "new_patterns": [pattern_shown(pattern) for pattern in store.patterns(recent)[:10]],
     }
+
+
+def edited_replay(row_id: int, edited: Any, who: actions.Actor, incident: str | None) -> Any:
+    try:
+        return actions.replay_edited(row_id, edited, who, incident)
+    except actions.EditError as error:
+        raise ConsoleError(404 if str(error).startswith("no dead letter") else 422, str(error)) from None
 
 
 def admin_action(action: Any, *args: Any) -> Any:

@@ -3,6 +3,8 @@ forms that work without JavaScript. console.js only refreshes what changes (an o
 
 from __future__ import annotations
 
+import difflib
+import json
 import pathlib
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -15,9 +17,11 @@ from dlq import actions, audit, operations, selection, store
 from dlq.filters import FAILURE_CLASSES
 from dlq.models import Status
 from dlq.store import RowFilter
+from pipeline.adapter.app import app
 from pipeline.dependencies import breakers
 from pipeline.jobs import quarantine
 from pipeline.jobs.pipelines import dependencies
+from pipeline.sealing import SealedValueError, open_document
 from vetro import admin
 from vetro.web.api import (
     DiscardIn,
@@ -28,6 +32,7 @@ from vetro.web.api import (
     admin_action,
     confirmed,
     detail,
+    edited_replay,
     found,
     overview,
     pattern_shown,
@@ -59,6 +64,17 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
 def shown_filter(request: Request) -> dict[str, str]:
     """The filter fields the address bar gives, as typed (to fill the form and the links again)."""
     return {name: request.query_params[name] for name in FILTER_FIELDS if request.query_params.get(name)}
+
+
+def diff_lines(kept: dict[str, Any]) -> str:
+    """An edited input's change as a unified diff (opened, when sealed, with the configured keys)."""
+    try:
+        opened = open_document(kept)
+    except SealedValueError:
+        return "(sealed: no configured key opens it)"
+    change = opened.get("redacted", opened) if isinstance(opened, dict) else {}
+    shown = [json.dumps(change.get(side), indent=2, sort_keys=True).splitlines() for side in ("before", "after")]
+    return "\n".join(difflib.unified_diff(*shown, "before", "after", lineterm=""))
 
 
 def see_other(url: str) -> RedirectResponse:
@@ -199,7 +215,9 @@ def router() -> APIRouter:
         shown = detail(found(row_id))
         one = selection.resolve("replay", RowFilter(ids=[row_id]))
         history, _ = audit.entries(limit=20, ids_digest=one.digest)  # what was done to this row alone
-        return render(request, "dead_letter.html", user=user, row=shown, digest=one.digest, history=history)
+        model = getattr(app.tasks.get(f"{shown['pipeline']}.{shown['stage']}"), "input_model", None)
+        return render(request, "dead_letter.html", user=user, row=shown, digest=one.digest, history=history,
+                      input_model=model.__name__ if model else None)  # fmt: skip
 
     @pages.post("/dead-letters/{row_id}/claim")
     def claim(request: Request, user: Signed, row_id: PathId) -> Response:
@@ -207,6 +225,24 @@ def router() -> APIRouter:
         row = found(row_id)
         claimed = actions.claim(row_id, actor(user))
         request.session["flash"] = "claimed: you are reviewing it" if claimed else f"not claimed: it is {row.status}"
+        return see_other(f"/dead-letters/{row_id}")
+
+    @pages.post("/dead-letters/{row_id}/edit")
+    def replay_edited(
+        request: Request,
+        user: Signed,
+        row_id: PathId,
+        edited: Annotated[str, Form(max_length=1_000_000)],
+        incident: Annotated[str, Form(max_length=128)] = "",
+    ) -> Response:
+        require(user, Role.OPERATOR, "replaying")
+        try:
+            parsed = json.loads(edited)
+        except ValueError as error:
+            raise ConsoleError(422, f"the input is not JSON: {error}") from None
+        report = edited_replay(row_id, parsed, actor(user), incident or None)
+        replayed = "replayed with the edited input" if report.replayed else f"not replayed: {report.refused}"
+        request.session["flash"] = replayed
         return see_other(f"/dead-letters/{row_id}")
 
     @pages.get("/patterns", response_class=HTMLResponse)
@@ -237,6 +273,8 @@ def router() -> APIRouter:
     def audit_page(request: Request, user: Signed, action: str | None = None, page: int = 1) -> Response:
         page = max(1, min(page, 1_000_000))
         entries, total = audit.entries(PAGE_SIZE, (page - 1) * PAGE_SIZE, action or None)
-        return render(request, "audit.html", user=user, entries=entries, total=total, page=page, action=action or "")
+        diffs = {entry.id: diff_lines(entry.diff) for entry in entries if entry.diff}
+        return render(request, "audit.html", user=user, entries=entries, total=total, page=page,
+                      action=action or "", diffs=diffs)  # fmt: skip
 
     return pages
