@@ -28,11 +28,12 @@ from dlq import audit, selection, store
 from dlq.db import session
 from dlq.models import Status
 from dlq.store import RowFilter
+from pipeline.dependencies.breakers import force, status
 from pipeline.jobs.ledger import get_job
 from pipeline.store import redis_client
 from tests.conftest import CONSOLE_PASSWORD, CONSOLE_PEOPLE, worker_env
 from tests.helpers import dead_letter_event, workers
-from tests.pipelines import SHOP_FLAG, mend
+from tests.pipelines import SHOP_FLAG, mend, pack
 from vetro.testing.processes import WorkerProcess, free_port, wait_until
 from vetro.web.security import SESSION_COOKIE
 
@@ -223,7 +224,9 @@ def test_an_operator_finds_why_jobs_failed_replays_the_fixable_ones_and_discards
     add_rows(*(dead_letter_event(f"sku-{n}-{run}", message="unknown sku") for n in range(2)))  # another cause
 
     sign_in(browser, console, "otto")
-    until(lambda: at(browser, r"/dead-letters$"), "the dead letters list after signing in")
+    until(lambda: at(browser, rf"^{re.escape(console)}/$"), "the overview after signing in")
+    css(browser, "nav a[href='/dead-letters']")[0].click()
+    until(lambda: at(browser, r"/dead-letters$"), "the dead letters list")
     assert text_of(browser, "count") == "6 dead letter(s) match."
     snapshot(browser, "dead-letters")
 
@@ -407,3 +410,59 @@ def test_a_link_from_another_site_leaves_the_operator_signed_in(browser, console
     assert text_of(browser, "signed-in") == "otto (operator)", browser.current_url  # a link arrives signed in
     browser.get(f"{console}/dead-letters")
     assert text_of(browser, "signed-in") == "otto (operator)", browser.current_url
+
+
+@SQLITE_ONLY
+def test_an_operator_corrects_an_input_in_the_page_and_the_replay_runs_with_it(browser, console, shop_worker):
+    result = pack.delay({"sku": "OLD-3", "quantity": 1})
+    (row,) = until(lambda: store.rows(RowFilter(error="OLD-3")), "the step to be dead-lettered")
+    sign_in(browser, console, "otto")
+    browser.get(f"{console}/dead-letters/{row.id}")
+    by_id(browser, "edit").click()  # the <details> that holds the form
+    editor = css(browser, "#edit-form textarea")[0]
+
+    editor.clear()
+    editor.send_keys('{"args": [{"sku": "nope", "quantity": 1}], "kwargs": {}}')
+    by_id(browser, "replay-edited").click()
+    until(lambda: "String should match pattern" in text_of(browser, "error"), "the model's refusal")
+    assert statuses() == {row.job_id: Status.FAILED}
+
+    browser.get(f"{console}/dead-letters/{row.id}")
+    by_id(browser, "edit").click()
+    editor = css(browser, "#edit-form textarea")[0]
+    editor.clear()
+    editor.send_keys('{"args": [{"sku": "NEW-3", "quantity": 1}], "kwargs": {}}')
+    snapshot(browser, "edit")
+    by_id(browser, "replay-edited").click()
+    until(lambda: "replayed with the edited input" in page_text(browser), "the replay to start")
+    assert result.get(timeout=WAIT) == {"packed": "NEW-3", "quantity": 1}
+    until(lambda: statuses() == {row.job_id: Status.RESOLVED}, "the dead letter to be resolved")
+
+    browser.get(f"{console}/audit")
+    css(browser, "#audit details")[0].click()
+    change = css(browser, "#audit pre.diff")[0].text
+    assert '-      "sku": "OLD-3"' in change and '+      "sku": "NEW-3"' in change, change
+
+
+@SQLITE_ONLY
+def test_an_admin_resets_an_open_breaker_and_an_operator_cannot(browser, console):
+    force("card-service", "open")
+    try:
+        sign_in(browser, console, "otto")
+        browser.get(f"{console}/breakers")
+        assert [cells[1] for cells in table_rows(browser, "breakers") if cells[0] == "card-service"] == ["open"]
+        assert not css(browser, "#reset-card-service")  # no button for an operator
+
+        browser.execute_script("document.cookie = ''")
+        browser.delete_all_cookies()
+        sign_in(browser, console, "ada")
+        browser.get(f"{console}/breakers")
+        by_id(browser, "reset-card-service").click()
+        until(lambda: "breaker card-service forced closed" in page_text(browser), "the reset")
+        assert status("card-service").state == "closed"
+        snapshot(browser, "breakers")
+        browser.get(f"{console}/")
+        until(lambda: text_of(browser, "service-status") in ("ok", "degraded", "unready"), "the overview")
+        snapshot(browser, "overview")
+    finally:
+        force("card-service", "closed")
