@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -192,6 +193,12 @@ class Settings(BaseSettings):
     console_users_file: Path | None = Field(
         None, description="the console's users, roles and password hashes (`vetro user add` writes it)"
     )
+    console_proxy_user_header: str | None = Field(
+        None, description="a reverse proxy's header naming the signed-in user (oauth2-proxy: X-Forwarded-User)"
+    )
+    console_trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated addresses or networks whose user header is believed"
+    )
     console_secret: SecretStr | None = Field(
         None, description="signs the console's session cookies (32+ characters); unset, a new one each start"
     )
@@ -212,7 +219,7 @@ class Settings(BaseSettings):
         default_factory=list, description="comma-separated Fernet keys: the first seals, every one opens (rotation)"
     )
 
-    @field_validator("pipelines", "redact_fields", "encryption_keys", mode="before")
+    @field_validator("pipelines", "redact_fields", "encryption_keys", "console_trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -234,6 +241,28 @@ class Settings(BaseSettings):
         if path is not None and not path.is_file():
             raise ValueError(f"no such file: {str(path)[:200]} (make it with `vetro user add`)")
         return path
+
+    @field_validator("console_trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy[:60]!r} is not an address or a network (10.0.0.5, 10.0.0.0/24)") from None
+        return proxies
+
+    @model_validator(mode="after")
+    def _proxy_named_whole(self) -> Settings:
+        """A user header without proxies to believe it from, or proxies without a header, names nothing."""
+        if bool(self.console_proxy_user_header) != bool(self.console_trusted_proxies):
+            given, missing = (
+                ("CONSOLE_PROXY_USER_HEADER", "CONSOLE_TRUSTED_PROXIES")
+                if self.console_proxy_user_header
+                else ("CONSOLE_TRUSTED_PROXIES", "CONSOLE_PROXY_USER_HEADER")
+            )
+            raise ValueError(f"{ENV_PREFIX}{given} is set without {ENV_PREFIX}{missing}: set both, or neither")
+        return self
 
     @field_validator("console_secret")
     @classmethod

@@ -35,13 +35,14 @@ def add_user(
     role: str = typer.Option(..., help="viewer (reads), operator (reviews, replays, discards) or admin."),
     file: Path = FILE_OPTION,
     password_stdin: bool = typer.Option(False, help="Read the password from standard input's first line."),
+    no_password: bool = typer.Option(False, help="Signed in only by a trusted reverse proxy: a role, no password."),
 ) -> None:
     """Add a user (or change one's role and password); the password is stored as an argon2 hash."""
     from vetro.web.users import Role, UsersFileError, add
 
     path = _users_file(file)
     try:
-        add(path, name, Role.named(role), _password(password_stdin))
+        add(path, name, Role.named(role), None if no_password else _password(password_stdin))
     except UsersFileError as error:
         raise fail(str(error)) from None
     err.print(f"{name} ({role}) in {path}; the console reads it as VETRO_CONSOLE_USERS_FILE={path}", highlight=False)

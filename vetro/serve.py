@@ -169,7 +169,13 @@ def listening(host: str | None = None, port: int | None = None) -> socket.socket
 
 def access_for(sock: socket.socket) -> Access:
     """Who may use the console served on `sock` (ConsoleError, in one line, when nobody safely may)."""
-    return Access.for_address(sock.getsockname()[0], get_settings().console_users_file)
+    settings = get_settings()
+    return Access.for_address(
+        sock.getsockname()[0],
+        settings.console_users_file,
+        settings.console_proxy_user_header,
+        settings.console_trusted_proxies,
+    )
 
 
 def serve(sock: socket.socket, access: Access, **options: Any) -> None:

@@ -324,3 +324,16 @@ def test_an_operator_corrects_a_failed_steps_input_and_the_job_completes_with_it
     assert entry["incident"] == "INC-9" and entry["count"] == 1
     assert entry["diff"] == {"redacted": {"step": "pack", "before": {"args": [{"sku": "OLD-7", "quantity": 2}],
                              "kwargs": {}}, "after": fixed}}  # fmt: skip
+
+
+def test_a_trusted_reverse_proxy_signs_users_in_by_its_header_and_no_one_else_can(database, console_users):
+    proxied = {"VETRO_CONSOLE_USERS_FILE": str(console_users), "VETRO_CONSOLE_PROXY_USER_HEADER": "X-Forwarded-User"}
+    with serving({**proxied, "VETRO_CONSOLE_TRUSTED_PROXIES": "127.0.0.1/32"}) as url:
+        assert httpx.get(f"{url}/api/me", headers={"x-forwarded-user": "vera"}).json()["role"] == "viewer"
+        stranger = httpx.get(f"{url}/api/me", headers={"x-forwarded-user": "mallory"})
+        assert_refused(stranger, 403, "mallory is not a console user")
+    with serving({**proxied, "VETRO_CONSOLE_TRUSTED_PROXIES": "10.0.0.0/8"}) as url:  # this client is not the proxy
+        assert_refused(httpx.get(f"{url}/api/me", headers={"x-forwarded-user": "ada"}), 401, "sign in first")
+    half = vetro("serve", "--port", str(free_port()), env=proxied)
+    assert half.returncode == 2 and half.stderr.count("\n") == 1
+    assert "VETRO_CONSOLE_PROXY_USER_HEADER is set without VETRO_CONSOLE_TRUSTED_PROXIES" in half.stderr

@@ -50,15 +50,23 @@ class NotSignedInError(ConsoleError):
 
 @dataclass(frozen=True)
 class Access:
-    """How this server knows its users: a users file, or (on loopback only) nobody but the local admin."""
+    """How this server knows its users: a users file (with, perhaps, a reverse proxy that signs them in), or
+    (on loopback only) nobody but the local admin."""
 
     users_file: Path | None
     local: bool
+    proxy_header: str | None = None
+    proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
-    def for_address(cls, host: str, users_file: Path | None) -> Access:
+    def for_address(
+        cls, host: str, users_file: Path | None, proxy_header: str | None = None, proxies: list[str] | None = None
+    ) -> Access:
+        networks = tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies or [])
         if users_file is not None:
-            return cls(users_file, local=False)
+            return cls(users_file, local=False, proxy_header=proxy_header, proxies=networks)
+        if proxy_header:
+            raise ConsoleError(500, "VETRO_CONSOLE_PROXY_USER_HEADER needs VETRO_CONSOLE_USERS_FILE: it gives roles")
         if is_loopback(host):
             return cls(None, local=True)
         raise ConsoleError(
@@ -66,6 +74,18 @@ class Access:
             f"the console listens on {host}, beyond loopback, and has no users: set VETRO_CONSOLE_USERS_FILE "
             "(make it with `vetro user add`) or listen on 127.0.0.1",
         )
+
+    def proxied_user(self, request: Request) -> str | None:
+        """The user a trusted proxy names in its header; None when there is none or the sender is not trusted."""
+        if not self.proxy_header or request.client is None:
+            return None
+        try:
+            sender = ipaddress.ip_address(request.client.host)
+        except ValueError:
+            return None
+        if not any(sender in network for network in self.proxies):
+            return None
+        return request.headers.get(self.proxy_header) or None
 
 
 def is_loopback(host: str) -> bool:
@@ -92,6 +112,12 @@ def current_user(request: Request) -> User:
     given = access(request)
     if given.local:
         return LOCAL
+    proxied = given.proxied_user(request)
+    if proxied is not None:
+        user = users(given.users_file).get(proxied)
+        if user is None:
+            raise ConsoleError(403, f"{proxied[:64]} is not a console user (vetro user add {proxied[:64]} ...)")
+        return user
     name = request.session.get("user")
     signed_at = request.session.get("at", 0)
     user = users(given.users_file).get(name) if isinstance(name, str) else None

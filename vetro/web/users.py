@@ -2,8 +2,9 @@
 
     {"users": {"ana": {"role": "operator", "password": "$argon2id$..."}}}
 
-`vetro user add` writes it (readable by its owner only); the server reads it on each sign-in, so a
-user removed or demoted there is refused at their next request.
+`vetro user add` writes it (readable by its owner only); the server reads it on each request, so a
+user removed or demoted there is refused at their next one. A user a reverse proxy signs in
+(VETRO_CONSOLE_PROXY_USER_HEADER) needs only a role: `vetro user add NAME --role viewer --no-password`.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def users(path: Path) -> dict[str, User]:
     """Every user in the file, checked: a bad role or a missing hash names the user."""
     found = {}
     for name, entry in _read(path).items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("password"), str):
-            raise UsersFileError(f"{path}: user {name!r} has no password hash")
+        if not isinstance(entry, dict) or not isinstance(entry.get("password", ""), str):
+            raise UsersFileError(f'{path}: user {name!r} is not {{"role": ..., "password": ...}}')
         found[name] = User(name, Role.named(str(entry.get("role", ""))))
     return found
 
@@ -87,14 +88,19 @@ def authenticate(path: Path, name: str, password: str) -> User | None:
     return User(name, Role.named(str(entry.get("role", ""))))
 
 
-def add(path: Path, name: str, role: Role, password: str) -> None:
-    """Add the user, or change their role and password; the file stays readable by its owner only."""
-    if not name or len(name) > MAX_NAME or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise UsersFileError(f"user name {name[:80]!r}: letters, digits, '-', '_' and '.', at most {MAX_NAME}")
-    if len(password) < 12:
+def add(path: Path, name: str, role: Role, password: str | None) -> None:
+    """Add the user, or change their role and password (None: signed in only by a trusted proxy); the file
+    stays readable by its owner only."""
+    if (
+        not name
+        or len(name) > MAX_NAME
+        or not name.replace("-", "").replace("_", "").replace(".", "").replace("@", "").isalnum()
+    ):
+        raise UsersFileError(f"user name {name[:80]!r}: letters, digits, '-', '_', '.' and '@', at most {MAX_NAME}")
+    if password is not None and len(password) < 12:
         raise UsersFileError("a password needs at least 12 characters")
     everyone = _read(path)
-    everyone[name] = {"role": str(role), "password": _hasher.hash(password)}
+    everyone[name] = {"role": str(role), **({"password": _hasher.hash(password)} if password is not None else {})}
     _write(path, everyone)
 
 
