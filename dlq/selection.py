@@ -40,6 +40,15 @@ class StaleSelectionError(SelectionError):
         self.current = current
 
 
+def shown(row_filter: RowFilter) -> dict[str, Any]:
+    """A filter as people (and the audit log) read it: only what was given."""
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in asdict(row_filter).items()
+        if value
+    }
+
+
 def digest(ids: list[int] | list[str]) -> str:
     """A name for exactly these rows, the same whatever their order."""
     return hashlib.sha256(",".join(map(str, sorted(ids))).encode()).hexdigest()
@@ -63,12 +72,7 @@ class Selection:
         return self.count > CONFIRM_ABOVE
 
     def filter_shown(self) -> dict[str, Any]:
-        """The filter as people (and the audit log) read it: only what was given."""
-        return {
-            name: value.isoformat() if isinstance(value, datetime) else value
-            for name, value in asdict(self.row_filter).items()
-            if value
-        }
+        return shown(self.row_filter)
 
     def preview(self) -> dict[str, Any]:
         sample = rows_of(self.ids[:SAMPLE])

@@ -222,6 +222,17 @@ def revoke(pipeline: str, job_id: str, by: str) -> str:
     return status
 
 
+def job_with_key(idempotency_key: str, pipelines: list[str]) -> tuple[str, str] | None:
+    """(pipeline, job id) of the job submitted with this idempotency key in one of `pipelines`, or None."""
+    pipe = redis_client().pipeline(transaction=False)
+    for pipeline in pipelines:
+        pipe.get(dedup_key(pipeline, idempotency_key))
+    for pipeline, job_id in zip(pipelines, pipe.execute(), strict=True):
+        if job_id:
+            return pipeline, job_id.decode()
+    return None
+
+
 def job_for(task_id: str) -> tuple[str, str] | None:
     """(pipeline, job id) of any of a job's task ids (a canvas's, a declared step's '<job>.<scope>'), or its id."""
     indexed = job_of_task(task_id)

@@ -9,6 +9,7 @@ from typing import Any
 from pipeline.jobs.guard import FANIN
 from pipeline.jobs.ledger import (
     COMPLETED,
+    EDITED,
     STARTS,
     STEP_FIELDS,
     JobKeys,
@@ -36,6 +37,7 @@ def describe_job(job_id: str) -> dict[str, Any] | None:
     step_fields = {name: record.pop(name) for name in list(record) if is_step_field(name)}
     for name in [name for name in record if name.startswith(FANIN)]:
         del record[name]
+    edited = [name.removeprefix(EDITED) for name in list(record) if name.startswith(EDITED) and record.pop(name)]
     payload = state.payload
     record.pop("payload", None)
     record.pop("plan", None)
@@ -51,6 +53,8 @@ def describe_job(job_id: str) -> dict[str, Any] | None:
             continue  # a finished step's runs all ended; the guard leaves their count behind
         shown = STEP_FIELDS[prefix]
         steps.setdefault(scope, {"status": "pending"})[shown] = value if shown == "worker" else _number(value)
+    for scope in edited:  # an operator corrected its input for a replay (the audit log has the change)
+        steps.setdefault(scope, {"status": "pending"})["input_edited"] = True
     for scope, seconds in leases_held(pipeline, job_id, steps).items():
         steps[scope].update(status="running", lease_seconds_left=seconds)
     if record.get("failed_stage") in steps and record.get("status") != COMPLETED:

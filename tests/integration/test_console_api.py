@@ -337,3 +337,27 @@ def test_a_trusted_reverse_proxy_signs_users_in_by_its_header_and_no_one_else_ca
     half = vetro("serve", "--port", str(free_port()), env=proxied)
     assert half.returncode == 2 and half.stderr.count("\n") == 1
     assert "VETRO_CONSOLE_PROXY_USER_HEADER is set without VETRO_CONSOLE_TRUSTED_PROXIES" in half.stderr
+
+
+def test_jobs_are_found_by_pipeline_key_and_id_and_show_their_timeline(console):
+    result = pack.apply_async(({"sku": "NEW-5", "quantity": 1},), idempotency_key="console-jobs-5")
+    vera = signed_in(console, "vera")
+    job_id = vera.get(f"/api/jobs/{result.id}").json()["job_id"]  # any of its task ids finds the job
+    listed = vera.get("/api/jobs", params={"pipeline": "shop", "since": "5m"}).json()
+    assert job_id in {job["job_id"] for job in listed}
+    (by_key,) = vera.get("/api/jobs", params={"key": "console-jobs-5"}).json()
+    assert by_key["job_id"] == job_id and by_key["status"] in ("queued", "completed") and "pack" in str(by_key["plan"])
+    assert_refused(vera.get("/api/jobs/nope"), 404, "no job 'nope'")
+    assert_refused(vera.get("/api/jobs", params={"since": "soon"}), 400, "since: 'soon' is not a duration")
+    assert_refused(vera.get("/api/jobs", params={"pipeline": "nope"}), 400, "no pipeline 'nope'; known:")
+
+
+def test_an_export_writes_exactly_the_filtered_rows_and_is_audited(console):
+    add_rows(*(dead_letter_event(f"e-{n}", message="export me") for n in range(2)), dead_letter_event("e-x"))
+    vera = signed_in(console, "vera")
+    exported = vera.get("/api/dead-letters/export", params={"error": "export me"})
+    lines = [json.loads(line) for line in exported.text.splitlines()]
+    assert sorted(line["job_id"] for line in lines) == ["e-0", "e-1"]
+    assert lines[0]["input"] == {"args": [{"a": 1}], "kwargs": {}}  # everything, the input included
+    (entry,) = vera.get("/api/audit", params={"action": "export"}).json()["entries"]
+    assert entry["actor"] == "vera" and entry["filter"] == {"error": "export me"} and entry["outcome"] == {"rows": 2}

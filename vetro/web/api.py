@@ -3,24 +3,28 @@ do, for scripts. Every refusal is one line, `{"error": "..."}`, with the status 
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dlq import actions, audit, filters, operations, selection, store
 from dlq.models import DeadLetter
 from dlq.store import RowFilter
 from pipeline.dependencies import breakers
-from pipeline.jobs import quarantine
-from pipeline.jobs.pipelines import dependencies
+from pipeline.jobs import ledger, quarantine
+from pipeline.jobs.pipelines import dependencies, namespaces
 from pipeline.jobs.timeline import describe_job
 from vetro import admin
 from vetro.ops import report
-from vetro.timeline import for_scripts
+from vetro.timeline import for_scripts, iso
 from vetro.web import background
 from vetro.web.security import ConsoleError, csrf_token, current_user, require, sign_in, sign_out
 from vetro.web.users import Role, User
@@ -186,6 +190,17 @@ def router() -> APIRouter:
         page = store.rows(rows, limit=limit, offset=offset)
         return {"total": store.count(rows), "rows": [listed(row) for row in page]}
 
+    @api.get("/dead-letters/export", response_class=StreamingResponse)
+    def export(user: Signed, rows: Annotated[RowFilter, Depends(query_filter)]) -> StreamingResponse:
+        """The filtered rows, everything included (inputs opened), one JSON object a line; audited."""
+        total = store.count(rows)
+        audit.write(user.name, "console", "export", row_filter=selection.shown(rows), outcome={"rows": total})
+        return StreamingResponse(
+            exported(rows),
+            media_type="application/x-ndjson",
+            headers={"content-disposition": 'attachment; filename="dead-letters.jsonl"'},
+        )
+
     @api.get("/dead-letters/{row_id}")
     def dead_letter(_: Signed, row_id: PathId) -> dict[str, Any]:
         """One row with its input, error, traceback and attempts, and its job's timeline."""
@@ -233,6 +248,24 @@ def router() -> APIRouter:
         require(user, Role.OPERATOR, "replaying")
         report = edited_replay(row_id, body.input, actor(user), body.incident)
         return {"replayed": len(report.replayed), "refused": report.refused}
+
+    @api.get("/jobs")
+    def list_jobs(
+        _: Signed,
+        pipeline: QueryText = None,
+        status: QueryText = None,
+        correlation: QueryText = None,
+        key: QueryText = None,
+        since: Annotated[str, Query(max_length=16)] = "1h",
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> list[dict[str, Any]]:
+        """Jobs submitted within `since`, newest first (or the one with idempotency key `key`)."""
+        return find_jobs(pipeline, status, correlation, key, since, limit)
+
+    @api.get("/jobs/{job_id}")
+    def job(_: Signed, job_id: Annotated[str, Path(max_length=200)]) -> dict[str, Any]:
+        """A job's timeline (by its id or any of its steps' task ids): steps, fan-out, re-drives, replays."""
+        return job_timeline(job_id)
 
     @api.get("/operations")
     def list_operations(_: Signed) -> list[dict[str, Any]]:
@@ -304,6 +337,14 @@ def router() -> APIRouter:
     return api
 
 
+def exported(rows: RowFilter, page: int = 500) -> Iterator[str]:
+    """The rows as JSON lines, read a page at a time (a large export never sits in memory)."""
+    offset = 0
+    while chunk := store.rows(rows, limit=page, offset=offset):
+        yield "".join(json.dumps(row.as_dict(), default=str) + "\n" for row in chunk)
+        offset += len(chunk)
+
+
 def overview() -> dict[str, Any]:
     now = report()
     recent = RowFilter(since=store.utcnow() - timedelta(hours=1))
@@ -319,6 +360,34 @@ def edited_replay(row_id: int, edited: Any, who: actions.Actor, incident: str | 
         return actions.replay_edited(row_id, edited, who, incident)
     except actions.EditError as error:
         raise ConsoleError(404 if str(error).startswith("no dead letter") else 422, str(error)) from None
+
+
+def find_jobs(
+    pipeline: str | None, status: str | None, correlation: str | None, key: str | None, since: str, limit: int
+) -> list[dict[str, Any]]:
+    known = namespaces()
+    if pipeline and pipeline not in known:
+        raise ConsoleError(400, f"no pipeline {pipeline[:64]!r}; known: {', '.join(known)}")
+    chosen = [pipeline] if pipeline else known
+    if key:
+        found = ledger.job_with_key(key, chosen)
+        described = describe_job(found[1]) if found else None
+        return [for_scripts(described)] if described else []
+    try:
+        window = filters.duration(since).total_seconds()
+    except filters.FilterError as error:
+        raise ConsoleError(400, f"since: {error}") from None
+    jobs = ledger.recent_jobs(chosen, time.time() - window, status or None, correlation or None, limit)
+    return [{**job, **{name: iso(float(job[name])) for name in ("submitted_at", "finished_at") if name in job}}
+            for job in jobs]  # fmt: skip
+
+
+def job_timeline(job_id: str) -> dict[str, Any]:
+    found = ledger.job_for(job_id)
+    described = describe_job(found[1]) if found else None
+    if described is None:
+        raise ConsoleError(404, f"no job {job_id[:80]!r} (its record expires VETRO_JOB_TTL after it ends)")
+    return for_scripts(described)
 
 
 def admin_action(action: Any, *args: Any) -> Any:

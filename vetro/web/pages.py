@@ -7,9 +7,9 @@ import difflib
 import json
 import pathlib
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -20,7 +20,7 @@ from dlq.store import RowFilter
 from pipeline.adapter.app import app
 from pipeline.dependencies import breakers
 from pipeline.jobs import quarantine
-from pipeline.jobs.pipelines import dependencies
+from pipeline.jobs.pipelines import dependencies, namespaces
 from pipeline.sealing import SealedValueError, open_document
 from vetro import admin
 from vetro.web.api import (
@@ -33,7 +33,9 @@ from vetro.web.api import (
     confirmed,
     detail,
     edited_replay,
+    find_jobs,
     found,
+    job_timeline,
     overview,
     pattern_shown,
     quarantine_entry,
@@ -244,6 +246,28 @@ def router() -> APIRouter:
         replayed = "replayed with the edited input" if report.replayed else f"not replayed: {report.refused}"
         request.session["flash"] = replayed
         return see_other(f"/dead-letters/{row_id}")
+
+    @pages.get("/jobs", response_class=HTMLResponse)
+    def jobs_page(
+        request: Request,
+        user: Signed,
+        job: Annotated[str | None, Query(max_length=200)] = None,
+        pipeline: Annotated[str | None, Query(max_length=64)] = None,
+        status: Annotated[str | None, Query(max_length=32)] = None,
+        correlation: Annotated[str | None, Query(max_length=256)] = None,
+        key: Annotated[str | None, Query(max_length=256)] = None,
+        since: Annotated[str, Query(max_length=16)] = "1h",
+    ) -> Response:
+        if job:
+            return see_other(f"/jobs/{quote(job, safe='')}")
+        found = find_jobs(pipeline or None, status or None, correlation or None, key or None, since, PAGE_SIZE)
+        given = {"pipeline": pipeline or "", "status": status or "", "correlation": correlation or "",
+                 "key": key or "", "since": since}  # fmt: skip
+        return render(request, "jobs.html", user=user, jobs=found, given=given, pipelines=namespaces())
+
+    @pages.get("/jobs/{job_id}", response_class=HTMLResponse)
+    def job_page(request: Request, user: Signed, job_id: Annotated[str, Path(max_length=200)]) -> Response:
+        return render(request, "job.html", user=user, job=job_timeline(job_id))
 
     @pages.get("/patterns", response_class=HTMLResponse)
     def patterns(request: Request, user: Signed, rows: FilterFromQuery) -> Response:
