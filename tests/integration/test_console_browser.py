@@ -466,3 +466,15 @@ def test_an_admin_resets_an_open_breaker_and_an_operator_cannot(browser, console
         snapshot(browser, "overview")
     finally:
         force("card-service", "closed")
+
+
+@SQLITE_ONLY
+def test_the_list_shows_a_new_failure_without_a_reload(browser, console):
+    sign_in(browser, console, "vera")
+    browser.get(f"{console}/dead-letters")
+    assert text_of(browser, "count") == "0 dead letter(s) match."
+    browser.execute_script("window.stillThisPage = true")  # gone if the page were loaded again
+    add_rows(dead_letter_event("live-1", message="a new failure"))
+    until(lambda: text_of(browser, "count") == "1 dead letter(s) match.", "the list to show the new row")
+    assert browser.execute_script("return window.stillThisPage") is True
+    assert "a new failure" in page_text(browser)
