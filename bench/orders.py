@@ -19,12 +19,11 @@ import sys
 import time
 from contextlib import ExitStack
 
-import httpx
 import redis
 
 from bench.measure import RedisReading, cpu_seconds, memory_kib, tree
 from bench.throughput import Worker, private_setup
-from vetro.testing.processes import free_port, reaped, spawn, wait_until
+from vetro.testing.processes import free_port, http_answers, reaped, spawn, wait_until
 
 
 def main() -> None:
@@ -45,7 +44,7 @@ def main() -> None:
         stack.callback(stub.terminate)
         env = env | {"VETRO_PIPELINES": "tasks.orders", "ORDERS_PARTNER_URL": f"http://127.0.0.1:{port}"}
         os.environ.update(env)
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), 30, "the partner stub")
+        wait_until(lambda: http_answers(f"http://127.0.0.1:{port}/", range(200, 600)), 30, "the partner stub")
         from pipeline import submit_many
         from pipeline.jobs.ledger import settled
         from tasks.orders.samples import sample_order
@@ -79,14 +78,6 @@ def main() -> None:
             }
         )
     )
-
-
-def _answers(url: str) -> bool:
-    try:
-        httpx.get(url, timeout=1)
-    except httpx.HTTPError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

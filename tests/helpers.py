@@ -20,7 +20,7 @@ import pytest
 from dlq import store
 from pipeline.jobs.ledger import COMPLETED, settled
 from tests.conftest import worker_env
-from vetro.testing.processes import WorkerProcess, free_port, reaped, spawn, wait_until
+from vetro.testing.processes import WorkerProcess, free_port, http_answers, reaped, spawn, wait_until
 
 
 def wait_for_jobs(job_ids: list[str], timeout: float = 120) -> list[dict[str, str]]:
@@ -110,19 +110,12 @@ def serving(env: dict[str, str] | None = None) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _answers(f"{url}/health/live"), 60, "vetro serve to answer")
+        wait_until(lambda: http_answers(f"{url}/health/live", (200, 401)), 60, "vetro serve to answer")  # 401: auth
         yield url
     finally:
         process.terminate()
         process.wait(10)
         reaped(process)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code in (200, 401)  # 401: VETRO_SERVE_AUTH is set
-    except httpx.TransportError:
-        return False
 
 
 def vetro(*args: str, **options: Any) -> subprocess.CompletedProcess:

@@ -8,6 +8,7 @@ submits sample orders, waits, prints a summary, and stops everything it started.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections import Counter
@@ -24,7 +25,16 @@ from pipeline.adapter.app import reconfigure
 from settings import get_settings, reset_settings
 from tasks.orders.samples import sample_batch
 from tasks.partner_stub import Faults, PartnerServer
-from vetro.testing.processes import RedisServer, WorkerProcess, redis_reachable, wait_until
+from vetro.testing.processes import (
+    RedisServer,
+    WorkerProcess,
+    free_port,
+    http_answers,
+    reaped,
+    redis_reachable,
+    spawn,
+    wait_until,
+)
 
 DEMO_TIMEOUT = 300  # seconds to wait for every job
 # Short retry delays so the demo's flaky partner is retried within seconds.
@@ -77,6 +87,16 @@ def _summary(records: list[dict[str, str]], effects: dict, dead_letters: dict[st
     return table
 
 
+def _console(stack: ExitStack, env: dict[str, str]) -> str:
+    """`vetro serve` for the demo's data, on loopback (where it needs no users); its address."""
+    port = free_port()
+    process = spawn([sys.executable, "-m", "vetro.cli", "serve", "--port", str(port)], env={**os.environ, **env})
+    stack.callback(lambda: (process.terminate(), process.wait(10), reaped(process)))
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_answers(f"{url}/health/live"), 60, "the console to answer")
+    return url
+
+
 def run_demo(jobs: int = 300, error_rate: float = 0.15, keep_running: bool = False) -> int:
     """Run the demo and return the process exit code (0 when every job finished)."""
     settings = get_settings()
@@ -124,6 +144,8 @@ def run_demo(jobs: int = 300, error_rate: float = 0.15, keep_running: bool = Fal
             soft_wrap=True,
         )
         if keep_running:
+            console_url = _console(stack, env)
+            console.print(f"the console: {console_url} (why jobs failed, replay, discard); you are its admin 'local'")
             console.print("everything keeps running; Ctrl+C stops it")
             try:
                 while True:

@@ -17,7 +17,7 @@ import pytest
 from tasks.orders.samples import sample_order
 from tests.conftest import worker_env
 from tests.helpers import vetro, wait_for_completion
-from vetro.testing.processes import free_port, reaped, spawn, wait_until
+from vetro.testing.processes import free_port, http_answers, reaped, spawn, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
@@ -52,7 +52,7 @@ def test_honcho_start_runs_the_stack_for_30_seconds_with_jobs_going_through(tmp_
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_until(lambda: _answers(f"{stub}/health"), 60, "the stub under honcho")
+        wait_until(lambda: http_answers(f"{stub}/health"), 60, "the stub under honcho")
         started = time.monotonic()
         job_ids = []
         while time.monotonic() - started < RUN_FOR:
@@ -64,7 +64,7 @@ def test_honcho_start_runs_the_stack_for_30_seconds_with_jobs_going_through(tmp_
             time.sleep(3)  # pacing the submissions over the run
         records = wait_for_completion(job_ids, timeout=120)
         assert honcho.poll() is None, log.read_text()[-3000:]
-        assert _answers(f"http://127.0.0.1:{flower_port}/healthcheck")
+        assert http_answers(f"http://127.0.0.1:{flower_port}/healthcheck")
         ready = httpx.get(f"http://127.0.0.1:{ops_port}/health/ready", timeout=30)  # vetro serve
         assert ready.status_code == 200, ready.text
     finally:
@@ -73,10 +73,3 @@ def test_honcho_start_runs_the_stack_for_30_seconds_with_jobs_going_through(tmp_
         reaped(honcho)
     assert {record["status"] for record in records} == {"completed"}
     assert len(records) >= 5
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False

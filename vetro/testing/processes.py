@@ -22,10 +22,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+import httpx
 import redis
 
 T = TypeVar("T")
@@ -53,6 +54,14 @@ def redis_reachable(url: str, timeout: float = 1.0) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
     except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def http_answers(url: str, statuses: Container[int] = (200,)) -> bool:
+    """`url` answers with one of `statuses` (a server started and listening)."""
+    try:
+        return httpx.get(url, timeout=5).status_code in statuses
+    except httpx.TransportError:
         return False
 
 
