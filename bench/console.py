@@ -5,7 +5,7 @@ paced bulk replay of 10,000 of them holds the console up, and whether 20 viewers
    127.0.0.1:5432, served by a real `vetro serve` on loopback. Each page and API call an operator
    makes is timed `--samples` times from a client on the same machine (an upper bound on the server's
    own time): the list, a filter by error text, by pattern, the patterns, a row, the overview.
-2. A replay of the 10,000 rows of one cause, paced at 500 a second, started from the API; the list is
+2. A replay of the 10,000 rows of two causes, paced at 500 a second, started from the API; the list is
    timed again while it runs. (Their jobs' ledgers do not exist here, so each replay is refused as
    expired after the same reads a real one makes: the console's work, not the workers'.)
 3. bench.throughput's trivial five-stage jobs through one worker, in pairs: alone, then with 20 viewer
@@ -36,8 +36,10 @@ from bench.throughput import private_setup, trial
 from vetro.testing.processes import free_port, http_answers, reaped, spawn, wait_until
 
 POSTGRES = os.environ.get("VETRO_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-CAUSES = 20
+CAUSES = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo",
+          "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango")  # fmt: skip
 STEPS = ("validate", "enrich", "transform", "operate.billing")
+REPLAYED = "batch-a"  # the causes alpha and bravo: 10,000 failed rows of 100,000
 
 
 @contextmanager
@@ -68,8 +70,9 @@ def fill(url: str, rows: int) -> None:
     now = utcnow()
     batch = []
     for n in range(rows):
-        cause, step = n % CAUSES, STEPS[n % len(STEPS)]
-        message = f"cause {cause}: partner answered 503 for order {n}"
+        cause, step = n % len(CAUSES), STEPS[n % len(STEPS)]
+        batch_name = REPLAYED if cause < 2 else "batch-b"
+        message = f"{CAUSES[cause]} failure ({batch_name}): partner answered 503 for order {n}"
         at = now - timedelta(seconds=n)
         batch.append(
             dict(job_id=str(uuid.uuid4()), scope=step, pipeline="orders", stage=step.split(".")[0],
@@ -77,8 +80,8 @@ def fill(url: str, rows: int) -> None:
                  headers={}, idempotency_key=f"key-{n}", correlation_id=f"corr-{n}",
                  exception_type="pipeline.failures.TechnicalError", message=message, traceback="Traceback ...",
                  failure_class="technical", attempts=3, first_failed_at=at, last_failed_at=at, worker_host="w@h",
-                 fingerprint=fingerprint(step, "pipeline.failures.TechnicalError", f"cause {cause}"),
-                 status="failed" if n % 10 else "resolved", replay_count=0, replay_task_ids=[], updated_at=at)
+                 fingerprint=fingerprint(step, "pipeline.failures.TechnicalError", message),
+                 status="resolved" if n % 10 == 5 else "failed", replay_count=0, replay_task_ids=[], updated_at=at)
         )  # fmt: skip
         if len(batch) == 5000 or n == rows - 1:
             with session(url) as active:
@@ -126,7 +129,7 @@ def pages(client: httpx.Client, samples: int, fingerprint: str, row_id: int) -> 
     return {
         "list (api)": timed(client, "/api/dead-letters", samples),
         "list (page)": timed(client, "/dead-letters", samples),
-        "filter by error text": timed(client, "/api/dead-letters", samples, error="cause 7:"),
+        "filter by error text": timed(client, "/api/dead-letters", samples, error="hotel failure"),
         "filter by pattern": timed(client, "/api/dead-letters", samples, fingerprint=fingerprint),
         "patterns (api)": timed(client, "/api/patterns", samples),
         "patterns (page)": timed(client, "/patterns", samples),
@@ -135,12 +138,12 @@ def pages(client: httpx.Client, samples: int, fingerprint: str, row_id: int) -> 
     }
 
 
-def paced_replay(client: httpx.Client, fingerprint: str, samples: int) -> dict[str, Any]:
+def paced_replay(client: httpx.Client, samples: int) -> dict[str, Any]:
     csrf = client.get("/api/me").json()["csrf"]
     headers = {"x-csrf-token": csrf}
     shown = client.post("/api/dead-letters/preview", headers=headers,
-                        json={"action": "replay", "filter": {"fingerprint": fingerprint}}).json()  # fmt: skip
-    body = {"filter": {"fingerprint": fingerprint}, "digest": shown["digest"], "rate": 500,
+                        json={"action": "replay", "filter": {"error": REPLAYED}}).json()  # fmt: skip
+    body = {"filter": {"error": REPLAYED}, "digest": shown["digest"], "rate": 500,
             "confirm_count": shown["count"], "incident": "bench"}  # fmt: skip
     started = time.perf_counter()
     operation = client.post("/api/dead-letters/replay", headers=headers, json=body).json()
@@ -199,7 +202,7 @@ def main() -> None:
         row_id = client.get("/api/dead-letters", params={"limit": 1}).json()["rows"][0]["id"]
         load = os.getloadavg()[0]
         timings = pages(client, options.samples, first, row_id)
-        replayed = paced_replay(client, first, options.samples)
+        replayed = paced_replay(client, options.samples)
         trials = []
         for number in range(options.pairs):
             alone = trial("vetro", options.jobs, env, servers)
