@@ -8,9 +8,10 @@ paced bulk replay of 10,000 of them holds the console up, and whether 20 viewers
 2. A replay of the 10,000 rows of two causes, paced at 500 a second, started from the API; the list is
    timed again while it runs. (Their jobs' ledgers do not exist here, so each replay is refused as
    expired after the same reads a real one makes: the console's work, not the workers'.)
-3. bench.throughput's trivial five-stage jobs through one worker, in pairs: alone, then with 20 viewer
-   threads each loading the overview and the dead letters page once a second (what an open console
-   does); jobs/s compared as a ratio within the run.
+3. bench.throughput's trivial five-stage jobs through one worker, in pairs: alone, then with 20 viewers
+   each with the overview and the dead letters open, refreshing as console.js does; jobs/s compared as
+   a ratio within the run. `--eager-viewers` has each viewer load both pages afresh every second instead
+   (no shared reads: the worst an open console could do).
 
     .venv/bin/python -m bench.console --rows 100000 --samples 30 --jobs 1000 --pairs 2
 """
@@ -34,6 +35,7 @@ import psycopg
 
 from bench.throughput import private_setup, trial
 from vetro.testing.processes import free_port, http_answers, reaped, spawn, wait_until
+from vetro.web.shared import REFRESH_HEADER
 
 POSTGRES = os.environ.get("VETRO_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 CAUSES = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo",
@@ -160,15 +162,28 @@ def paced_replay(client: httpx.Client, samples: int) -> dict[str, Any]:
     }
 
 
-def viewers(url: str, count: int, stop: threading.Event) -> list[threading.Thread]:
-    def view() -> None:
+def viewers(url: str, count: int, stop: threading.Event, eager: bool = False) -> list[threading.Thread]:
+    """Each viewer has two tabs open, the overview and the dead letters, refreshing themselves as
+    console.js does (every 5 s and 10 s, with its refresh header), after loading them once."""
+
+    def view(number: int) -> None:
         with httpx.Client(base_url=url, timeout=30) as client:
-            while not stop.is_set():
+            client.get("/")
+            client.get("/dead-letters")
+            stop.wait(number % 5)  # viewers opened their consoles at different moments
+            tick = 0
+            while eager and not stop.is_set():
                 client.get("/")
                 client.get("/dead-letters")
                 stop.wait(1)
+            while not stop.is_set():
+                client.get("/", headers={REFRESH_HEADER: "1"})
+                if tick % 2 == 0:
+                    client.get("/dead-letters", headers={REFRESH_HEADER: "1"})
+                tick += 1
+                stop.wait(5)
 
-    threads = [threading.Thread(target=view, daemon=True) for _ in range(count)]
+    threads = [threading.Thread(target=view, args=(number,), daemon=True) for number in range(count)]
     for thread in threads:
         thread.start()
     return threads
@@ -181,6 +196,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--viewers", type=int, default=20)
+    parser.add_argument("--eager-viewers", action="store_true", help="each loads both pages afresh every second")
     options = parser.parse_args()
     with ExitStack() as stack:
         env, servers = private_setup(stack)
@@ -207,7 +223,7 @@ def main() -> None:
         for number in range(options.pairs):
             alone = trial("vetro", options.jobs, env, servers)
             stop = threading.Event()
-            threads = viewers(base, options.viewers, stop)
+            threads = viewers(base, options.viewers, stop, options.eager_viewers)
             watched = trial("vetro", options.jobs, env, servers)
             stop.set()
             for thread in threads:
@@ -225,6 +241,7 @@ def main() -> None:
         "pages": timings,
         "paced_replay": replayed,
         "viewers": options.viewers,
+        "eager_viewers": options.eager_viewers,
         "worker_jobs_per_s": trials,
         "watched_over_alone": round(statistics.median(ratios), 3),
     }))  # fmt: skip

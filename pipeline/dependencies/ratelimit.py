@@ -10,6 +10,7 @@ not a bucket that says how long to wait for the next token, which is what lets a
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from pipeline.failures import DependencyWaitError
 from pipeline.store import key, redis_client
@@ -36,6 +37,28 @@ return tostring(wait)
 def take(dependency: str, limit: RateLimit) -> float:
     """Take one call's token; 0.0 if taken, else the seconds until one will be free."""
     return float(redis_client().eval(_TAKE, 1, key("ratelimit", dependency), limit.rate, limit.burst))
+
+
+@dataclass(frozen=True)
+class RateLimitStatus:
+    name: str
+    rate: float
+    burst: int
+    tokens: float  # calls that may go at once now
+
+
+def statuses() -> list[RateLimitStatus]:
+    """Each configured rate limit and the tokens its bucket holds now (read, nothing taken)."""
+    limits = get_settings().rate_limits
+    client = redis_client()
+    seconds, micros = client.time()
+    now = seconds + micros / 1_000_000
+    found = []
+    for dependency, limit in sorted(limits.items()):
+        tokens, at = client.hmget(key("ratelimit", dependency), "tokens", "at")
+        held = limit.burst if tokens is None else float(tokens) + max(0.0, now - float(at)) * limit.rate
+        found.append(RateLimitStatus(dependency, limit.rate, limit.burst, round(min(limit.burst, held), 2)))
+    return found
 
 
 def acquire(dependency: str) -> None:

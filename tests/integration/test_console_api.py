@@ -14,8 +14,10 @@ from dlq import store
 from dlq.db import session
 from dlq.models import DeadLetter, Status
 from pipeline.dependencies.breakers import force, status
+from pipeline.dependencies.ratelimit import take
 from pipeline.jobs import quarantine
 from pipeline.store import redis_client
+from settings import RateLimit
 from tests.conftest import CONSOLE_PASSWORD, worker_env
 from tests.helpers import dead_letter_event, serving, vetro, workers
 from tests.pipelines import pack
@@ -361,3 +363,15 @@ def test_an_export_writes_exactly_the_filtered_rows_and_is_audited(console):
     assert lines[0]["input"] == {"args": [{"a": 1}], "kwargs": {}}  # everything, the input included
     (entry,) = vera.get("/api/audit", params={"action": "export"}).json()["entries"]
     assert entry["actor"] == "vera" and entry["filter"] == {"error": "export me"} and entry["outcome"] == {"rows": 2}
+
+
+def test_rate_limits_show_what_the_workers_share(database, console_users):
+    limits = '{"card-service": {"rate": 0.01, "burst": 3}}'
+    redis_client().delete("vetro:ratelimit:card-service")
+    with serving({"VETRO_CONSOLE_USERS_FILE": str(console_users), "VETRO_RATE_LIMITS": limits}) as url:
+        vera = signed_in(url, "vera")
+        assert vera.get("/api/rate-limits").json() == [{"name": "card-service", "rate": 0.01, "burst": 3, "tokens": 3}]
+        take("card-service", RateLimit(rate=0.01, burst=3))  # a worker's call
+        (shown,) = vera.get("/api/rate-limits").json()
+        assert 2 <= shown["tokens"] < 2.1
+    redis_client().delete("vetro:ratelimit:card-service")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dlq import actions, audit, filters, operations, selection, store
 from dlq.models import DeadLetter
 from dlq.store import RowFilter
-from pipeline.dependencies import breakers
+from pipeline.dependencies import breakers, ratelimit
 from pipeline.jobs import ledger, quarantine
 from pipeline.jobs.pipelines import dependencies, namespaces
 from pipeline.jobs.timeline import describe_job
@@ -297,6 +297,11 @@ def router() -> APIRouter:
     def list_breakers(_: Signed) -> list[dict[str, Any]]:
         """Each dependency's breaker: state, failures counted, when it opened, seconds to a trial call."""
         return [asdict(breakers.status(name)) for name in dependencies()]
+
+    @api.get("/rate-limits")
+    def list_rate_limits(_: Signed) -> list[dict[str, Any]]:
+        """Each configured rate limit shared by the workers: calls a second, burst, tokens free now."""
+        return [asdict(limit) for limit in ratelimit.statuses()]
 
     @api.post("/breakers/{name}/{state}")
     def force_breaker(user: Signed, name: Annotated[str, Path(max_length=128)], state: Literal["open", "closed"]

@@ -18,7 +18,7 @@ from dlq.filters import FAILURE_CLASSES
 from dlq.models import Status
 from dlq.store import RowFilter
 from pipeline.adapter.app import app
-from pipeline.dependencies import breakers
+from pipeline.dependencies import breakers, ratelimit
 from pipeline.jobs import quarantine
 from pipeline.jobs.pipelines import dependencies, namespaces
 from pipeline.sealing import SealedValueError, open_document
@@ -44,6 +44,7 @@ from vetro.web.api import (
 )
 from vetro.web.background import replay as replay_in_background
 from vetro.web.security import ConsoleError, csrf_token, current_user, require, sign_in, sign_out
+from vetro.web.shared import shared
 from vetro.web.users import Role, User
 
 templates = Jinja2Templates(directory=pathlib.Path(__file__).parent / "templates")
@@ -121,12 +122,14 @@ def router() -> APIRouter:
 
     @pages.get("/", response_class=HTMLResponse)
     def home(request: Request, user: Signed) -> Response:
-        return render(request, "overview.html", user=user, now=overview())
+        return render(request, "overview.html", user=user, now=shared(request, "overview", overview))
 
     @pages.get("/breakers", response_class=HTMLResponse)
     def breakers_page(request: Request, user: Signed) -> Response:
-        shown = [breakers.status(name) for name in dependencies()]
-        return render(request, "breakers.html", user=user, breakers=shown)
+        shown, limits = shared(
+            request, "breakers", lambda: ([breakers.status(name) for name in dependencies()], ratelimit.statuses())
+        )
+        return render(request, "breakers.html", user=user, breakers=shown, limits=limits)
 
     @pages.post("/breakers/{name}/{state}")
     def force(request: Request, user: Signed, name: Annotated[str, Path(max_length=128)], state: str) -> Response:
@@ -137,8 +140,8 @@ def router() -> APIRouter:
 
     @pages.get("/quarantine", response_class=HTMLResponse)
     def quarantine_page(request: Request, user: Signed) -> Response:
-        entries = quarantine.entries(200)
-        return render(request, "quarantine.html", user=user, entries=entries, total=quarantine.count())
+        entries, total = shared(request, "quarantine", lambda: (quarantine.entries(200), quarantine.count()))
+        return render(request, "quarantine.html", user=user, entries=entries, total=total)
 
     @pages.get("/quarantine/{entry_id}", response_class=HTMLResponse)
     def quarantined(request: Request, user: Signed, entry_id: Annotated[str, Path(max_length=41)]) -> Response:
@@ -158,9 +161,12 @@ def router() -> APIRouter:
     @pages.get("/dead-letters", response_class=HTMLResponse)
     def dead_letters(request: Request, user: Signed, rows: FilterFromQuery, page: int = 1) -> Response:
         page = max(1, min(page, 1_000_000))
-        total = store.count(rows)
-        listed = store.rows(rows, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         given = shown_filter(request)
+        total, listed = shared(
+            request,
+            ("dead-letters", tuple(sorted(given.items())), page),
+            lambda: (store.count(rows), store.rows(rows, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)),
+        )
         return render(
             request,
             "dead_letters.html",
@@ -271,7 +277,11 @@ def router() -> APIRouter:
 
     @pages.get("/patterns", response_class=HTMLResponse)
     def patterns(request: Request, user: Signed, rows: FilterFromQuery) -> Response:
-        found_patterns = [pattern_shown(pattern) for pattern in store.patterns(rows)]
+        found_patterns = shared(
+            request,
+            ("patterns", tuple(sorted(shown_filter(request).items()))),
+            lambda: [pattern_shown(pattern) for pattern in store.patterns(rows)],
+        )
         return render(request, "patterns.html", user=user, patterns=found_patterns, given=shown_filter(request))
 
     @pages.get("/operations", response_class=HTMLResponse)

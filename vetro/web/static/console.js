@@ -43,7 +43,9 @@
     const refresh = async () => {
       if (!document.hidden && !busy()) {
         try {
-          const response = await fetch(window.location.href, { headers: { accept: "text/html" } });
+          // X-Vetro-Refresh: the server may answer what it read for another viewer a moment ago (vetro.web.shared).
+          const headers = { accept: "text/html", "x-vetro-refresh": "1" };
+          const response = await fetch(window.location.href, { headers });
           if (response.ok && !response.redirected) {
             const page = new DOMParser().parseFromString(await response.text(), "text/html");
             const fresh = page.querySelector("main");
