@@ -353,9 +353,10 @@ def exported(rows: RowFilter, page: int = 500) -> Iterator[str]:
 def overview() -> dict[str, Any]:
     now = report()
     recent = RowFilter(since=store.utcnow() - timedelta(hours=1))
+    counted = now.dead_letters.by_status if now.dead_letters else {}
     return {
         **now.as_dict(),
-        "dead_letters_by_status": store.stats()["status"],
+        "dead_letters_by_status": {status: count for status, count in counted.items() if count},
         "new_patterns": [pattern_shown(pattern) for pattern in store.patterns(recent)[:10]],
     }
 
