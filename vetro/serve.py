@@ -182,5 +182,9 @@ def serve(sock: socket.socket, access: Access, **options: Any) -> None:
     """Serve until interrupted (uvicorn handles SIGINT and SIGTERM: a graceful stop). Cookies are Secure
     unless the console is on loopback, where a browser keeps them over plain HTTP too."""
     secure = not is_loopback(sock.getsockname()[0])
-    config = uvicorn.Config(application(access, secure), log_level="warning", access_log=False, **options)
+    # proxy_headers off: the client is the connection's peer, so a trusted proxy's user header is believed
+    # only from the proxy itself (uvicorn would otherwise take the address from its X-Forwarded-For).
+    config = uvicorn.Config(
+        application(access, secure), log_level="warning", access_log=False, proxy_headers=False, **options
+    )
     uvicorn.Server(config).run(sockets=[sock])

@@ -331,7 +331,8 @@ def test_an_operator_corrects_a_failed_steps_input_and_the_job_completes_with_it
 def test_a_trusted_reverse_proxy_signs_users_in_by_its_header_and_no_one_else_can(database, console_users):
     proxied = {"VETRO_CONSOLE_USERS_FILE": str(console_users), "VETRO_CONSOLE_PROXY_USER_HEADER": "X-Forwarded-User"}
     with serving({**proxied, "VETRO_CONSOLE_TRUSTED_PROXIES": "127.0.0.1/32"}) as url:
-        assert httpx.get(f"{url}/api/me", headers={"x-forwarded-user": "vera"}).json()["role"] == "viewer"
+        as_proxy = {"x-forwarded-user": "vera", "x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "https"}
+        assert httpx.get(f"{url}/api/me", headers=as_proxy).json()["role"] == "viewer"  # what oauth2-proxy sends
         stranger = httpx.get(f"{url}/api/me", headers={"x-forwarded-user": "mallory"})
         assert_refused(stranger, 403, "mallory is not a console user")
     with serving({**proxied, "VETRO_CONSOLE_TRUSTED_PROXIES": "10.0.0.0/8"}) as url:  # this client is not the proxy

@@ -6,7 +6,8 @@ the server for every request (a hidden button is never the check; Oban Web 2.12.
 - A session is a signed cookie (HttpOnly, SameSite=Lax; Secure unless served on loopback) that
   holds the user's name and a CSRF token. The role is read from the users file on every request.
 - Every changing request carries the session's CSRF token (a form field or X-CSRF-Token), and an
-  Origin, when the browser sends one, must be the console's own: a cross-site post has neither.
+  Origin, when the browser sends one, must name the console's own host (behind a proxy that ends TLS,
+  the browser's https origin and the server's http request share it): a cross-site post has neither.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from redis import RedisError
@@ -137,7 +139,7 @@ async def check_csrf(request: Request) -> None:
     if request.method not in UNSAFE_METHODS:
         return
     origin = request.headers.get("origin")
-    if origin and origin != _own_origin(request):
+    if origin and urlsplit(origin).netloc != request.headers.get("host", request.url.netloc):
         raise ConsoleError(403, "refused: the request came from another site")
     if request.url.path == API_SIGN_IN:
         return  # no session yet to hold a token: the password is the proof, and a new session follows
@@ -147,10 +149,6 @@ async def check_csrf(request: Request) -> None:
     expected = request.session.get("csrf")
     if not expected or not isinstance(given, str) or not hmac.compare_digest(given, expected):
         raise ConsoleError(403, "refused: the form is stale or came from elsewhere (no valid CSRF token); reload")
-
-
-def _own_origin(request: Request) -> str:
-    return f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
 
 
 def _sign_in_key(request: Request) -> str:
