@@ -70,6 +70,8 @@ TASK_QUEUE_WAIT = Metric(
 JOBS_SUBMITTED = Metric("vetro_jobs_submitted", "New jobs submitted.", ("pipeline",))
 JOBS_COMPLETED = Metric("vetro_jobs_completed", "Jobs that completed.", ("pipeline",))
 JOBS_FAILED = Metric("vetro_jobs_failed", "Jobs that failed for good (dead-lettered).", ("pipeline",))
+ACTIVITY = {JOBS_SUBMITTED.key: "submitted", JOBS_COMPLETED.key: "completed", JOBS_FAILED.key: "failed"}
+ACTIVITY_TTL = 2 * 3600  # a minute's counts of jobs are kept two hours (the console charts the last one)
 JOBS_COMPENSATED = Metric("vetro_jobs_compensated", "Jobs whose failure was undone by compensations.", ("pipeline",))
 JOB_DURATION = Metric(
     "vetro_job_duration_seconds", "Seconds from a job's submission to its completion.", ("pipeline",), JOB_BUCKETS
@@ -203,7 +205,11 @@ def observe(metric: Metric, value: float, *labels: str) -> None:
 
 
 def flush() -> None:
-    """Add this process's counts to the shared hashes; kept for the next flush if Redis cannot take them."""
+    """Add this process's counts to the shared hashes; kept for the next flush if Redis cannot take them.
+
+    The jobs submitted, completed and failed are also added to this minute's hash (`activity`): the
+    console's charts of the last hour. A flush a second per process, not a command per job.
+    """
     values = _pending.take()
     if not values:
         return
@@ -213,6 +219,12 @@ def flush() -> None:
             pipe.hincrbyfloat(name, field, amount)
         for name in {name for name, _ in values}:
             pipe.expire(name, METRIC_TTL)
+        minute = activity_key(int(time.time() // 60 * 60))
+        this_minute = [(ACTIVITY[name], amount) for (name, _), amount in values.items() if name in ACTIVITY]
+        for what, amount in this_minute:
+            pipe.hincrbyfloat(minute, what, amount)
+        if this_minute:
+            pipe.expire(minute, ACTIVITY_TTL)
         pipe.execute()
     except Exception as error:  # never lose counts, never fail what was being counted
         log.debug("metrics not flushed (%s); kept for the next flush", error)
@@ -220,6 +232,24 @@ def flush() -> None:
 
 
 atexit.register(flush)
+
+
+def activity_key(minute: int) -> str:
+    return key("activity", str(minute))
+
+
+def activity(minutes: int = 60, now: float | None = None) -> list[dict[str, int]]:
+    """Jobs submitted, completed and failed in each of the last `minutes` minutes, oldest first (all
+    pipelines together), from the minute hashes every process's flush adds to."""
+    last = int((now or time.time()) // 60 * 60)
+    starts = [last - 60 * back for back in range(minutes - 1, -1, -1)]
+    pipe = redis_client().pipeline(transaction=False)
+    for start in starts:
+        pipe.hgetall(activity_key(start))
+    return [
+        {"minute": start, **{what: int(float(counts.get(what.encode(), 0))) for what in ACTIVITY.values()}}
+        for start, counts in zip(starts, pipe.execute(), strict=True)
+    ]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pipeline.dependencies.breakers import force, status
 from pipeline.dependencies.ratelimit import take
 from pipeline.jobs import quarantine
 from pipeline.store import redis_client
+from pipeline.telemetry import metrics
 from settings import RateLimit
 from tests.conftest import CONSOLE_PASSWORD, worker_env
 from tests.helpers import dead_letter_event, serving, vetro, workers
@@ -291,7 +292,15 @@ def test_an_admin_drops_exactly_the_quarantined_messages_chosen(console):
 
 def test_the_overview_says_whether_the_service_is_ready_and_what_failed_lately(console):
     add_rows(dead_letter_event("o-1", message="partner said no"))
-    now = signed_in(console, "vera").get("/api/overview").json()
+    vera = signed_in(console, "vera")
+    before = vera.get("/api/overview").json()["last_hour"]
+    metrics.count(metrics.JOBS_COMPLETED, "shop", amount=3)  # what workers count as jobs end
+    metrics.count(metrics.JOBS_FAILED, "shop")
+    metrics.flush()
+    now = vera.get("/api/overview").json()
+    assert now["last_hour"]["completed"] - before["completed"] >= 3 and now["last_hour"]["failed"] > before["failed"]
+    by_minute = now["last_hour"]["by_minute"]
+    assert len(by_minute) == 60 and sum(minute["completed"] for minute in by_minute[-2:]) >= 3  # this minute, or 1 ago
     assert now["status"] in ("ok", "degraded", "unready") and "queues" in now and "workers" in now
     assert now["dead_letters_by_status"] == {"failed": 1}
     assert [pattern["count"] for pattern in now["new_patterns"]] == [1]

@@ -22,6 +22,7 @@ from pipeline.dependencies import breakers, ratelimit
 from pipeline.jobs import ledger, quarantine
 from pipeline.jobs.pipelines import dependencies, namespaces
 from pipeline.jobs.timeline import describe_job
+from pipeline.telemetry import metrics
 from vetro import admin
 from vetro.ops import report
 from vetro.timeline import for_scripts, iso
@@ -354,8 +355,18 @@ def overview() -> dict[str, Any]:
     now = report()
     recent = RowFilter(since=store.utcnow() - timedelta(hours=1))
     counted = now.dead_letters.by_status if now.dead_letters else {}
+    hour = metrics.activity(60)
+    done = sum(minute["completed"] for minute in hour)
+    failed = sum(minute["failed"] for minute in hour)
     return {
         **now.as_dict(),
+        "last_hour": {
+            "submitted": sum(minute["submitted"] for minute in hour),
+            "completed": done,
+            "failed": failed,
+            "failure_rate": round(failed / (done + failed), 4) if done + failed else None,
+            "by_minute": hour,
+        },
         "dead_letters_by_status": {status: count for status, count in counted.items() if count},
         "new_patterns": [pattern_shown(pattern) for pattern in store.patterns(recent)[:10]],
     }
