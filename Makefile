@@ -13,8 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,docs,local,flower]"
 	touch $@
 
+# The demo keeps running after its summary, with the operator console on it (Ctrl+C stops everything).
 demo: install
-	$(BIN)/vetro demo
+	$(BIN)/vetro demo --keep-running
 
 # The default tier: lint, the layering contract, unit tests and the fast integration tests.
 test: install

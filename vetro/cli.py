@@ -365,7 +365,7 @@ def partner_stub(
 def demo(
     jobs: int = typer.Option(300, min=1, help="How many sample orders to submit."),
     error_rate: float = typer.Option(0.15, min=0, max=0.9, help="Share of partner calls that fail transiently."),
-    keep_running: bool = typer.Option(False, help="Keep everything running after the summary, for Flower."),
+    keep_running: bool = typer.Option(False, help="Keep everything running after the summary, with the console."),
 ) -> None:
     """Run the whole pipeline on this machine and print what happened."""
     from vetro.demo import run_demo
