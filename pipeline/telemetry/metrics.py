@@ -220,9 +220,10 @@ def flush() -> None:
         for name in {name for name, _ in values}:
             pipe.expire(name, METRIC_TTL)
         minute = activity_key(int(time.time() // 60 * 60))
-        this_minute = [(ACTIVITY[name], amount) for (name, _), amount in values.items() if name in ACTIVITY]
-        for what, amount in this_minute:
+        this_minute = [(ACTIVITY[name], field, amount) for (name, field), amount in values.items() if name in ACTIVITY]
+        for what, field, amount in this_minute:
             pipe.hincrbyfloat(minute, what, amount)
+            pipe.hincrbyfloat(minute, f"{what}|{field}", amount)  # and the pipeline's own
         if this_minute:
             pipe.expire(minute, ACTIVITY_TTL)
         pipe.execute()
@@ -238,18 +239,34 @@ def activity_key(minute: int) -> str:
     return key("activity", str(minute))
 
 
-def activity(minutes: int = 60, now: float | None = None) -> list[dict[str, int]]:
-    """Jobs submitted, completed and failed in each of the last `minutes` minutes, oldest first (all
-    pipelines together), from the minute hashes every process's flush adds to."""
+@dataclass(frozen=True)
+class Activity:
+    """Jobs submitted, completed and failed: each minute (all pipelines), and each pipeline (all minutes)."""
+
+    by_minute: list[dict[str, int]]
+    by_pipeline: dict[str, dict[str, int]]
+
+
+def activity(minutes: int = 60, now: float | None = None) -> Activity:
+    """The last `minutes` minutes' jobs, oldest minute first, from the hashes every process's flush adds to."""
     last = int((now or time.time()) // 60 * 60)
     starts = [last - 60 * back for back in range(minutes - 1, -1, -1)]
     pipe = redis_client().pipeline(transaction=False)
     for start in starts:
         pipe.hgetall(activity_key(start))
-    return [
-        {"minute": start, **{what: int(float(counts.get(what.encode(), 0))) for what in ACTIVITY.values()}}
-        for start, counts in zip(starts, pipe.execute(), strict=True)
-    ]
+    by_minute, by_pipeline = [], {}
+    for start, counts in zip(starts, pipe.execute(), strict=True):
+        minute = {"minute": start, **dict.fromkeys(ACTIVITY.values(), 0)}
+        for name, amount in counts.items():
+            what, _, labels = name.decode().partition("|")
+            if not labels:
+                minute[what] = int(float(amount))
+                continue
+            pipeline = json.loads(labels)[0]
+            totals = by_pipeline.setdefault(pipeline, dict.fromkeys(ACTIVITY.values(), 0))
+            totals[what] += int(float(amount))
+        by_minute.append(minute)
+    return Activity(by_minute, dict(sorted(by_pipeline.items())))
 
 
 @dataclass(frozen=True)

@@ -299,6 +299,10 @@ def test_the_overview_says_whether_the_service_is_ready_and_what_failed_lately(c
     metrics.flush()
     now = vera.get("/api/overview").json()
     assert now["last_hour"]["completed"] - before["completed"] >= 3 and now["last_hour"]["failed"] > before["failed"]
+    assert (
+        now["last_hour"]["by_pipeline"]["shop"]["completed"] - before["by_pipeline"].get("shop", {}).get("completed", 0)
+        >= 3
+    )
     by_minute = now["last_hour"]["by_minute"]
     assert len(by_minute) == 60 and sum(minute["completed"] for minute in by_minute[-2:]) >= 3  # this minute, or 1 ago
     assert now["status"] in ("ok", "degraded", "unready") and "queues" in now and "workers" in now

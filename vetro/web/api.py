@@ -356,16 +356,17 @@ def overview() -> dict[str, Any]:
     recent = RowFilter(since=store.utcnow() - timedelta(hours=1))
     counted = now.dead_letters.by_status if now.dead_letters else {}
     hour = metrics.activity(60)
-    done = sum(minute["completed"] for minute in hour)
-    failed = sum(minute["failed"] for minute in hour)
+    done = sum(minute["completed"] for minute in hour.by_minute)
+    failed = sum(minute["failed"] for minute in hour.by_minute)
     return {
         **now.as_dict(),
         "last_hour": {
-            "submitted": sum(minute["submitted"] for minute in hour),
+            "submitted": sum(minute["submitted"] for minute in hour.by_minute),
             "completed": done,
             "failed": failed,
             "failure_rate": round(failed / (done + failed), 4) if done + failed else None,
-            "by_minute": hour,
+            "by_minute": hour.by_minute,
+            "by_pipeline": hour.by_pipeline,
         },
         "dead_letters_by_status": {status: count for status, count in counted.items() if count},
         "new_patterns": [pattern_shown(pattern) for pattern in store.patterns(recent)[:10]],
