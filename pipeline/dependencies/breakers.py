@@ -14,6 +14,7 @@ of the breaker store must not stop the pipeline, and the stage's own backoff sti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -125,6 +126,10 @@ class LoggingListener(pybreaker.CircuitBreakerListener):
             return
         log.warning("breaker %s: %s -> %s (pid %d)", cb.name, old, new_state.name, os.getpid())
         metrics.count(metrics.BREAKER_TRANSITIONS, cb.name, new_state.name)
+        # When it last changed, for operators: each process that sees the change notes the time (one that
+        # notices it from another worker's write, a moment later). A store that is down is the breaker's to bear.
+        with contextlib.suppress(redis.RedisError):
+            _local().client.set(_key(cb.name, "changed_at"), str(int(time.time())))
 
 
 @dataclass
@@ -247,13 +252,17 @@ class BreakerStatus:
     seconds_to_half_open: float | None
     fail_max: int
     reset_timeout: int
+    changed_at: float | None = None  # when a worker last saw its state change (None: not since it was made)
 
 
 def status(dependency: str) -> BreakerStatus:
     """What an operator sees for one breaker (read straight from the shared store)."""
     client = _local().client
-    state, failures, opened_at = client.mget(
-        _key(dependency, "state"), _key(dependency, "fail_counter"), _key(dependency, "opened_at")
+    state, failures, opened_at, changed_at = client.mget(
+        _key(dependency, "state"),
+        _key(dependency, "fail_counter"),
+        _key(dependency, "opened_at"),
+        _key(dependency, "changed_at"),
     )
     policy = get_settings().breaker_policy(dependency)
     state = (state or b"closed").decode()
@@ -265,6 +274,7 @@ def status(dependency: str) -> BreakerStatus:
         seconds_to_half_open=_seconds_to_half_open(dependency, opened_at) if state == pybreaker.STATE_OPEN else None,
         fail_max=policy.fail_max,
         reset_timeout=policy.reset_timeout,
+        changed_at=float(changed_at) if changed_at else None,
     )
 
 

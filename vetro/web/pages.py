@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import json
 import pathlib
+import time
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -80,6 +81,16 @@ def diff_lines(kept: dict[str, Any]) -> str:
     return "\n".join(difflib.unified_diff(*shown, "before", "after", lineterm=""))
 
 
+def ago(at: float | None) -> str:
+    """'3 min ago', for a time people compare with now ('' when there is none)."""
+    if not at:
+        return ""
+    seconds = max(0, int(time.time() - at))
+    if seconds < 120:
+        return f"{seconds} s ago"
+    return f"{seconds // 60} min ago" if seconds < 7200 else f"{seconds // 3600} h ago"
+
+
 def see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
@@ -129,7 +140,7 @@ def router() -> APIRouter:
         shown, limits = shared(
             request, "breakers", lambda: ([breakers.status(name) for name in dependencies()], ratelimit.statuses())
         )
-        return render(request, "breakers.html", user=user, breakers=shown, limits=limits)
+        return render(request, "breakers.html", user=user, breakers=shown, limits=limits, ago=ago)
 
     @pages.post("/breakers/{name}/{state}")
     def force(request: Request, user: Signed, name: Annotated[str, Path(max_length=128)], state: str) -> Response:
