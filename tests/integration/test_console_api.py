@@ -391,3 +391,15 @@ def test_rate_limits_show_what_the_workers_share(database, console_users):
         (shown,) = vera.get("/api/rate-limits").json()
         assert 2 <= shown["tokens"] < 2.1
     redis_client().delete("vetro:ratelimit:card-service")
+
+
+def test_what_a_failure_carries_is_shown_as_text_never_run_as_markup(console):
+    """An exception message, an input or a job id is data from producers and partners: pages escape it."""
+    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    add_rows(dead_letter_event("<b>job</b>", message=hostile, input={"args": [{"note": hostile}], "kwargs": {}}))
+    vera = signed_in(console, "vera")
+    (row,) = vera.get("/api/dead-letters").json()["rows"]
+    for page in ("/dead-letters", f"/dead-letters/{row['id']}", "/patterns"):
+        html = vera.get(page).text
+        assert "<script>alert" not in html and "<img src=x" not in html and "<b>job</b>" not in html, page
+        assert "&lt;script&gt;alert" in html, page
