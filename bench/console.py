@@ -37,7 +37,7 @@ from bench.throughput import private_setup, trial
 from vetro.testing.processes import free_port, http_answers, reaped, spawn, wait_until
 from vetro.web.shared import REFRESH_HEADER
 
-POSTGRES = os.environ.get("VETRO_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES = os.environ.get("VETRO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 CAUSES = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo",
           "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango")  # fmt: skip
 STEPS = ("validate", "enrich", "transform", "operate.billing")

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import update
 
-from dlq import audit
+from dlq import audit, operations
 from dlq.db import session
 from dlq.models import DeadLetter, Status
 from dlq.replay import EXPIRED, REPLAY_BATCH, ReplayReport
@@ -128,6 +128,15 @@ def claim(row_id: int, actor: Actor) -> bool:
     if claimed:
         audit.write(actor.audited, actor.via, "claim", ids=[row_id], outcome={"claimed": True})
     return bool(claimed)
+
+
+def stop(operation_id: int, actor: Actor) -> bool:
+    """Ask a running background operation to stop, audited like every other action; False (nothing
+    audited) when it is not running."""
+    if not operations.request_stop(operation_id):
+        return False
+    audit.write(actor.audited, actor.via, "stop", outcome={"operation": operation_id})
+    return True
 
 
 class EditError(ValueError):

@@ -47,6 +47,7 @@ log = logging.getLogger("vetro.dlq")
 
 OPEN = (Status.FAILED, Status.REVIEWING, Status.REPLAYING, Status.QUARANTINED)
 FINISHED = (Status.RESOLVED, Status.DISCARDED)
+MAX_ROW_ID = 2**63 - 1  # the largest BIGINT (64-bit) id: a larger one overflows SQLite's driver before the query runs
 
 
 def utcnow() -> datetime:

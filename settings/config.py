@@ -12,6 +12,8 @@ from cryptography.fernet import Fernet
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from settings.environment import check_environment
+
 ENV_PREFIX = "VETRO_"
 MIN_HOLD_SECONDS = 3  # the shortest countdown a retry may be held for below the visibility timeout
 STALL_MARGIN_SECONDS = 10  # added to the stall bound for clock skew between hosts and sweep delay
@@ -34,6 +36,10 @@ def _scheme(url: str) -> str:
 
 def _hide_password(url: str) -> str:
     return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+# A queue's name travels in Redis keys, AMQP declarations and `celery worker -Q a,b`: no commas or spaces.
+QueueName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
 
 
 class ConfigError(ValueError):
@@ -104,7 +110,13 @@ class Settings(BaseSettings):
         None, description="Redis for results and guards; defaults to the broker when it is Redis"
     )
     database_url: str = "sqlite:///vetro.db"
-    queue: str = "vetro"
+    queue: QueueName = Field("vetro", description="the queue every stage's messages go to unless QUEUES names another")
+    amqp_queue_type: Literal["classic", "quorum"] = Field(
+        "classic", description="RabbitMQ only: quorum queues are replicated (new queue names: see the RabbitMQ guide)"
+    )
+    queues: dict[str, dict[str, QueueName]] = Field(
+        default_factory=dict, description="per pipeline and stage, a queue of its own (workers take it with -Q)"
+    )
 
     # Delivery safety: a killed worker's unacked message comes back after visibility_timeout.
     visibility_timeout: int = Field(60, ge=4)
@@ -296,6 +308,10 @@ class Settings(BaseSettings):
             if url is not None and _scheme(url) not in schemes:
                 shown = _hide_password(url)[:80]
                 raise ValueError(f"{ENV_PREFIX}{name}: {shown!r} is not a {' / '.join(schemes)}:// URL")
+        if _scheme(self.broker_url) in REDIS_SCHEMES and self.amqp_queue_type != "classic":
+            raise ValueError(
+                f"{ENV_PREFIX}AMQP_QUEUE_TYPE: {self.amqp_queue_type} queues are RabbitMQ's, and the broker is Redis"
+            )
         if _scheme(self.broker_url) not in REDIS_SCHEMES and not self.result_store_url:
             raise ValueError(
                 f"{ENV_PREFIX}RESULT_STORE_URL: required with a broker that is not Redis "
@@ -308,6 +324,17 @@ class Settings(BaseSettings):
                     f"{variable} is set ({_hide_password(value)[:80]}): Celery would use it instead of vetro's "
                     f"{ENV_PREFIX}BROKER_URL; unset it (vetro keeps results in its own Redis)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _control_queue_apart(self) -> Settings:
+        for pipeline, stages in self.queues.items():
+            for stage, queue in stages.items():
+                if queue == self.control_queue:
+                    raise ValueError(
+                        f"{ENV_PREFIX}QUEUES__{pipeline.upper()}__{stage.upper()}: {queue!r} is housekeeping's "
+                        f"queue; give the stage a queue of its own"
+                    )
         return self
 
     @model_validator(mode="after")
@@ -338,6 +365,21 @@ class Settings(BaseSettings):
                 f"{pipeline}.{stage} + {MIN_HOLD_SECONDS} ({needed}), or a running task is delivered twice"
             )
         return policy
+
+    def queue_for(self, pipeline: str, stage: str) -> str | None:
+        """The queue a stage's own setting names (VETRO_QUEUES__<PIPELINE>__<STAGE>); None: the default queue."""
+        return self.queues.get(pipeline, {}).get(stage)
+
+    @property
+    def stage_queues(self) -> list[str]:
+        """Every queue stages are sent to: the default one first, then those QUEUES names."""
+        named = {queue for stages in self.queues.values() for queue in stages.values()}
+        return [self.queue, *sorted(named - {self.queue})]
+
+    @property
+    def control_queue(self) -> str:
+        """Housekeeping's queue (the reconciler, the dead-letter spool): never behind a backlog of stages."""
+        return f"{self.queue}.control"
 
     def breaker_policy(self, dependency: str) -> BreakerPolicy:
         return self.breaker_overrides.get(dependency, self.breaker)
@@ -385,6 +427,9 @@ def read_settings(cls: type[T]) -> T:
     raises ConfigError with one line naming the variable."""
     if cls not in _read:
         prefix = cls.model_config.get("env_prefix", "")
+        unknown = check_environment(cls)
+        if unknown:
+            raise ConfigError(unknown)
         try:
             _read[cls] = cls()
         except ValidationError as error:

@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 from dlq import store
+from pipeline.adapter.app import reconfigure
 from pipeline.jobs.ledger import COMPLETED, settled
+from settings import reset_settings
 from tests.conftest import worker_env
 from vetro.testing.processes import WorkerProcess, free_port, http_answers, reaped, spawn, wait_until
 
@@ -199,3 +201,54 @@ def dead_letter_event(
         worker_host="w@h",
     )
     return store.DeadLetterEvent(**(values | changes))
+
+
+@contextmanager
+def producing_to(url: str, results: str | None = None, **settings: str) -> Iterator[None]:
+    """This process publishes to another broker (`url`) and reads results from another Redis (`results`, else
+    the broker) inside the block, with `settings` (VETRO_* variables) set too."""
+    changed = {"VETRO_BROKER_URL": url, "VETRO_RESULT_STORE_URL": results or url, **settings}
+    saved = {name: os.environ.get(name) for name in changed}
+    os.environ.update(changed)
+    reset_settings()
+    reconfigure()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reset_settings()
+        reconfigure()
+
+
+RABBITMQ_URL = os.environ.get("VETRO_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
+
+
+@contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """A throwaway virtual host on the machine's RabbitMQ (made and deleted with rabbitmqctl), as a broker URL.
+    Skips, saying why, when there is none (CI sets VETRO_TEST_REQUIRE_RABBITMQ: fails there)."""
+    name = f"vetro-test-{uuid.uuid4().hex[:8]}"
+    made = (
+        subprocess.run(["rabbitmqctl", "add_vhost", name], capture_output=True, text=True, timeout=120)
+        if (shutil.which("rabbitmqctl"))
+        else None
+    )
+    if made is None or made.returncode != 0:
+        reason = "rabbitmqctl is not installed" if made is None else made.stderr.strip().splitlines()[-1:]
+        if os.environ.get("VETRO_TEST_REQUIRE_RABBITMQ"):
+            raise RuntimeError(f"no RabbitMQ to test on: {reason}")
+        pytest.skip(f"needs RabbitMQ (rabbitmq-server, rabbitmqctl): {reason}")
+    try:
+        subprocess.run(
+            ["rabbitmqctl", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        yield f"{RABBITMQ_URL}/{name}"
+    finally:
+        subprocess.run(["rabbitmqctl", "delete_vhost", name], capture_output=True, timeout=120)

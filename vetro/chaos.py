@@ -84,6 +84,8 @@ class Plan:
     engine: str = "vetro"  # or "raw": the same canvas on raw Celery (the anchor), no checks
     quiet: float = 120.0  # raw: stop waiting once no job has ended for this long after the faults stop
     redis_kill: bool = False  # restart Redis with SIGKILL (its append-only file fsynced on every write)
+    broker_url: str | None = None  # another broker (a RabbitMQ virtual host); the ledger stays on the run's Redis
+    amqp_queue_type: str = "classic"  # with a RabbitMQ broker: classic or quorum queues
 
 
 @dataclass(frozen=True)
@@ -135,10 +137,12 @@ class Run:
         self.log.append({"at": round(time.time() - self.started, 2), "kind": kind, **detail})
 
 
-def _environment(redis_url: str, partner_url: str, database_url: str) -> dict[str, str]:
+def _environment(plan: Plan, redis_url: str, partner_url: str, database_url: str) -> dict[str, str]:
+    amqp = {"VETRO_AMQP_QUEUE_TYPE": plan.amqp_queue_type} if plan.broker_url else {}
     return {
-        "VETRO_BROKER_URL": redis_url,
+        "VETRO_BROKER_URL": plan.broker_url or redis_url,
         "VETRO_RESULT_STORE_URL": redis_url,
+        **amqp,
         "ORDERS_PARTNER_URL": partner_url,
         "VETRO_DATABASE_URL": database_url,
         **CHAOS_SETTINGS,
@@ -453,7 +457,7 @@ def run_chaos(plan: Plan) -> dict[str, Any]:
         partner.start_in_thread()
         stack.callback(partner.server_close)
         stack.callback(partner.shutdown)
-        env = _environment(redis.url, partner.url, database)
+        env = _environment(plan, redis.url, partner.url, database)
         os.environ.update(env)
         reset_settings()
         reconfigure()

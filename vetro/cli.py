@@ -22,6 +22,7 @@ from vetro.console import messages as console
 from vetro.console_users_cli import audit_cli, user_cli
 from vetro.dead_letters_cli import cli_actor, db_cli, dlq_cli, parse_duration
 from vetro.quarantine_cli import quarantine_cli
+from vetro.queues_cli import queues_cli
 
 cli = typer.Typer(
     help="vetro: multi-stage pipelines on Celery that lose nothing and repeat nothing.",
@@ -35,6 +36,7 @@ cli.add_typer(breakers_cli, name="breakers")
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(quarantine_cli, name="quarantine")
+cli.add_typer(queues_cli, name="queues")
 cli.add_typer(user_cli, name="user")
 cli.add_typer(audit_cli, name="audit")
 
@@ -201,8 +203,15 @@ def serve(
 
 
 @cli.command()
-def health(as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON.")) -> None:
+def health(
+    as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON."),
+    this_host: bool = typer.Option(
+        False, "--this-host", help="Only: is a worker on this host alive (its heartbeat recent)? A liveness probe."
+    ),
+) -> None:
     """Is the service ready? Exit 0 when ready (perhaps degraded), 1 when not; says why."""
+    if this_host:
+        _this_host_alive()
     from vetro.ops import report
 
     current = report()
@@ -211,6 +220,21 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print the whole r
     else:
         _print_health(current)
     raise typer.Exit(0 if current.ready else 1)
+
+
+def _this_host_alive() -> None:
+    """A worker pod's liveness: one Redis read, and nothing of the rest of the fleet (a fleet-wide problem
+    restarting every worker would make it worse); never `celery inspect ping`, which asks every worker."""
+    import socket
+
+    from pipeline.telemetry import heartbeat
+
+    host = socket.gethostname()
+    alive = heartbeat.up_on_host(host)
+    if not alive:
+        raise fail(f"no worker on {host} has sent a heartbeat lately", 1)
+    console.print(f"alive: {', '.join(worker.name for worker in alive)}", highlight=False)
+    raise typer.Exit(0)
 
 
 def _print_health(current: Any) -> None:
@@ -391,6 +415,8 @@ def chaos(
     engine: str = typer.Option("vetro", help="vetro, or raw: the same canvas on raw Celery (the anchor)."),
     quiet: float = typer.Option(120, min=10, help="raw: stop once no job has ended for this long."),
     redis_kill: bool = typer.Option(False, help="Restart Redis with SIGKILL (appendfsync always) instead of SIGTERM."),
+    broker_url: str = typer.Option(None, help="Another broker: an empty RabbitMQ virtual host (amqp://...)."),
+    amqp_queue_type: str = typer.Option("classic", help="With --broker-url: classic or quorum queues."),
     output: str = typer.Option(None, help="Also write the JSON report to this file."),
 ) -> None:
     """Run the whole pipeline on this machine under seeded faults and check nothing was lost or repeated."""
@@ -402,6 +428,10 @@ def chaos(
     options = locals()
     if engine not in ("vetro", "raw"):
         raise fail(f"--engine {engine!r}: vetro or raw")
+    if broker_url and (engine != "vetro" or not broker_url.startswith(("amqp://", "amqps://"))):
+        raise fail("--broker-url: an amqp:// URL, with --engine vetro (the raw anchor runs on Redis)")
+    if amqp_queue_type not in ("classic", "quorum"):
+        raise fail(f"--amqp-queue-type {amqp_queue_type!r}: classic or quorum")
     plan = Plan(**{field.name: options[field.name] for field in fields(Plan)})
     raise typer.Exit(run_chaos(plan, output))
 

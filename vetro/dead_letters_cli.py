@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dlq import actions, audit, filters, store
+from dlq.export import audit_export, jsonl
 from dlq.models import DeadLetter
 from dlq.selection import Selection, resolve, rows_of
 from vetro.console import fail
@@ -47,12 +48,9 @@ def database_ready() -> None:
         raise fail(f"cannot reach the dead-letter database: {type(error).__name__}: {detail}") from None
 
 
-MAX_ROW_ID = 2**63 - 1  # the largest id a database column holds
-
-
 def _possible_id(row_id: int) -> bool:
     """An id a row could have: asking the database for another one overflows its integer column."""
-    return 0 < row_id <= MAX_ROW_ID
+    return 0 < row_id <= store.MAX_ROW_ID
 
 
 def parse_duration(text: str) -> timedelta:
@@ -330,8 +328,9 @@ def export(
     if stream is None:
         raise fail("standard output is closed: give --output FILE")
     try:
-        for row in store.rows(rows):
-            stream.write(json.dumps(row.as_dict(), default=str) + "\n")
+        audit_export(rows, cli_actor())
+        for lines in jsonl(rows):
+            stream.write(lines)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as a Unix filter does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's documented remedy
     finally:

@@ -39,6 +39,7 @@ from vetro.web.security import (
     check_csrf,
     is_loopback,
 )
+from vetro.web.users import UsersFileError, users
 
 log = logging.getLogger("vetro.ops")
 _basic = HTTPBasic(realm="vetro", auto_error=False)
@@ -170,12 +171,25 @@ def listening(host: str | None = None, port: int | None = None) -> socket.socket
 def access_for(sock: socket.socket) -> Access:
     """Who may use the console served on `sock` (ConsoleError, in one line, when nobody safely may)."""
     settings = get_settings()
-    return Access.for_address(
+    access = Access.for_address(
         sock.getsockname()[0],
         settings.console_users_file,
         settings.console_proxy_user_header,
         settings.console_trusted_proxies,
     )
+    if access.users_file is not None:
+        _check_users_file(access.users_file)
+    return access
+
+
+def _check_users_file(path: Path) -> None:
+    """Read the users file once at start, so a broken one stops the server now rather than failing every
+    request later (a missing one the settings already refuse)."""
+    try:
+        users(path)
+    except UsersFileError as error:
+        detail = str(error).removeprefix(f"{path}: ")
+        raise ConsoleError(500, f"the console's users file {path} (VETRO_CONSOLE_USERS_FILE): {detail}") from None
 
 
 def serve(sock: socket.socket, access: Access, **options: Any) -> None:

@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from pipeline.adapter import job_headers, publishing  # noqa: F401 (job_headers: every message's headers)
 from pipeline.adapter.internals import BracketingCelery, HookedAMQP, message_headers
@@ -34,7 +34,7 @@ def is_redis(url: str) -> bool:
 
 def celery_config(settings: Settings) -> dict:
     """Celery settings derived from vetro's; every safety choice is here, in one place."""
-    control = control_queue(settings)
+    control = settings.control_queue
     config = {
         "broker_url": settings.broker_url,
         # Every step's result is recorded by its guard in the job ledger; this backend reads it there, so
@@ -58,10 +58,17 @@ def celery_config(settings: Settings) -> dict:
         # meanwhile finds the stage's lease held and waits (pipeline.jobs.guard).
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_default_queue": settings.queue,
-        # Housekeeping (the reconciler, the dead-letter spool) has its own queue, which every worker
-        # also consumes, so it is never stuck behind a backlog of stages.
-        "task_queues": [Queue(settings.queue), Queue(control)],
-        "task_routes": {"vetro.*": {"queue": control}},
+        # Housekeeping (the reconciler, the dead-letter spool) has its own queue, so it is never stuck
+        # behind a backlog of stages; a stage may have its own (VETRO_QUEUES). A worker started without -Q
+        # takes them all.
+        "task_queues": [bound_queue(settings, name) for name in (*settings.stage_queues, control)],
+        # A stage's task is named '<pipeline>.<stage>': VETRO_QUEUES routes it by that name.
+        "task_routes": {"vetro.*": {"queue": control}}
+        | {
+            f"{pipeline}.{stage}": {"queue": queue}
+            for pipeline, stages in settings.queues.items()
+            for stage, queue in stages.items()
+        },
         # SIGTERM is a warm shutdown: running stages finish, held retries go back to the queue at once.
         # A cold shutdown (a second signal, SIGQUIT) first gives running stages this long, then hands
         # them back to the queue instead of dropping them with their process.
@@ -88,6 +95,16 @@ def celery_config(settings: Settings) -> dict:
         },
         "enable_utc": True,
     }
+    # Every key below is set whatever the broker, so that reconfiguring from one broker to another leaves
+    # nothing of the first behind.
+    quorum = settings.amqp_queue_type == "quorum"
+    # RabbitMQ's replicated queues (Celery 5.5+): a countdown travels through RabbitMQ's own delay
+    # exchanges (native delayed delivery), which route by topic; global QoS is off for them.
+    config["task_default_queue_type"] = "quorum" if quorum else "classic"
+    config["task_default_exchange_type"] = "topic" if quorum else "direct"
+    # Publisher confirms: a publish returns once RabbitMQ has the message, or raises (and is retried).
+    config["broker_transport"] = None
+    config["broker_transport_options"] = {"confirm_publish": True}
     if is_redis(settings.broker_url):
         # kombu's Redis transport, kept from ending the worker when Redis restarts (see the module).
         config["broker_transport"] = "pipeline.adapter.transport:Transport"
@@ -113,8 +130,17 @@ def records_carry_publishes() -> bool:
     return is_redis(settings.broker_url) and settings.broker_url == settings.results_url
 
 
-def control_queue(settings: Settings) -> str:
-    return f"{settings.queue}.control"
+def bound_queue(settings: Settings, name: str, declare: bool = True) -> Queue:
+    """A queue bound to vetro's exchange by its own name, so a message routed to one queue reaches no other
+    (the control queue was once bound by the default queue's key: pipeline.worker.startup unbinds that).
+
+    On RabbitMQ with VETRO_AMQP_QUEUE_TYPE=quorum the queue is a quorum queue and the exchange a topic one
+    (native delayed delivery routes by topic). `declare=False`: a queue only read from, whatever its type
+    (RabbitMQ refuses to declare a classic queue again as a quorum one)."""
+    quorum = settings.amqp_queue_type == "quorum"
+    exchange = Exchange(settings.queue, "topic" if quorum else "direct")
+    arguments = {"x-queue-type": "quorum"} if quorum else None
+    return Queue(name, exchange, routing_key=name, queue_arguments=arguments, no_declare=not declare)
 
 
 def _every(task: str, seconds: float) -> dict:
@@ -145,9 +171,10 @@ class VetroAMQP(HookedAMQP):
         return shown(value, maxsize, levels)
 
     def on_send(self, send: Callable[..., Any], producer: Any, name: str, message: Any, options: dict) -> Any:
-        if message_headers(message).get(JOB_ID) or not publishing.hold(
-            name, message, partial(send, producer, name, message, **options)
-        ):
+        # vetro's own messages carry their job in the `headers` option, which Celery merges into the
+        # message only inside the send: never held, so a caller collecting them (captured()) gets them.
+        own = message_headers(message).get(JOB_ID) or (options.get("headers") or {}).get(JOB_ID)
+        if own or not publishing.hold(name, message, partial(send, producer, name, message, **options)):
             return send(producer, name, message, **options)
         return None
 

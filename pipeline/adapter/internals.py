@@ -113,13 +113,15 @@ class BracketingCelery(Celery):
         return self.bracket(partial(Celery.producer_or_acquire, self, None))
 
     def forget_connections(self) -> None:
-        """Drop the broker connection pool and the producer pool built from the configuration so far.
+        """Drop the broker connection pool, and the message builder with what it built from the configuration
+        so far: its producer pool, queues, exchanges and router.
 
-        `Celery.close()` drops only `_pool`; `AMQP.producer_pool` caches `_producer_pool`, bound to
-        the broker of its first use, so without this a reconfigured app keeps publishing there.
+        `Celery.close()` drops only `_pool`. The app's `amqp` (a cached property) caches the producer pool,
+        bound to the broker of its first use, and the queues and router of the configuration of that moment:
+        without this a reconfigured app keeps publishing there, declaring the old queues.
         """
         self.close()
-        self.amqp._producer_pool = None
+        self.__dict__.pop("amqp", None)
 
 
 def new_task_id() -> str:
@@ -146,6 +148,17 @@ def route_of(app: Celery, task: Task, args: Any) -> tuple[tuple[str, str], ...]:
     return tuple(
         sorted((name, value.name if isinstance(value, Queue) else repr(value)) for name, value in route.items())
     )
+
+
+def unbind(channel: Any, queue: str, exchange: str, routing_key: str) -> None:
+    """Remove one binding of `queue` to `exchange`. AMQP unbinds it; kombu's Redis transport keeps an exchange's
+    bindings in a set (`_kombu.binding.<exchange>`, members 'key<sep>pattern<sep>queue') that its
+    `queue_unbind` never changes (it edits a copy), so the member is removed from the set here."""
+    if isinstance(channel, kombu_redis.Channel):
+        with channel.conn_or_acquire() as client:
+            client.srem(channel.keyprefix_queue % (exchange,), channel.sep.join([routing_key, "", queue]))
+    else:
+        channel.queue_unbind(queue=queue, exchange=exchange, routing_key=routing_key)
 
 
 def protocol_header_names(app: Celery) -> frozenset[str]:

@@ -25,11 +25,12 @@ from typing import Any
 
 from celery import Signature
 from kombu.utils.json import loads
+from pydantic_settings import BaseSettings
 
 from pipeline.adapter.app import app
 from pipeline.adapter.signatures import from_signature
 from pipeline.plan import PIPELINE_TASK, Declared, Plan, from_declared
-from settings import ConfigError, get_settings
+from settings import ConfigError, get_settings, read_settings
 from settings.config import ENV_PREFIX, STALL_MARGIN_SECONDS, StagePolicy
 
 _PIPELINES: dict[str, Pipeline] = {}
@@ -141,6 +142,12 @@ def namespaces() -> list[str]:
     return sorted(set(_PIPELINES) | {task.pipeline_name for task in _STAGES.values()})
 
 
+def stage_tasks() -> dict[str, Any]:
+    """Every stage the configured pipelines declare, by task name."""
+    load_pipelines()
+    return dict(sorted(_STAGES.items()))
+
+
 def is_stage(name: str) -> bool:
     return name in _STAGES
 
@@ -183,32 +190,49 @@ def declared_plan(name: str) -> Plan:
 
 
 def load_pipelines() -> dict[str, Pipeline]:
-    """Import every module VETRO_PIPELINES names (Python imports each once), then check the
-    settings' stage overrides against what they declared; every entry point calls this."""
-    for module in get_settings().pipelines:
+    """Import every module VETRO_PIPELINES names (Python imports each once), read the settings classes they
+    define, then check the settings' stage overrides and queues against what they declared; every entry
+    point calls this, so a bad or unknown variable stops it at start-up, not at the first job."""
+    modules = get_settings().pipelines
+    for module in modules:
         try:
             importlib.import_module(module)
         except ImportError as error:
             raise ConfigError(f"{ENV_PREFIX}PIPELINES: cannot import {module!r} ({error})") from None
-    _check_overrides()
+    for settings_class in _settings_classes(modules):
+        read_settings(settings_class)
+    _check_named_stages("STAGES", get_settings().stages)
+    _check_named_stages("QUEUES", get_settings().queues)
     return dict(_PIPELINES)
 
 
-def _check_overrides() -> None:
-    """An override naming a pipeline or stage that does not exist is a mistake, not a no-op."""
+def _settings_classes(modules: list[str]) -> list[type[BaseSettings]]:
+    """The settings classes (with a prefix of their own) defined in the pipelines' modules and their packages."""
+    found, pending = [], list(BaseSettings.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        inside = any(cls.__module__ == module or cls.__module__.startswith(f"{module}.") for module in modules)
+        if inside and cls.model_config.get("env_prefix"):
+            found.append(cls)
+    return sorted(found, key=lambda cls: cls.__qualname__)
+
+
+def _check_named_stages(setting: str, named: Mapping[str, Mapping[str, Any]]) -> None:
+    """A setting naming a pipeline or stage that does not exist is a mistake, not a no-op."""
     declared = {name: set(pipeline.stage_names()) for name, pipeline in _PIPELINES.items()}
     for task in _STAGES.values():
         declared.setdefault(task.pipeline_name, set()).add(task.stage)
-    for pipeline, stages in get_settings().stages.items():
+    for pipeline, stages in named.items():
         if pipeline not in declared:
             known = ", ".join(sorted(declared)) or "none"
-            raise ConfigError(f"{ENV_PREFIX}STAGES__{pipeline.upper()}: no pipeline {pipeline!r} (known: {known})")
+            raise ConfigError(f"{ENV_PREFIX}{setting}__{pipeline.upper()}: no pipeline {pipeline!r} (known: {known})")
         names = sorted(declared[pipeline])
         for stage in stages:
             if stage not in names:
                 raise ConfigError(
-                    f"{ENV_PREFIX}STAGES__{pipeline.upper()}__{stage.upper()}: pipeline {pipeline!r} has no stage "
-                    f"{stage!r} (its stages: {', '.join(names)})"
+                    f"{ENV_PREFIX}{setting}__{pipeline.upper()}__{stage.upper()}: pipeline {pipeline!r} has no "
+                    f"stage {stage!r} (its stages: {', '.join(names)})"
                 )
 
 

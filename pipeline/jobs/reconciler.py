@@ -27,6 +27,7 @@ from typing import Any
 from redis.exceptions import LockError
 
 from pipeline.adapter.app import app
+from pipeline.adapter.routing import queue_of_task
 from pipeline.failures import FailureClass, StalledJobError
 from pipeline.jobs import driver, ledger
 from pipeline.jobs.outcomes import completed
@@ -92,7 +93,8 @@ def messages_waiting(connection: Any, queue: str) -> int:
 
 
 def _queue_of(step: Step) -> str:
-    return step.options.get("queue") or getattr(task_named(step.task), "queue", None) or get_settings().queue
+    task_named(step.task)  # loads the pipelines when this process has not yet
+    return step.options.get("queue") or queue_of_task(step.task) or get_settings().queue
 
 
 def examine(pipeline: str, job_id: str, now: float, queues: _Queues, dry_run: bool = False) -> Finding:

@@ -71,6 +71,12 @@ def workers() -> list[Worker]:
     return sorted(found, key=lambda worker: worker.name)
 
 
+def up_on_host(host: str, now: float | None = None) -> list[Worker]:
+    """The workers of one host (their name's part after '@', as Celery's `%h`) whose heartbeat is recent."""
+    now = now or time.time()
+    return [worker for worker in workers() if worker.name.rpartition("@")[2] == host and worker.up(now)]
+
+
 def consumed_at() -> dict[str, float]:
     """When a worker last took a message, per queue."""
     return {queue.decode(): score for queue, score in redis_client().zrange(CONSUMED_KEY, 0, -1, withscores=True)}

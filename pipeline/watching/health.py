@@ -16,7 +16,7 @@ import pybreaker
 import redis
 from kombu import Connection
 
-from pipeline.adapter.app import control_queue, is_redis
+from pipeline.adapter.app import is_redis
 from pipeline.adapter.internals import OLDEST, envelope_header, queue_keys
 from pipeline.context import SENT_AT
 from pipeline.dependencies import breakers
@@ -151,7 +151,7 @@ def core_health(now: float | None = None) -> CoreHealth:
     report.workers = heartbeat.workers()
     consumed = heartbeat.consumed_at()
     live = [worker for worker in report.workers if worker.up(now)]
-    names = sorted({settings.queue, control_queue(settings), *consumed, *(q for w in live for q in w.queues)})
+    names = sorted({*settings.stage_queues, settings.control_queue, *consumed, *(q for w in live for q in w.queues)})
     try:
         read = _redis_queues if is_redis(settings.broker_url) else _amqp_queues
         lengths = read(settings.broker_url, names)

@@ -9,6 +9,8 @@ Redis restart forgets all of them; with an evicting memory policy Redis deletes 
 memory pressure (vetro's keys all have lifetimes, so even the volatile-* policies pick them).
 Either way jobs vanish with no trace, which no reconciler can repair. The worker says so
 clearly at start, or refuses to start when VETRO_REQUIRE_DURABLE_REDIS is set.
+
+It also removes a binding earlier releases left on the broker (see `unbind_stale_control_queue`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 import redis
 from celery.signals import worker_init
 
-from pipeline.adapter.app import is_redis
+from pipeline.adapter.app import app, is_redis
+from pipeline.adapter.internals import unbind
 from pipeline.jobs.pipelines import load_pipelines
 from pipeline.jobs.sink import load_dead_letter_store
 from settings import ConfigError, get_settings
@@ -82,6 +85,20 @@ def load_configured_modules() -> None:
 load_configured_modules()
 
 
+def unbind_stale_control_queue() -> None:
+    """Earlier releases bound the control queue by the default queue's key, so a message routed that way
+    by hand reached both queues; the binding stays on the broker until removed (the queue is now bound by
+    its own name, pipeline.adapter.app.bound_queue)."""
+    settings = get_settings()
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+            unbind(connection.default_channel, settings.control_queue, settings.queue, settings.queue)
+    except Exception as error:  # the broker is reached again later; a binding left in place is harmless to vetro
+        log.warning("could not remove the control queue's old binding (%s: %s)", type(error).__name__, error)
+
+
 @worker_init.connect
 def _check_at_start(**_: Any) -> None:
     check_redis_durability()
+    unbind_stale_control_queue()

@@ -7,14 +7,13 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from celery import chain, chord
 
-from pipeline.adapter.app import reconfigure
 from pipeline.store import redis_client
 from settings import reset_settings
+from tests.helpers import producing_to
 from tests.integration.test_no_job_lost import SETTLE, fleet_env
 from tests.pipelines import add, summarize, tally
 from tests.worker_plugins import inject
@@ -66,21 +65,6 @@ def test_a_chords_join_survives_the_death_of_the_process_that_completed_its_part
         revive(fleet)
     assert result.get(timeout=SETTLE) == {"parts": [3, 4, 5], "run": 1}
     assert int(redis_client().get(f"vetro-test:tally:{key}")) == 1  # the join ran once
-
-
-@contextmanager
-def producing_to(url: str) -> Iterator[None]:
-    """This process publishes to, and reads results from, another Redis inside the block."""
-    saved = {name: os.environ[name] for name in ("VETRO_BROKER_URL", "VETRO_RESULT_STORE_URL")}
-    os.environ.update({"VETRO_BROKER_URL": url, "VETRO_RESULT_STORE_URL": url})
-    reset_settings()
-    reconfigure()
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
-        reset_settings()
-        reconfigure()
 
 
 def test_chains_and_chords_finish_across_a_restart_of_their_redis(partner_server):

@@ -4,7 +4,7 @@ finishes them and a discard of the rest, what a viewer may not do even with a cr
 cross-site form that finds no session to ride on.
 
 Nothing is downloaded: the browser and its driver are Debian's (/usr/bin/chromium, /usr/bin/chromedriver),
-found by path, so Selenium Manager never runs. VETRO_SCREENSHOTS=1 saves the main pages to
+found by path, so Selenium Manager never runs. VETRO_TEST_SCREENSHOTS=1 saves the main pages to
 docs/images/console-<page>.png (1280x800); a normal run writes nothing into the repository.
 """
 
@@ -184,8 +184,8 @@ def sign_in(browser, url: str, name: str) -> None:
 
 
 def snapshot(browser, page: str) -> None:
-    """docs/images/console-<page>.png, only when asked (VETRO_SCREENSHOTS=1)."""
-    if os.environ.get("VETRO_SCREENSHOTS") != "1":
+    """docs/images/console-<page>.png, only when asked (VETRO_TEST_SCREENSHOTS=1)."""
+    if os.environ.get("VETRO_TEST_SCREENSHOTS") != "1":
         return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.execute_script("window.scrollTo(0, 0)")

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from dlq import store
+from dlq import audit, store
+from dlq.db import session
+from dlq.export import PAGE
 from dlq.models import Status
 from tests.conftest import worker_env
 from tests.helpers import celery_worker, vetro
@@ -61,6 +63,21 @@ def test_discard_acts_on_exactly_the_filtered_rows_and_export_writes_jsonl(rows,
     assert vetro("dlq", "export", "--status", "discarded", "--output", str(output)).returncode == 0
     exported = [json.loads(line) for line in output.read_text().splitlines()]
     assert {row["discarded_by"] for row in exported} == {"ana"} and len(exported) == 2
+
+
+def test_an_export_prints_every_row_past_a_page_as_before_and_is_audited_with_the_os_user(database):
+    with session() as active:
+        for n in range(PAGE + 1):  # past the first page read
+            store.write(active, event(f"job-{n}", message="export me"))
+        store.write(active, event("job-other"))
+    result = vetro("dlq", "export", "--error", "export me")
+    assert result.returncode == 0, result.stderr
+    chosen = store.rows(store.RowFilter(error="export me"))
+    assert len(chosen) == PAGE + 1
+    assert result.stdout == "".join(json.dumps(row.as_dict(), default=str) + "\n" for row in chosen)  # as it was
+    (entry,), _ = audit.entries(action="export")
+    assert (entry.actor, entry.via, entry.filter) == (audit.os_user(), "cli", {"error": "export me"})
+    assert entry.outcome == {"rows": PAGE + 1}
 
 
 def test_a_bulk_command_without_a_selection_asks_for_one(rows):

@@ -41,6 +41,7 @@ from pipeline.adapter.internals import (
     queue_key,
     queue_keys,
     read_envelope,
+    unbind,
     write_envelope,
 )
 
@@ -92,6 +93,31 @@ def oldest(broker: SimpleNamespace, priority: int = 0) -> bytes:
     raw = broker.client.lindex(queue_key(broker.queue, priority), OLDEST)
     assert raw is not None, broken("kombu", "Channel._put", f"left nothing in {queue_key(broker.queue, priority)!r}")
     return raw
+
+
+# --- Bindings ---------------------------------------------------------------------------------------------
+
+
+def test_unbind_removes_a_binding_kombus_redis_transport_routes_by(broker):
+    """A queue bound to an exchange by a key receives what is published there by that key; after `unbind`, kombu's
+    own routing no longer sends it there (kombu's `queue_unbind` on Redis leaves the binding in place)."""
+    exchange = kombu.Exchange(f"{broker.queue}-exchange", "direct")
+    bound = kombu.Queue(broker.queue, exchange, routing_key="stale")
+    with Connection(broker.url) as connection:
+        channel = connection.default_channel
+        bound(channel).declare()
+        with connection.Producer() as producer:
+            producer.publish({"n": 1}, exchange=exchange, routing_key="stale")
+        assert broker.client.llen(queue_key(broker.queue)) == 1, broken(
+            "kombu", "Channel._queue_bind", "no longer routes by the binding it stores"
+        )
+        unbind(channel, broker.queue, exchange.name, "stale")
+        with connection.Producer() as producer:
+            producer.publish({"n": 2}, exchange=exchange, routing_key="stale")
+        assert broker.client.llen(queue_key(broker.queue)) == 1, broken(
+            "kombu", "Channel.keyprefix_queue/sep", "bindings are no longer kept where unbind removes them"
+        )
+    broker.client.delete(kombu_redis.Channel.keyprefix_queue % (exchange.name,))
 
 
 # --- The lists of a queue ----------------------------------------------------------------------------------

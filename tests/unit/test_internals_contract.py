@@ -410,10 +410,14 @@ def test_forget_connections_makes_the_next_publish_use_the_broker_configured_now
     assert "elsewhere" not in app.amqp.producer_pool.connections.connection.as_uri(), broken(
         "celery", "AMQP._producer_pool", "is dropped by Celery.close(): forget_connections may now be close()"
     )
+    app.conf.task_queues = [Queue("elsewhere-queue", Exchange("elsewhere-exchange", "topic"), "elsewhere-queue")]
     app.forget_connections()
     a.apply_async((1,))
     assert "elsewhere" in app.amqp.producer_pool.connections.connection.as_uri(), broken(
-        "celery", "AMQP._producer_pool", "no longer holds the producer pool AMQP.producer_pool builds"
+        "celery", "Celery.amqp", "no longer holds the producer pool AMQP.producer_pool builds"
+    )
+    assert app.amqp.queues["elsewhere-queue"].exchange.type == "topic", broken(
+        "celery", "Celery.amqp", "no longer holds the queues AMQP.queues builds from task_queues"
     )
 
 

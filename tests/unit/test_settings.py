@@ -38,7 +38,12 @@ def test_a_stage_policy_that_does_not_hold_together_names_its_variable(monkeypat
             "soon",
             "VETRO_STAGES__ORDERS__OPERATE__TIME_LIMIT: Input should be a valid integer",
         ),
-        ("VETRO_STAGES__ORDERS__OPERATE__TIMELIMIT", "5", "VETRO_STAGES__ORDERS__OPERATE__TIMELIMIT: Extra inputs"),
+        (
+            "VETRO_STAGES__ORDERS__OPERATE__TIMELIMIT",
+            "5",
+            "VETRO_STAGES__ORDERS__OPERATE__TIMELIMIT names no setting; did you mean "
+            "VETRO_STAGES__ORDERS__OPERATE__TIME_LIMIT?",
+        ),
         ("VETRO_MAX_PAYLOAD_BYTES", "-1", "VETRO_MAX_PAYLOAD_BYTES: Input should be greater than or equal to 64"),
         # Lifetimes are aligned, so that nothing outlives what it points to.
         ("VETRO_SUBMIT_DEDUP_TTL", "3600", "VETRO_SUBMIT_DEDUP_TTL (3600) must be at least VETRO_JOB_TTL (604800)"),

@@ -3,9 +3,7 @@ do, for scripts. Every refusal is one line, `{"error": "..."}`, with the status 
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -16,8 +14,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dlq import actions, audit, filters, operations, selection, store
+from dlq.export import audit_export, jsonl
 from dlq.models import DeadLetter
-from dlq.store import RowFilter
+from dlq.store import MAX_ROW_ID, RowFilter
 from pipeline.dependencies import breakers, ratelimit
 from pipeline.jobs import ledger, quarantine
 from pipeline.jobs.pipelines import dependencies, namespaces
@@ -30,7 +29,6 @@ from vetro.web import background
 from vetro.web.security import ConsoleError, csrf_token, current_user, require, sign_in, sign_out
 from vetro.web.users import Role, User
 
-MAX_ROW_ID = 2**63 - 1
 RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 Text = Annotated[str | None, Field(max_length=filters.MAX_TEXT)]
@@ -194,10 +192,9 @@ def router() -> APIRouter:
     @api.get("/dead-letters/export", response_class=StreamingResponse)
     def export(user: Signed, rows: Annotated[RowFilter, Depends(query_filter)]) -> StreamingResponse:
         """The filtered rows, everything included (inputs opened), one JSON object a line; audited."""
-        total = store.count(rows)
-        audit.write(user.name, "console", "export", row_filter=selection.shown(rows), outcome={"rows": total})
+        audit_export(rows, actor(user))
         return StreamingResponse(
-            exported(rows),
+            jsonl(rows),
             media_type="application/x-ndjson",
             headers={"content-disposition": 'attachment; filename="dead-letters.jsonl"'},
         )
@@ -284,9 +281,8 @@ def router() -> APIRouter:
         require(user, Role.OPERATOR, "stopping an operation")
         if operations.get(operation_id) is None:
             raise ConsoleError(404, f"no operation {operation_id}")
-        if not operations.request_stop(operation_id):
+        if not actions.stop(operation_id, actor(user)):
             raise ConsoleError(409, f"operation {operation_id} is not running")
-        audit.write(user.name, "console", "stop", outcome={"operation": operation_id})
         return operations.get(operation_id)
 
     @api.get("/overview")
@@ -341,14 +337,6 @@ def router() -> APIRouter:
         return {"total": total, "entries": [entry.as_dict() for entry in page]}
 
     return api
-
-
-def exported(rows: RowFilter, page: int = 500) -> Iterator[str]:
-    """The rows as JSON lines, read a page at a time (a large export never sits in memory)."""
-    offset = 0
-    while chunk := store.rows(rows, limit=page, offset=offset):
-        yield "".join(json.dumps(row.as_dict(), default=str) + "\n" for row in chunk)
-        offset += len(chunk)
 
 
 def overview() -> dict[str, Any]:

@@ -309,8 +309,7 @@ def router() -> APIRouter:
     @pages.post("/operations/{operation_id}/stop")
     def stop(request: Request, user: Signed, operation_id: PathId) -> Response:
         require(user, Role.OPERATOR, "stopping an operation")
-        if operations.request_stop(operation_id):
-            audit.write(user.name, "console", "stop", outcome={"operation": operation_id})
+        if actions.stop(operation_id, actor(user)):
             request.session["flash"] = "stopping: the replays already sent go on"
         return see_other(f"/operations/{operation_id}")
 
