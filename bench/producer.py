@@ -6,6 +6,9 @@ line: jobs/s, the producer's CPU per job and the Redis commands per job of each 
 machine's load.
 
     .venv/bin/python -m bench.producer --jobs 5000
+
+With `--replica`, the Redis has a replica, and vetro's two trials run again with VETRO_SUBMIT_REPLICAS=1
+(a WAIT for the replica at the end of each round trip that records new jobs): what that costs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import redis
 
 from bench.measure import RedisReading
 from bench.throughput import ROOT, payload
-from vetro.testing.processes import RedisServer
+from settings import reset_settings
+from vetro.testing.processes import RedisServer, wait_until
 
 
 def _timed(client: redis.Redis, jobs: int, enqueue: Callable[[], Any]) -> dict[str, float]:
@@ -43,9 +47,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--one-at-a-time", type=int, default=2000, help="jobs for the one-at-a-time trials")
+    parser.add_argument("--replica", action="store_true", help="also with a replica, and a WAIT for it")
     options = parser.parse_args()
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer())
+        if options.replica:
+            replica = stack.enter_context(RedisServer(extra_args=["--replicaof", "127.0.0.1", str(server.port)]))
+            replica_link = lambda: redis.Redis(port=replica.port).info("replication")["master_link_status"]  # noqa: E731
+            wait_until(lambda: replica_link() == "up", 30, "the replica to sync")
         os.environ.update(
             {
                 "VETRO_BROKER_URL": server.url,
@@ -70,6 +79,15 @@ def main() -> None:
             ),
             "raw_apply_async": _timed(client, single, lambda: [raw_submit(payload(n)) for n in range(single)]),
         }
+        if options.replica:
+            os.environ["VETRO_SUBMIT_REPLICAS"] = "1"
+            reset_settings()
+            trials["vetro_submit_wait_1_replica"] = _timed(
+                client, single, lambda: [submit(payload(n) | {"t": -tag}, pipeline="bench") for n in range(single)]
+            )
+            trials["vetro_submit_many_wait_1_replica"] = _timed(
+                client, bulk, lambda: submit_many((payload(n) | {"t": -tag} for n in range(bulk)), pipeline="bench")
+            )
     result = {
         "benchmark": "producer",
         "jobs": {"one_at_a_time": single, "submit_many": bulk},
@@ -79,6 +97,10 @@ def main() -> None:
         **trials,
         "submit_vs_raw": round(trials["vetro_submit"]["jobs_per_s"] / trials["raw_apply_async"]["jobs_per_s"], 2),
     }
+    if options.replica:
+        for name in ("vetro_submit", "vetro_submit_many"):
+            waited = trials[f"{name}_wait_1_replica"]["jobs_per_s"]
+            result[f"{name}_wait_vs_none"] = round(waited / trials[name]["jobs_per_s"], 2)
     print(json.dumps(result))
 
 

@@ -21,7 +21,7 @@ from pipeline.failures import (
 )
 from pipeline.jobs import revoke  # noqa: F401 (a revoke of any step cancels its job)
 from pipeline.jobs.pipelines import FanOut, Pipeline, register
-from pipeline.jobs.producer import InvalidJobError, submit, submit_many
+from pipeline.jobs.producer import InvalidJobError, NotReplicatedError, submit, submit_many
 from pipeline.jobs.stages import Stage, stage
 from pipeline.watching import instruments  # noqa: F401 (metrics, logs and traces of every task)
 from pipeline.worker import heartbeat  # noqa: F401 (the consumer step health reads)
@@ -33,6 +33,7 @@ __all__ = [
     "FailureClass",
     "FanOut",
     "InvalidJobError",
+    "NotReplicatedError",
     "PermanentError",
     "Pipeline",
     "Stage",

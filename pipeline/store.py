@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import NoScriptError
 
+from pipeline.redis_servers import connect
 from settings import get_settings
 
 KEY_PREFIX = "vetro:"
@@ -31,7 +32,7 @@ def redis_client() -> redis.Redis:
     key = (os.getpid(), url)
     client = _clients.get(key)
     if client is None:
-        client = redis.Redis.from_url(
+        client = connect(
             url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30, retry_on_timeout=True
         )
         _clients.clear()

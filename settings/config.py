@@ -22,7 +22,7 @@ PERSONAL_FIELDS = ("name", "email", "phone", "address")
 SECRET_FIELDS = ("encryption_keys", "sentry_dsn", "serve_auth", "console_secret")  # never echoed in an error
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")  # sentinel://: Redis behind Sentinels
 BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
 # Celery reads these from the environment ahead of the app's own configuration (celery/app/utils.py):
@@ -127,6 +127,15 @@ class Settings(BaseSettings):
     )
     shutdown_timeout: float = Field(
         20, ge=0, description="seconds a cold shutdown (second signal, SIGQUIT) lets running stages finish"
+    )
+    sentinel_master: str | None = Field(
+        None, description="with sentinel:// URLs: the name the Sentinels know the master by (required then)"
+    )
+    submit_replicas: int = Field(
+        0, ge=0, description="replicas that must hold a new job before submit returns (Redis WAIT); 0: none asked"
+    )
+    submit_replica_timeout: float = Field(
+        1.0, gt=0, le=60, description="seconds submit waits for SUBMIT_REPLICAS before raising NotReplicatedError"
     )
     require_durable_redis: bool = Field(
         False, description="refuse to start a worker on a Redis without persistence or with eviction"
@@ -316,6 +325,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}RESULT_STORE_URL: required with a broker that is not Redis "
                 f"({_hide_password(self.broker_url)}): the ledger, guards and breakers live in Redis"
+            )
+        sentinels = [name for name, url, _ in checks if url is not None and _scheme(url) == "sentinel"]
+        if sentinels and not self.sentinel_master:
+            raise ValueError(
+                f"{ENV_PREFIX}SENTINEL_MASTER: required with a sentinel:// URL ({ENV_PREFIX}{sentinels[0]}): "
+                "the name the Sentinels know the master by"
+            )
+        if self.sentinel_master and not sentinels:
+            raise ValueError(
+                f"{ENV_PREFIX}SENTINEL_MASTER is set ({self.sentinel_master!r}) but no URL is sentinel://: "
+                "it names nothing"
             )
         for variable in CELERY_OVERRIDES:
             value = os.environ.get(variable)

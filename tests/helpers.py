@@ -19,7 +19,7 @@ import pytest
 
 from dlq import store
 from pipeline.adapter.app import reconfigure
-from pipeline.jobs.ledger import COMPLETED, settled
+from pipeline.jobs.ledger import COMPLETED, UNFINISHED, get_jobs, settled
 from settings import reset_settings
 from tests.conftest import worker_env
 from vetro.testing.processes import WorkerProcess, free_port, http_answers, reaped, spawn, wait_until
@@ -33,6 +33,11 @@ def wait_for_jobs(job_ids: list[str], timeout: float = 120) -> list[dict[str, st
 def wait_for_completion(job_ids: list[str], timeout: float = 120) -> list[dict[str, str]]:
     """Every job's record once all are completed (after a replay, failed jobs stay failed until then)."""
     return wait_until(lambda: settled(job_ids, COMPLETED), timeout, f"{len(job_ids)} jobs to complete", interval=0.3)
+
+
+def count_ended(job_ids: list[str]) -> int:
+    """How many of the jobs have ended, whatever their outcome."""
+    return sum(1 for record in get_jobs(job_ids) if record and record["status"] not in UNFINISHED)
 
 
 def effects_by_key(partner_url: str) -> dict[tuple[str, str], dict]:

@@ -28,8 +28,8 @@ UNACKED_MUTEX_EXPIRE = 10  # seconds
 
 
 def is_redis(url: str) -> bool:
-    """A Redis URL (the broker may also be RabbitMQ)."""
-    return url.startswith(("redis://", "rediss://", "unix://"))
+    """A Redis URL, direct or through Sentinels (the broker may also be RabbitMQ)."""
+    return url.startswith(("redis://", "rediss://", "unix://", "sentinel://"))
 
 
 def celery_config(settings: Settings) -> dict:
@@ -107,7 +107,8 @@ def celery_config(settings: Settings) -> dict:
     config["broker_transport_options"] = {"confirm_publish": True}
     if is_redis(settings.broker_url):
         # kombu's Redis transport, kept from ending the worker when Redis restarts (see the module).
-        config["broker_transport"] = "pipeline.adapter.transport:Transport"
+        sentinel = settings.broker_url.startswith("sentinel://")
+        config["broker_transport"] = f"pipeline.adapter.transport:{'SentinelTransport' if sentinel else 'Transport'}"
         config["broker_transport_options"] = {
             "visibility_timeout": settings.visibility_timeout,
             # Sweep for a dead worker's unacked messages every interval, not every 100 s.
@@ -120,6 +121,12 @@ def celery_config(settings: Settings) -> dict:
             "socket_connect_timeout": 5,
             "health_check_interval": 10,
         }
+        if sentinel:
+            # The Sentinels name the master; after a failover a new connection reaches the promoted one.
+            config["broker_transport_options"] |= {
+                "master_name": settings.sentinel_master,
+                "sentinel_kwargs": {"socket_timeout": 5, "socket_connect_timeout": 5},
+            }
     return config
 
 

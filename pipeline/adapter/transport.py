@@ -14,7 +14,7 @@ This channel remembers the connection parameters it was created with and uses th
 detached: restoring the messages then works (Redis is back) or raises a redis
 ConnectionError, which kombu and Celery handle as a lost connection, leaving the messages in
 the unacked set for the visibility-timeout restore. Selected by `pipeline.adapter.app` for redis://
-brokers; drop it once kombu keeps its parameters itself.
+brokers (`SentinelTransport` for sentinel:// ones); drop it once kombu keeps its parameters itself.
 
 **Cost per message** (issue 11's profile: kombu's bookkeeping was a third of a worker's Redis work):
 - kombu builds a new `redis.Redis` for every publish, ack and receipt; this channel builds one
@@ -109,3 +109,11 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The same channel, reaching the master the Sentinels name (`sentinel://` brokers)."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

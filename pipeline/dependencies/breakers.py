@@ -30,6 +30,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pipeline.failures import DependencyWaitError, is_unbuildable_request, loaded_httpx
+from pipeline.redis_servers import connect
 from pipeline.telemetry import metrics
 from settings import get_settings
 
@@ -151,8 +152,9 @@ def _local() -> _Process:
     if _process is None or _process.pid != os.getpid():
         # No retries and short timeouts: a slow or gone store costs one STORE_TIMEOUT, not several.
         # decode_responses must stay off: pybreaker's Redis storage decodes bytes itself.
-        client = _ExpiringClient.from_url(
+        client = connect(
             get_settings().breaker_url,
+            _ExpiringClient,
             socket_connect_timeout=STORE_TIMEOUT,
             socket_timeout=STORE_TIMEOUT,
             retry=Retry(NoBackoff(), 0),

@@ -103,9 +103,10 @@ def messages(batches: list[tuple[JobContext, list[Step]]]) -> list[list[tuple[st
 
 def publish_after(
     pipe: Any, batches: list[tuple[JobContext, list[Step]]], on_publish_error: Callable[[Exception], None] | None = None
-) -> None:
+) -> list[Any]:
     """Run `pipe` (ledger writes), then publish many jobs' steps: in the same round trip, after its commands,
-    when the broker is the result store; else in one kombu batch once it has run.
+    when the broker is the result store; else in one kombu batch once it has run. Returns `pipe`'s answers
+    (its own commands' first).
 
     A failed publish after `pipe` ran goes to `on_publish_error` when given (the reconciler publishes
     what the broker never got), else it is raised.
@@ -114,12 +115,12 @@ def publish_after(
         for pushes in messages(batches):
             for queue, message in pushes:
                 pipe.lpush(queue, message)
-        pipe.execute()
+        answers = pipe.execute()
         for job, steps in batches:
             if delayed := longest_delay(steps):
                 ledger.expect(job.pipeline, job.job_id, delayed)
-        return
-    pipe.execute()
+        return answers
+    answers = pipe.execute()
     try:
         with app.producer_or_acquire() as producer, producer.batch():
             for job, steps in batches:
@@ -128,6 +129,7 @@ def publish_after(
         if on_publish_error is None:
             raise
         on_publish_error(error)
+    return answers
 
 
 def advance(job: JobContext, plan: Plan, route: Route, record: Record, sent: bool) -> None:

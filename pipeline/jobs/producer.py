@@ -36,6 +36,11 @@ class InvalidJobError(ValueError):
     """A payload that cannot become a job; nothing was published."""
 
 
+class NotReplicatedError(RuntimeError):
+    """New jobs were recorded on the Redis master, but fewer replicas than VETRO_SUBMIT_REPLICAS confirmed
+    them in time: a failover now could lose them. Submitting again under the same key is safe."""
+
+
 @dataclass(frozen=True)
 class JobRequest:
     payload: dict[str, Any]
@@ -235,11 +240,11 @@ def open_jobs(openings: list[Opening]) -> list[Submission]:
     publish below fails (the reconciler publishes what the broker never got). A known key whose
     ledger record is missing (a producer that died between the two writes) is recorded again.
     """
-    client = redis_client()
+    client, replicas = redis_client(), _Replicas.asked()
     # One job: a script claims, records and publishes it in one round trip. A batch: two round trips
     # of plain commands cost Redis less than a script per job (bench.producer).
     if len(openings) == 1 and records_carry_publishes():
-        job_ids, opened = _open_in_one_trip(client, openings)
+        job_ids, opened = _open_in_one_trip(client, openings, replicas)
         claimed: set[str] = set()
     else:
         (job_ids, claimed), opened = _claim_keys(client, openings), set()
@@ -255,15 +260,50 @@ def open_jobs(openings: list[Opening]) -> list[Submission]:
         records = client.pipeline(transaction=False)
         for namespace in sorted({opening.job.pipeline for opening in fresh}):
             ledger.open_jobs(records, namespace, [each.ledger for each in fresh if each.job.pipeline == namespace])
+        replicas.wait_on(records)  # after the claims and records: what makes the jobs exist
         recorded_only = lambda error: log.warning(  # noqa: E731
             "%d job(s) recorded but not yet published (%s); the reconciler will", len(fresh), error
         )
-        driver.publish_after(records, [(opening.job, opening.first) for opening in fresh], recorded_only)
+        answers = driver.publish_after(records, [(opening.job, opening.first) for opening in fresh], recorded_only)
+        replicas.confirmed(answers)
     new = opened | {opening.job.job_id for opening in fresh}
     for opening, job_id in zip(openings, job_ids, strict=True):
         if job_id not in new and opening.ledger.task_ids:  # a canvas sent again under a known key
             ledger.alias(opening.ledger.task_ids, replace(opening.job, job_id=job_id))
     return [Submission(job_id, job_id in new) for job_id in job_ids]
+
+
+@dataclass
+class _Replicas:
+    """VETRO_SUBMIT_REPLICAS: WAIT for that many replicas at the end of the round trip that records new jobs.
+
+    WAIT covers the writes of the connection it is sent on, so it rides in the same pipeline as the writes
+    (a separate call could take another pooled connection, and be answered at once)."""
+
+    wanted: int
+    timeout: float
+    position: int | None = None
+
+    @classmethod
+    def asked(cls) -> _Replicas:
+        settings = get_settings()
+        return cls(settings.submit_replicas, settings.submit_replica_timeout)
+
+    def wait_on(self, pipe: Any) -> None:
+        if self.wanted:
+            pipe.wait(self.wanted, int(self.timeout * 1000))
+            self.position = len(pipe.command_stack) - 1
+
+    def confirmed(self, answers: list[Any]) -> None:
+        """Raise NotReplicatedError when fewer replicas than wanted confirmed the writes."""
+        if self.position is None:
+            return
+        acknowledged = int(answers[self.position])
+        if acknowledged < self.wanted:
+            raise NotReplicatedError(
+                f"{acknowledged} of {self.wanted} replica(s) acknowledged the new job(s) within {self.timeout:g}s: "
+                "a failover now could lose them; submit again under the same idempotency key (safe)"
+            )
 
 
 def _as(opening: Opening, job_id: str) -> Opening:
@@ -273,7 +313,7 @@ def _as(opening: Opening, job_id: str) -> Opening:
     return Opening(replace(opening.ledger, job=replace(opening.job, job_id=job_id)), opening.first)
 
 
-def _open_in_one_trip(client: Any, openings: list[Opening]) -> tuple[list[str], set[str]]:
+def _open_in_one_trip(client: Any, openings: list[Opening], replicas: _Replicas) -> tuple[list[str], set[str]]:
     """Claim each key, record the job and push its first steps, in one script per job and one round trip
     (the broker is the result store). Returns each key's job id, and those opened here."""
     ttl = get_settings().submit_dedup_ttl
@@ -283,14 +323,18 @@ def _open_in_one_trip(client: Any, openings: list[Opening]) -> tuple[list[str], 
         pipe = client.pipeline(transaction=False)
         for opening, pushes in zip(openings, firsts, strict=True):
             ledger.open_unless_known(pipe, opening.ledger, ttl, pushes)
+        replicas.wait_on(pipe)
         return pipe.execute()
 
-    job_ids = [answer.decode() for answer in sent_with_scripts(send)]
+    answers = sent_with_scripts(send)
+    job_ids = [answer.decode() for answer in answers[: len(openings)]]
     given = [opening.job.job_id for opening in openings]
     opened = {job_id for job_id, answer in zip(given, job_ids, strict=True) if job_id == answer}
     for opening in openings:
         if opening.job.job_id in opened and opening.ledger.delay:
             ledger.expect(opening.job.pipeline, opening.job.job_id, opening.ledger.delay)
+    if opened:
+        replicas.confirmed(answers)
     return job_ids, opened
 
 

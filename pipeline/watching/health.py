@@ -22,6 +22,7 @@ from pipeline.context import SENT_AT
 from pipeline.dependencies import breakers
 from pipeline.jobs.pipelines import dependencies
 from pipeline.jobs.reconciler import messages_waiting
+from pipeline.redis_servers import connect
 from pipeline.telemetry import heartbeat, metrics
 from settings import get_settings
 
@@ -74,7 +75,7 @@ class CoreHealth:
 
 
 def _probe_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT, retry=None)
+    return connect(url, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT, retry=None)
 
 
 def _sent_at(raw: bytes | None) -> float | None:

@@ -25,6 +25,7 @@ from pipeline.adapter.app import app, is_redis
 from pipeline.adapter.internals import unbind
 from pipeline.jobs.pipelines import load_pipelines
 from pipeline.jobs.sink import load_dead_letter_store
+from pipeline.redis_servers import connect, where
 from settings import ConfigError, get_settings
 
 log = logging.getLogger("vetro.worker")
@@ -58,17 +59,15 @@ def check_redis_durability() -> None:
     if is_redis(settings.broker_url):
         urls.add(settings.broker_url)
     for url in sorted(urls):
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True)
+        client = connect(url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True)
         try:
             problems = durability_problems(client)
         finally:
             client.close()
-        options = client.connection_pool.connection_kwargs
-        where = f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"  # never the password
         for problem in problems:
             if settings.require_durable_redis:
-                raise SystemExit(f"vetro: the Redis at {where} can lose jobs: {problem} (VETRO_REQUIRE_DURABLE_REDIS)")
-            log.warning("the Redis at %s can lose jobs: %s", where, problem)
+                raise SystemExit(f"vetro: {where(url)} can lose jobs: {problem} (VETRO_REQUIRE_DURABLE_REDIS)")
+            log.warning("%s can lose jobs: %s", where(url), problem)
 
 
 def load_configured_modules() -> None:

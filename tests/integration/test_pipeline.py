@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
-from pipeline import submit, submit_many
+from pipeline import NotReplicatedError, submit, submit_many
 from pipeline.jobs.ledger import get_job
+from settings import reset_settings
 from tasks.orders.samples import invalid_order, sample_order, unknown_customer_order
 from tests.helpers import effects_by_key, wait_for_jobs
 
@@ -78,3 +79,28 @@ def test_jobs_go_on_after_redis_forgets_the_guards_scripts(worker, partner, redi
     job_ids = [submit(sample_order(0, prefix=f"flushed-{uuid.uuid4().hex[:6]}"))]
     job_ids += submit_many(sample_order(n, prefix=f"flushed-{uuid.uuid4().hex[:6]}") for n in range(4))
     assert {record["status"] for record in wait_for_jobs(job_ids)} == {"completed"}
+
+
+def test_a_producer_asking_for_a_replica_is_told_when_none_confirms_and_submits_again_safely(
+    worker, partner, monkeypatch
+):
+    """VETRO_SUBMIT_REPLICAS on a Redis without replicas: submit raises once the job is recorded on the master
+    (it runs); submitting again under the same key is the same job, whatever the way in."""
+    run = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("VETRO_SUBMIT_REPLICAS", "1")
+    monkeypatch.setenv("VETRO_SUBMIT_REPLICA_TIMEOUT", "0.1")
+    reset_settings()
+    try:
+        with pytest.raises(NotReplicatedError, match=r"^0 of 1 replica\(s\) acknowledged the new job\(s\) within 0.1s"):
+            submit(sample_order(1, prefix=f"wait-{run}"), f"wait-{run}")
+        with pytest.raises(NotReplicatedError, match="submit again under the same idempotency key"):
+            submit_many(sample_order(n, prefix=f"wait-many-{run}") for n in range(3))
+    finally:
+        monkeypatch.delenv("VETRO_SUBMIT_REPLICAS")
+        reset_settings()
+    job_id = submit(sample_order(1, prefix=f"wait-{run}"), f"wait-{run}")
+    again = submit_many(sample_order(n, prefix=f"wait-many-{run}") for n in range(3))
+    records = wait_for_jobs([job_id, *again])
+    assert [record["status"] for record in records] == ["completed"] * 4
+    keys = {record["idempotency_key"] for record in records}
+    assert all(row["deliveries"] == 1 for (key, _), row in effects_by_key(partner.url).items() if key in keys)

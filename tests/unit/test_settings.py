@@ -78,7 +78,10 @@ def test_the_stall_bound_covers_a_redelivery_and_the_longest_stage(monkeypatch):
 @pytest.mark.parametrize(
     ("variables", "expected"),
     [
-        ({"VETRO_BROKER_URL": "foo://x"}, "VETRO_BROKER_URL: 'foo://x' is not a redis / rediss / unix / amqp"),
+        (
+            {"VETRO_BROKER_URL": "foo://x"},
+            "VETRO_BROKER_URL: 'foo://x' is not a redis / rediss / unix / sentinel / amqp",
+        ),
         ({"VETRO_BROKER_URL": "not-a-url"}, "VETRO_BROKER_URL: 'not-a-url' is not a"),
         (
             {"VETRO_BROKER_URL": "amqp://guest:secret@127.0.0.1//", "VETRO_RESULT_STORE_URL": None},

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -128,11 +128,18 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A private, throwaway redis-server on a free loopback port; with `appendonly`, it survives a restart."""
 
-    def __init__(self, port: int | None = None, appendonly: bool = False, fsync_always: bool = False) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        appendonly: bool = False,
+        fsync_always: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.chosen_port = port is None  # a port of our own choosing may be retried on a clash
         self.port = port or free_port()
         self.appendonly = appendonly
         self.fsync_always = fsync_always  # every write on disk before it is answered: a SIGKILL loses nothing
+        self.extra_args = list(extra_args)  # more of redis-server's options, e.g. ["--replicaof", host, port]
         self.directory = tempfile.mkdtemp(prefix="vetro-redis-")
         self.process: subprocess.Popen | None = None
 
@@ -159,6 +166,7 @@ class RedisServer:
             "no",
             "--loglevel",
             "warning",
+            *self.extra_args,
         ]
         self.process = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: self._serving() is not None, 15, f"redis-server on port {self.port}")

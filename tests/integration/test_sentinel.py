@@ -1,0 +1,127 @@
+"""The ledger's and the broker's Redis fails over (Sentinel): a master, a replica and three Sentinels on loopback
+(vetro.testing.sentinel), workers and beat given only the `sentinel://` URL and the master's name.
+
+A master killed under load: the workers carry on with the promoted replica; every job ends and every
+effect happens once. A replica cut off first, so the failover loses writes the master had acknowledged
+(steps' records, messages, finished jobs): what survived is driven on (redelivery, the reconciler),
+the partner sees each effect once (calls carry the job's key), and a producer that asked for a
+replica's acknowledgement (VETRO_SUBMIT_REPLICAS) was told its job was not safe, and submits it again
+once the old master is back as a replica.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from pipeline import NotReplicatedError, submit
+from pipeline.jobs.ledger import COMPLETED, settled
+from settings import reset_settings
+from tasks.orders.samples import sample_order
+from tests.helpers import count_ended, effects_by_key, effects_summary, fast_env, producing_to
+from vetro.testing.processes import BeatProcess, WorkerProcess, wait_until
+from vetro.testing.sentinel import MASTER_NAME, SentinelGroup
+
+pytestmark = [pytest.mark.integration, pytest.mark.long]
+
+JOBS = 40
+DESTINATIONS = ("warehouse", "billing", "notifications")  # where a purchase in the EU goes
+
+
+@pytest.fixture
+def group(partner) -> Iterator[SentinelGroup]:
+    """The group, two workers (2 processes each) and beat on it; this process submits through it too."""
+    with SentinelGroup() as started:
+        servers = {"VETRO_BROKER_URL": started.url, "VETRO_RESULT_STORE_URL": started.url}
+        env = fast_env(visibility=16, time_limit=10, VETRO_RECONCILE_INTERVAL="2", VETRO_SENTINEL_MASTER=MASTER_NAME)
+        processes = [WorkerProcess(env | servers, concurrency=2, name=f"sentinel{n}") for n in range(2)]
+        processes.append(BeatProcess(env | servers))
+        try:
+            for process in processes:
+                process.start()
+            with producing_to(started.url, VETRO_SENTINEL_MASTER=MASTER_NAME):
+                yield started
+        finally:
+            for process in processes:
+                process.stop()
+
+
+def submit_orders(prefix: str, count: int = JOBS) -> tuple[list[str], list[str]]:
+    keys = [f"{prefix}-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    return [submit(order(key), key) for key in keys], keys
+
+
+def order(key: str) -> dict:
+    return sample_order(0, prefix=key) | {"order_type": "purchase", "region": "eu"}
+
+
+def count_settled(job_ids: list[str]) -> int:
+    """How many have ended (0 while no master answers: the failover is under way)."""
+    try:
+        return count_ended(job_ids)
+    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError):
+        return 0
+
+
+def all_completed(job_ids: list[str]) -> bool:
+    try:
+        return settled(job_ids, COMPLETED) is not None
+    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError):
+        return False
+
+
+def wait_for_all(job_ids: list[str], timeout: float = 300) -> None:
+    wait_until(lambda: all_completed(job_ids), timeout, f"{len(job_ids)} jobs to complete")
+
+
+def assert_every_effect_once(partner_url: str, keys: list[str]) -> None:
+    effects = effects_by_key(partner_url)
+    missing = [(key, where) for key in keys for where in DESTINATIONS if (key, where) not in effects]
+    assert not missing, f"{len(missing)} deliveries missing, e.g. {missing[:3]}"
+    assert effects_summary(partner_url)["duplicate_effects"] == 0
+
+
+def test_the_master_killed_under_load_loses_no_job(group, partner):
+    job_ids, keys = submit_orders("failover")
+    wait_until(lambda: count_settled(job_ids) >= JOBS // 4, 180, "a quarter of the jobs to end")
+    group.kill_master()
+    group.wait_for_failover()
+    wait_for_all(job_ids)
+    assert_every_effect_once(partner.url, keys)
+    more, more_keys = submit_orders("after-failover", 10)  # the promoted master takes new work
+    wait_for_all(more)
+    assert_every_effect_once(partner.url, more_keys)
+
+
+def test_a_failover_that_loses_acknowledged_writes_is_driven_on_from_what_survived(group, partner, monkeypatch):
+    monkeypatch.setenv("VETRO_SUBMIT_REPLICAS", "1")  # the jobs' records are on the replica before the cut
+    reset_settings()
+    job_ids, keys = submit_orders("lagging")
+    group.cut_replica()
+    # From here the master alone holds what it acknowledges: steps recorded, messages taken, jobs ended.
+    wait_until(lambda: count_settled(job_ids) == JOBS, 180, "every job to end on the master alone")
+    late_key = f"late-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(NotReplicatedError, match="0 of 1 replica"):
+        submit(order(late_key), late_key)
+    group.kill_master()
+    group.wait_for_failover()
+    survived = count_settled(job_ids)
+    print(f"jobs recorded as ended after the failover: {survived} of the {JOBS} the old master had ended")
+    assert survived < JOBS, "the failover lost none of the master's acknowledged writes"
+    wait_for_all(job_ids)
+    assert_every_effect_once(partner.url, keys)
+    # The producer was told: once the old master is back as a replica, it submits again under the same key.
+    group.rejoin_old_master()
+    late = wait_until(lambda: _submitted(late_key), 60, "the promoted master to take the job again")
+    wait_for_all([late])
+    assert_every_effect_once(partner.url, [late_key])
+
+
+def _submitted(key: str) -> str | None:
+    try:
+        return submit(order(key), key)
+    except (NotReplicatedError, redis.ConnectionError, redis.TimeoutError):
+        return None
