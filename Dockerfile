@@ -9,4 +9,4 @@ COPY vetro vetro
 # Flower runs from the same image (docker-compose.yml), so the image has the flower extra.
 RUN pip install --no-cache-dir ".[flower]"
 USER nobody
-CMD ["python", "-m", "vetro.supervise", "celery", "-A", "pipeline", "worker", "--loglevel", "INFO"]
+CMD ["python", "-m", "vetro.supervise", "celery", "-A", "pipeline", "worker", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
