@@ -21,6 +21,7 @@ from dlq import store
 from pipeline.adapter.app import reconfigure
 from pipeline.jobs.ledger import COMPLETED, UNFINISHED, get_jobs, settled
 from settings import reset_settings
+from tasks.orders.samples import sample_order
 from tests.conftest import worker_env
 from vetro.testing.processes import WorkerProcess, free_port, http_answers, reaped, spawn, wait_until
 
@@ -51,6 +52,24 @@ def set_faults(partner_url: str, **faults: object) -> None:
 
 def effects_summary(partner_url: str) -> dict:
     return httpx.get(f"{partner_url}/effects", timeout=10).json()
+
+
+EU_PURCHASE_DESTINATIONS = ("warehouse", "billing", "notifications")
+
+
+def eu_purchases(prefix: str, count: int) -> list[tuple[dict, str]]:
+    """Orders that reach every destination (purchases in the EU), each with an idempotency key of its own."""
+    keys = [f"{prefix}-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    eu_purchase = {"order_type": "purchase", "region": "eu"}
+    return [(sample_order(n, prefix=key) | eu_purchase, key) for n, key in enumerate(keys)]
+
+
+def assert_every_effect_once(partner_url: str, keys: list[str]) -> None:
+    """Each EU purchase's deliveries all made, and no effect anywhere made twice."""
+    effects = effects_by_key(partner_url)
+    missing = [(key, where) for key in keys for where in EU_PURCHASE_DESTINATIONS if (key, where) not in effects]
+    assert not missing, f"{len(missing)} deliveries missing, e.g. {missing[:3]}"
+    assert effects_summary(partner_url)["duplicate_effects"] == 0
 
 
 def call_times(partner_url: str, path_prefix: str) -> list[float]:

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 
 from pipeline import InvalidJobError, submit, submit_many
 from pipeline.store import redis_client
 from tasks.orders.samples import sample_order
-from tests.helpers import run_module, vetro
+from tests.helpers import producing_to, run_module, vetro
+from vetro.testing.processes import RedisServer
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quiet_redis() -> Iterator[RedisServer]:
+    """A Redis of this module's own, for this process and the commands it runs: nothing else writes there
+    (the session's Redis is shared with other tests' workers and servers), so what it holds is this module's."""
+    with RedisServer() as server, producing_to(server.url):
+        yield server
 
 
 def published_jobs() -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,15 +15,20 @@ import pytest
 from pipeline import submit
 from pipeline.jobs.ledger import COMPLETED
 from pipeline.telemetry import heartbeat
-from tasks.orders.samples import sample_order
-from tests.helpers import count_ended, effects_by_key, effects_summary, fast_env, producing_to, wait_for_completion
+from tests.helpers import (
+    assert_every_effect_once,
+    count_ended,
+    eu_purchases,
+    fast_env,
+    producing_to,
+    wait_for_completion,
+)
 from vetro.testing.processes import BeatProcess, RedisServer, WorkerProcess, wait_until
 from vetro.testing.proxy import FaultProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 JOBS = 45
-DESTINATIONS = ("warehouse", "billing", "notifications")  # where a purchase in the EU goes
 
 
 @dataclass
@@ -58,16 +62,8 @@ def fleet(partner) -> Iterator[tuple[dict[str, Host], RedisServer]]:
 
 
 def submit_orders(prefix: str) -> tuple[list[str], list[str]]:
-    keys = [f"{prefix}-{uuid.uuid4().hex[:8]}" for _ in range(JOBS)]
-    orders = [sample_order(n, prefix=key) | {"order_type": "purchase", "region": "eu"} for n, key in enumerate(keys)]
-    return [submit(order, key) for order, key in zip(orders, keys, strict=True)], keys
-
-
-def assert_every_effect_once(partner_url: str, keys: list[str]) -> None:
-    effects = effects_by_key(partner_url)
-    missing = [(key, where) for key in keys for where in DESTINATIONS if (key, where) not in effects]
-    assert not missing, f"{len(missing)} deliveries missing, e.g. {missing[:3]}"
-    assert effects_summary(partner_url)["duplicate_effects"] == 0
+    orders = eu_purchases(prefix, JOBS)
+    return [submit(order, key) for order, key in orders], [key for _, key in orders]
 
 
 def test_a_whole_host_killed_at_once_loses_nothing(fleet, partner):

@@ -9,7 +9,6 @@ runbook's step (resubmit under the same keys) runs each of them once more, to on
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 
@@ -17,10 +16,10 @@ import pytest
 
 from pipeline import submit
 from pipeline.jobs.ledger import get_jobs
-from tasks.orders.samples import sample_order
 from tests.helpers import (
+    assert_every_effect_once,
     effects_by_key,
-    effects_summary,
+    eu_purchases,
     fast_env,
     producing_to,
     set_faults,
@@ -29,8 +28,6 @@ from tests.helpers import (
 from vetro.testing.processes import BeatProcess, RedisServer, WorkerProcess, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
-
-DESTINATIONS = ("warehouse", "billing", "notifications")  # where a purchase in the EU goes
 
 
 @pytest.fixture
@@ -49,21 +46,9 @@ def fleet(partner) -> Iterator[RedisServer]:
                 process.stop()
 
 
-def orders(prefix: str, count: int) -> list[tuple[dict, str]]:
-    keys = [f"{prefix}-{uuid.uuid4().hex[:8]}" for _ in range(count)]
-    return [(sample_order(0, prefix=key) | {"order_type": "purchase", "region": "eu"}, key) for key in keys]
-
-
-def assert_every_effect_once(partner_url: str, keys: list[str]) -> None:
-    effects = effects_by_key(partner_url)
-    missing = [(key, where) for key in keys for where in DESTINATIONS if (key, where) not in effects]
-    assert not missing, f"{len(missing)} deliveries missing, e.g. {missing[:3]}"
-    assert effects_summary(partner_url)["duplicate_effects"] == 0
-
-
 def test_a_restore_from_an_older_backup_drives_every_job_it_held_to_its_end(fleet, partner, tmp_path):
     set_faults(partner.url, latency_ms=1000)  # slow calls: jobs are still in flight when the backup is taken
-    before = orders("backed-up", 30)
+    before = eu_purchases("backed-up", 30)
     held = [submit(order, key) for order, key in before]
     # Each stage runs for every job before the next stage does (one queue, in order): back up once the
     # deliveries, the last stage, have begun.
@@ -74,7 +59,7 @@ def test_a_restore_from_an_older_backup_drives_every_job_it_held_to_its_end(flee
     statuses = Counter(record["status"] for record in get_jobs(held))
     assert statuses["queued"], f"every job had ended before the backup ({statuses}): nothing in flight to drive on"
     set_faults(partner.url, latency_ms=0)
-    after = orders("after-backup", 10)
+    after = eu_purchases("after-backup", 10)
     later = [submit(order, key) for order, key in after]
     wait_for_completion(held + later, timeout=300)
 

@@ -11,7 +11,6 @@ once the old master is back as a replica.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -20,15 +19,13 @@ import redis
 from pipeline import NotReplicatedError, submit
 from pipeline.jobs.ledger import COMPLETED, settled
 from settings import reset_settings
-from tasks.orders.samples import sample_order
-from tests.helpers import count_ended, effects_by_key, effects_summary, fast_env, producing_to
+from tests.helpers import assert_every_effect_once, count_ended, eu_purchases, fast_env, producing_to
 from vetro.testing.processes import BeatProcess, WorkerProcess, wait_until
 from vetro.testing.sentinel import MASTER_NAME, SentinelGroup
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 JOBS = 40
-DESTINATIONS = ("warehouse", "billing", "notifications")  # where a purchase in the EU goes
 
 
 @pytest.fixture
@@ -50,12 +47,8 @@ def group(partner) -> Iterator[SentinelGroup]:
 
 
 def submit_orders(prefix: str, count: int = JOBS) -> tuple[list[str], list[str]]:
-    keys = [f"{prefix}-{uuid.uuid4().hex[:8]}" for _ in range(count)]
-    return [submit(order(key), key) for key in keys], keys
-
-
-def order(key: str) -> dict:
-    return sample_order(0, prefix=key) | {"order_type": "purchase", "region": "eu"}
+    orders = eu_purchases(prefix, count)
+    return [submit(order, key) for order, key in orders], [key for _, key in orders]
 
 
 def count_settled(job_ids: list[str]) -> int:
@@ -77,13 +70,6 @@ def wait_for_all(job_ids: list[str], timeout: float = 300) -> None:
     wait_until(lambda: all_completed(job_ids), timeout, f"{len(job_ids)} jobs to complete")
 
 
-def assert_every_effect_once(partner_url: str, keys: list[str]) -> None:
-    effects = effects_by_key(partner_url)
-    missing = [(key, where) for key in keys for where in DESTINATIONS if (key, where) not in effects]
-    assert not missing, f"{len(missing)} deliveries missing, e.g. {missing[:3]}"
-    assert effects_summary(partner_url)["duplicate_effects"] == 0
-
-
 def test_the_master_killed_under_load_loses_no_job(group, partner):
     job_ids, keys = submit_orders("failover")
     wait_until(lambda: count_settled(job_ids) >= JOBS // 4, 180, "a quarter of the jobs to end")
@@ -103,9 +89,9 @@ def test_a_failover_that_loses_acknowledged_writes_is_driven_on_from_what_surviv
     group.cut_replica()
     # From here the master alone holds what it acknowledges: steps recorded, messages taken, jobs ended.
     wait_until(lambda: count_settled(job_ids) == JOBS, 180, "every job to end on the master alone")
-    late_key = f"late-{uuid.uuid4().hex[:8]}"
+    [(late_order, late_key)] = eu_purchases("late", 1)
     with pytest.raises(NotReplicatedError, match="0 of 1 replica"):
-        submit(order(late_key), late_key)
+        submit(late_order, late_key)
     group.kill_master()
     group.wait_for_failover()
     survived = count_settled(job_ids)
@@ -115,13 +101,13 @@ def test_a_failover_that_loses_acknowledged_writes_is_driven_on_from_what_surviv
     assert_every_effect_once(partner.url, keys)
     # The producer was told: once the old master is back as a replica, it submits again under the same key.
     group.rejoin_old_master()
-    late = wait_until(lambda: _submitted(late_key), 60, "the promoted master to take the job again")
+    late = wait_until(lambda: _submitted(late_order, late_key), 120, "the promoted master to take the job again")
     wait_for_all([late])
     assert_every_effect_once(partner.url, [late_key])
 
 
-def _submitted(key: str) -> str | None:
+def _submitted(order: dict, key: str) -> str | None:
     try:
-        return submit(order(key), key)
+        return submit(order, key)
     except (NotReplicatedError, redis.ConnectionError, redis.TimeoutError):
         return None

@@ -3,21 +3,17 @@ health reach it with the authority named in the URL; a client that does not trus
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from pipeline import submit
-from tasks.orders.samples import sample_order
-from tests.helpers import effects_by_key, fast_env, producing_to, vetro, wait_for_completion
+from tests.helpers import assert_every_effect_once, eu_purchases, fast_env, producing_to, vetro, wait_for_completion
 from vetro.testing.processes import RedisServer, WorkerProcess
 from vetro.testing.tls import make_certificates
 
 pytestmark = pytest.mark.integration
-
-DESTINATIONS = ("warehouse", "billing", "notifications")  # where a purchase in the EU goes
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +33,11 @@ def tls_worker(tls_redis, partner) -> Iterator[WorkerProcess]:
 
 
 def test_jobs_run_end_to_end_over_tls(tls_redis, tls_worker, partner):
-    keys = [f"tls-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    orders = eu_purchases("tls", 5)
     with producing_to(tls_redis.url):
-        orders = [sample_order(0, prefix=key) | {"order_type": "purchase", "region": "eu"} for key in keys]
-        job_ids = [submit(order, key) for order, key in zip(orders, keys, strict=True)]
-        records = wait_for_completion(job_ids, timeout=120)
+        records = wait_for_completion([submit(order, key) for order, key in orders], timeout=120)
     assert [record["status"] for record in records] == ["completed"] * 5
-    effects = effects_by_key(partner.url)
-    assert all(effects[(key, where)]["deliveries"] == 1 for key in keys for where in DESTINATIONS)
+    assert_every_effect_once(partner.url, [key for _, key in orders])
     health = vetro("health", env={"VETRO_BROKER_URL": tls_redis.url, "VETRO_RESULT_STORE_URL": tls_redis.url})
     # Ready (exit 0); it may be degraded by other tests' dead letters in the shared store.
     assert health.returncode == 0, health.stdout + health.stderr

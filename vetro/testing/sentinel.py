@@ -19,7 +19,15 @@ from pathlib import Path
 
 import redis
 
-from vetro.testing.processes import RedisServer, free_port, reaped, redis_server_binary, spawn, wait_until
+from vetro.testing.processes import (
+    RedisServer,
+    free_port,
+    kill_process,
+    redis_server_binary,
+    spawn,
+    terminate_process,
+    wait_until,
+)
 from vetro.testing.proxy import FaultProxy
 
 MASTER_NAME = "vetro"
@@ -70,14 +78,7 @@ class SentinelServer:
         return int(answer[1]) if answer else None
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            reaped(self.process)
+        terminate_process(self.process)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -123,11 +124,7 @@ class SentinelGroup:
 
     def kill_master(self) -> None:
         """SIGKILL the master: the crash a failover is for."""
-        process = self.master.process
-        if process and process.poll() is None:
-            process.kill()
-            process.wait()
-            reaped(process)
+        kill_process(self.master.process)
 
     def cut_replica(self) -> None:
         """Drop the replication stream: the replica falls behind the master's acknowledged writes, and the
@@ -135,7 +132,7 @@ class SentinelGroup:
         assert self.link is not None
         self.link.partition()
 
-    def rejoin_old_master(self, timeout: float = 60) -> None:
+    def rejoin_old_master(self, timeout: float = 120) -> None:
         """Start the killed master again, as an operator would: the Sentinels make it a replica of the new master
         (what it alone held is dropped in the resync)."""
         self.master.start()
@@ -146,7 +143,7 @@ class SentinelGroup:
 
         wait_until(replicating, timeout, "the old master to rejoin as a replica")
 
-    def wait_for_failover(self, timeout: float = 60) -> int:
+    def wait_for_failover(self, timeout: float = 120) -> int:
         """Wait until the Sentinels name the replica as master and it serves writes; its port."""
 
         def promoted() -> bool:
