@@ -43,6 +43,8 @@ log = logging.getLogger("vetro.reconciler")
 RECONCILE_TASK = "vetro.reconcile"
 LOCK_KEY = key("reconciler", "lock")
 LOCK_SECONDS = 120  # a sweep holding the lock longer than this has died; another may start
+SWEPT_KEY = key("reconciler", "swept_at")  # when beat last ran a sweep: health tells a fleet without beat
+SWEPT_TTL = 86_400
 BATCH = 500  # due jobs of each pipeline examined per sweep; the rest wait for the next one
 FRONTIER_SLACK = 5  # seconds: a message sent this long after the job's last touch was consumed after it
 
@@ -166,10 +168,17 @@ def sweep(dry_run: bool = False, limit: int = BATCH) -> list[Finding] | None:
                 log.warning("the reconciler's lock expired during a sweep (over %ds)", LOCK_SECONDS)
 
 
+def last_sweep() -> float | None:
+    """When beat last had the reconciler sweep (None: not in the last day)."""
+    swept = redis_client().get(SWEPT_KEY)
+    return float(swept) if swept else None
+
+
 @app.task(name=RECONCILE_TASK, ignore_result=True, acks_late=False)
 def reconcile() -> int:
     """One sweep (run by celery beat); returns how many jobs it re-drove or dead-lettered."""
-    findings = sweep() or []
+    findings = sweep() or []  # None: another sweep runs now, which says as much of beat
+    redis_client().set(SWEPT_KEY, f"{time.time():.3f}", ex=SWEPT_TTL)
     acted = [f for f in findings if f.verdict in (Verdict.REDRIVEN, Verdict.DEAD_LETTERED)]
     if acted:
         log.warning("reconciler: %d job(s) re-driven or dead-lettered", len(acted))

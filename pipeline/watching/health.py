@@ -21,13 +21,14 @@ from pipeline.adapter.internals import OLDEST, envelope_header, queue_keys
 from pipeline.context import SENT_AT
 from pipeline.dependencies import breakers
 from pipeline.jobs.pipelines import dependencies
-from pipeline.jobs.reconciler import messages_waiting
+from pipeline.jobs.reconciler import last_sweep, messages_waiting
 from pipeline.redis_servers import connect
 from pipeline.telemetry import heartbeat, metrics
 from settings import get_settings
 
 RESULT_STORE = "result_store"  # the name of its check
 PROBE_TIMEOUT = 3  # seconds a server may take to answer a health probe
+RECONCILER_GRACE = 60  # seconds: beat starting, or a sweep of a large backlog, is no outage
 BREAKER_STATES = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreaker.STATE_OPEN: 2}
 
 
@@ -117,6 +118,20 @@ def _amqp_queues(url: str, names: list[str]) -> dict[str, tuple[int, float | Non
     return found
 
 
+def _check_reconciler(report: CoreHealth, now: float, interval: float) -> None:
+    """Warn when workers run but the reconciler does not: without beat, a job that stalls stays stalled."""
+    if not any(worker.up(now) for worker in report.workers):
+        return
+    swept = last_sweep()
+    overdue = max(3 * interval, RECONCILER_GRACE)
+    if swept is None:
+        report.warnings.append("the reconciler has not run in the last day: is one `celery -A pipeline beat` running?")
+    elif now - swept > overdue:
+        report.warnings.append(
+            f"the reconciler last ran {now - swept:.0f}s ago (every {interval:g}s expected): is beat running?"
+        )
+
+
 def _latencies(names: list[str]) -> list[DependencyLatency]:
     durations, slow = metrics.read((metrics.CALL_DURATION, metrics.SLOW_CALLS))
     by_name = {s.labels["dependency"]: s for s in metrics.histogram_series(metrics.CALL_DURATION, durations)}
@@ -175,6 +190,7 @@ def core_health(now: float | None = None) -> CoreHealth:
             report.problems.append(
                 f"queue {name} is not being consumed: {length} message(s) waiting, {taken} (bound {bound:.0f}s)"
             )
+    _check_reconciler(report, now, settings.reconcile_interval)
     declared = dependencies()
     try:
         report.breakers = [breakers.status(name) for name in declared]
