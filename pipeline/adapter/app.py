@@ -77,6 +77,10 @@ def celery_config(settings: Settings) -> dict:
         "broker_connection_retry_on_startup": True,
         "broker_connection_retry": True,
         "broker_connection_max_retries": None,
+        # A broker that refuses a command (Redis: NOREPLICAS under min-replicas-to-write, READONLY from a
+        # demoted master, MISCONF when it cannot persist) raises a channel error; Celery ends the worker on
+        # one unless this is on. With it, the worker reconnects and retries, as for a lost connection.
+        "broker_channel_error_retry": True,
         "task_publish_retry": True,
         "task_publish_retry_policy": {
             "max_retries": settings.publish_max_retries,
