@@ -1,9 +1,11 @@
 """The Redis client for vetro's own state (ledger, step results, counters), and the names of its keys.
 
 A job's keys are namespaced by its pipeline (`vetro:<pipeline>:...`) and carry the job id as a
-hash tag (`{...}`), so a Lua script touching several of them stays in one slot and Redis
-Cluster remains possible. Keys shared by all jobs (a pipeline's due set, the queue frontier,
-the spool) are only ever written by single commands.
+hash tag (`{...}`), so a Lua script touching several of them stays in one slot. Keys shared by all
+jobs (a pipeline's due set and job index, the queue frontier, the spool) are written by single
+commands, except in the script that opens a job (pipeline.jobs.ledger's `_OPEN`), which writes the
+key's claim, the due set and the index with the record: it must be split before Redis Cluster can
+hold the result store.
 """
 
 from __future__ import annotations
