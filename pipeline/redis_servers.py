@@ -76,8 +76,8 @@ def where(url: str) -> str:
     """Which server `url` names, for a log line or an error (never its password)."""
     if is_sentinel(url):
         sentinels = ", ".join(f"{host}:{port}" for host, port in sentinel_address(url).sentinels)
-        return f"the master {get_settings().sentinel_master!r} of the Sentinels at {sentinels}"
+        return f"the Redis master {get_settings().sentinel_master!r} of the Sentinels at {sentinels}"
     parts = urlsplit(url)
     if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+        return f"the Redis at {parts.path}"
+    return f"the Redis at {parts.hostname or 'localhost'}:{parts.port or 6379}"

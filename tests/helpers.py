@@ -231,7 +231,16 @@ def dead_letter_event(
 def producing_to(url: str, results: str | None = None, **settings: str) -> Iterator[None]:
     """This process publishes to another broker (`url`) and reads results from another Redis (`results`, else
     the broker) inside the block, with `settings` (VETRO_* variables) set too."""
-    changed = {"VETRO_BROKER_URL": url, "VETRO_RESULT_STORE_URL": results or url, **settings}
+    with settings_set({"VETRO_BROKER_URL": url, "VETRO_RESULT_STORE_URL": results or url, **settings}):
+        yield
+
+
+@contextmanager
+def settings_set(variables: dict[str, str]) -> Iterator[None]:
+    """This process's settings with `variables` set inside the block; after it, those it changed as they were.
+    Only those: a variable it found as given, and another fixture set meanwhile (the partner stub's URL, which
+    a worker's settings copy from this process), is left as it is."""
+    changed = {name: value for name, value in variables.items() if os.environ.get(name) != value}
     saved = {name: os.environ.get(name) for name in changed}
     os.environ.update(changed)
     reset_settings()

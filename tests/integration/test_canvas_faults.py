@@ -3,7 +3,6 @@ restart in the middle of chains loses nothing."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,8 +11,7 @@ import pytest
 from celery import chain, chord
 
 from pipeline.store import redis_client
-from settings import reset_settings
-from tests.helpers import producing_to
+from tests.helpers import producing_to, settings_set
 from tests.integration.test_no_job_lost import SETTLE, fleet_env
 from tests.pipelines import add, summarize, tally
 from tests.worker_plugins import inject
@@ -25,9 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.long]
 @pytest.fixture(scope="module")
 def fleet(redis_server) -> Iterator[list[WorkerProcess]]:
     env = fleet_env()
-    saved = dict(os.environ)
-    os.environ.update(env)
-    reset_settings()
     workers = [
         WorkerProcess(
             env,
@@ -38,14 +33,12 @@ def fleet(redis_server) -> Iterator[list[WorkerProcess]]:
         for n in range(2)
     ]
     beat = BeatProcess(env)
-    for process in [*workers, beat]:
-        process.start()
-    yield workers
-    for process in [*workers, beat]:
-        process.stop()
-    os.environ.clear()
-    os.environ.update(saved)
-    reset_settings()
+    with settings_set(env):  # a job's first deadline is set by its producer: this process, with the same bound
+        for process in [*workers, beat]:
+            process.start()
+        yield workers
+        for process in [*workers, beat]:
+            process.stop()
 
 
 def revive(workers: list[WorkerProcess]) -> None:

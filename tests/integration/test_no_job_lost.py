@@ -32,6 +32,7 @@ from tests.helpers import (
     fast_env,
     run_module,
     set_faults,
+    settings_set,
     vetro,
     wait_for_jobs,
 )
@@ -98,15 +99,10 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(redis_server, partner_server) -> Iterator[Fleet]:
     env = fleet_env()
-    saved = dict(os.environ)
-    os.environ.update(env)  # a job's first deadline is set by its producer: this process, with the same bound
-    reset_settings()
-    running = Fleet(env).start()
-    yield running
-    running.stop()
-    os.environ.clear()
-    os.environ.update(saved)
-    reset_settings()
+    with settings_set(env):  # a job's first deadline is set by its producer: this process, with the same bound
+        running = Fleet(env).start()
+        yield running
+        running.stop()
 
 
 def order(prefix: str) -> tuple[dict, str]:
@@ -248,13 +244,14 @@ def test_the_reconciler_says_what_it_would_do_and_runs_one_sweep_at_a_time(fleet
     assert dry.returncode == 0 and isinstance(json.loads(dry.stdout), list)
 
 
-def test_a_worker_refuses_or_warns_about_a_redis_that_can_lose_jobs(fleet):
+def test_a_worker_refuses_or_warns_about_a_redis_that_can_lose_jobs(fleet, redis_server):
     from tests.helpers import celery_worker
 
-    assert any("can lose jobs: appendonly is off" in worker.log() for worker in fleet.workers)
+    warning = f"the Redis at 127.0.0.1:{redis_server.port} can lose jobs: appendonly is off"
+    assert any(warning in worker.log() for worker in fleet.workers)
     refused = celery_worker(fleet_env(VETRO_REQUIRE_DURABLE_REDIS="true"))
     assert refused.returncode != 0
-    assert "can lose jobs: appendonly is off" in refused.stderr and "VETRO_REQUIRE_DURABLE_REDIS" in refused.stderr
+    assert warning in refused.stderr and "VETRO_REQUIRE_DURABLE_REDIS" in refused.stderr
 
 
 @pytest.mark.long

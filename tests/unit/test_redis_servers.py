@@ -27,9 +27,9 @@ def test_where_names_the_server_never_the_password(monkeypatch):
     try:
         assert "s3cret" not in where(SENTINELS)
         assert where(SENTINELS) == (
-            "the master 'vetro' of the Sentinels at 10.0.0.1:26379, 10.0.0.2:26380, 10.0.0.3:26379"
+            "the Redis master 'vetro' of the Sentinels at 10.0.0.1:26379, 10.0.0.2:26380, 10.0.0.3:26379"
         )
-        assert where("redis://:pw@cache:6380/1") == "cache:6380"
+        assert where("redis://:pw@cache:6380/1") == "the Redis at cache:6380"
     finally:
         monkeypatch.undo()
         reset_settings()
