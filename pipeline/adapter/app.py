@@ -14,6 +14,7 @@ from pipeline.adapter import job_headers, publishing  # noqa: F401 (job_headers:
 from pipeline.adapter.internals import BracketingCelery, HookedAMQP, message_headers
 from pipeline.adapter.shown import shown
 from pipeline.context import JOB_ID
+from pipeline.redis_servers import is_sentinel
 from settings import ConfigError, Settings, get_settings
 
 # The core's own modules every worker imports; at start-up they load the pipelines and the
@@ -111,7 +112,7 @@ def celery_config(settings: Settings) -> dict:
     config["broker_transport_options"] = {"confirm_publish": True}
     if is_redis(settings.broker_url):
         # kombu's Redis transport, kept from ending the worker when Redis restarts (see the module).
-        sentinel = settings.broker_url.startswith("sentinel://")
+        sentinel = is_sentinel(settings.broker_url)
         config["broker_transport"] = f"pipeline.adapter.transport:{'SentinelTransport' if sentinel else 'Transport'}"
         config["broker_transport_options"] = {
             "visibility_timeout": settings.visibility_timeout,
