@@ -23,7 +23,7 @@ from pipeline.jobs.ledger import COMPLETED, UNFINISHED, get_jobs, settled
 from settings import reset_settings
 from tasks.orders.samples import sample_order
 from tests.conftest import worker_env
-from vetro.testing.processes import WorkerProcess, free_port, http_answers, reaped, spawn, wait_until
+from vetro.testing.processes import RedisServer, WorkerProcess, free_port, http_answers, reaped, spawn, wait_until
 
 
 def wait_for_jobs(job_ids: list[str], timeout: float = 120) -> list[dict[str, str]]:
@@ -233,6 +233,24 @@ def producing_to(url: str, results: str | None = None, **settings: str) -> Itera
     the broker) inside the block, with `settings` (VETRO_* variables) set too."""
     with settings_set({"VETRO_BROKER_URL": url, "VETRO_RESULT_STORE_URL": results or url, **settings}):
         yield
+
+
+@contextmanager
+def quiet_redis() -> Iterator[RedisServer]:
+    """A Redis of the caller's own, which this process (and the commands it runs) publish to inside the block:
+    nothing else writes there (the session's Redis is shared with other tests' workers), so what it holds is
+    the caller's."""
+    with RedisServer() as server, producing_to(server.url):
+        yield server
+
+
+def job_records() -> int:
+    """Jobs recorded in this process's result store: every publish writes one record (`...:job:{id}`) first.
+    Only the records: a job a worker runs adds results, counters and leases under the same prefix. A set,
+    because SCAN may return a key twice while Redis rehashes."""
+    from pipeline.store import redis_client
+
+    return len(set(redis_client().scan_iter("vetro:*:job:{*}", count=1000)))
 
 
 @contextmanager

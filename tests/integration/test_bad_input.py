@@ -8,25 +8,18 @@ from collections.abc import Iterator
 import pytest
 
 from pipeline import InvalidJobError, submit, submit_many
-from pipeline.store import redis_client
 from tasks.orders.samples import sample_order
-from tests.helpers import producing_to, run_module, vetro
+from tests.helpers import job_records, quiet_redis, run_module, vetro
 from vetro.testing.processes import RedisServer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module", autouse=True)
-def quiet_redis() -> Iterator[RedisServer]:
-    """A Redis of this module's own, for this process and the commands it runs: nothing else writes there
-    (the session's Redis is shared with other tests' workers and servers), so what it holds is this module's."""
-    with RedisServer() as server, producing_to(server.url):
+def own_redis() -> Iterator[RedisServer]:
+    """Counting what a refusal left behind needs a Redis nothing else writes to."""
+    with quiet_redis() as server:
         yield server
-
-
-def published_jobs() -> int:
-    """Jobs the producer has recorded; every publish writes one record first."""
-    return sum(1 for _ in redis_client().scan_iter("vetro:*:job:*", count=1000))
 
 
 def nested(levels: int) -> dict:
@@ -53,11 +46,11 @@ def nested(levels: int) -> dict:
     ],
 )
 def test_submit_refuses_bad_payloads_in_one_line_and_publishes_nothing(redis_server, payload, message):
-    before = published_jobs()
+    before = job_records()
     with pytest.raises(InvalidJobError, match=message) as refused:
         submit(payload)
     assert "\n" not in str(refused.value) and len(str(refused.value)) < 300
-    assert published_jobs() == before
+    assert job_records() == before
 
 
 @pytest.mark.parametrize(
@@ -65,18 +58,18 @@ def test_submit_refuses_bad_payloads_in_one_line_and_publishes_nothing(redis_ser
     [("a\nb", "printable ASCII"), ("k" * 201, "201 characters, over 200"), ("", "non-empty"), ("é", "ASCII")],
 )
 def test_submit_refuses_a_key_that_cannot_travel_in_a_header(redis_server, key, message):
-    before = published_jobs()
+    before = job_records()
     with pytest.raises(InvalidJobError, match=message):
         submit(sample_order(1, prefix="bad-key"), key)
-    assert published_jobs() == before
+    assert job_records() == before
 
 
 def test_one_bad_payload_in_a_batch_publishes_none_of_it(redis_server):
-    before = published_jobs()
+    before = job_records()
     batch = [sample_order(n, prefix="batch-bad") for n in range(10)] + [[1, 2]]
     with pytest.raises(InvalidJobError, match="item 10: expected a JSON object"):
         submit_many(batch)
-    assert published_jobs() == before
+    assert job_records() == before
 
 
 @pytest.mark.parametrize(
@@ -93,22 +86,22 @@ def test_one_bad_payload_in_a_batch_publishes_none_of_it(redis_server):
     ],
 )
 def test_the_cli_refuses_bad_input_in_one_line(redis_server, args, message):
-    before = published_jobs()
+    before = job_records()
     result = vetro(*args)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(message)
-    assert published_jobs() == before
+    assert job_records() == before
 
 
 def test_a_bad_line_in_a_file_stops_the_whole_file(redis_server, tmp_path):
     path = tmp_path / "orders.jsonl"
     path.write_text('{"schema_version": 1}\n{"schema_version": 1, "x": 2}\n"just a string"\n')
-    before = published_jobs()
+    before = job_records()
     result = vetro("submit", str(path))
     assert result.returncode == 2
     assert f"{path}:3: expected a JSON object, got str" in result.stderr
-    assert published_jobs() == before
+    assert job_records() == before
 
 
 @pytest.mark.parametrize(
@@ -122,12 +115,12 @@ def test_a_bad_line_in_a_file_stops_the_whole_file(redis_server, tmp_path):
 def test_a_file_or_stdin_that_is_not_utf8_json_lines_is_refused_in_one_line(redis_server, tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(content)
-    before = published_jobs()
+    before = job_records()
     for args, stdin in (([str(path)], None), (["-"], content)):
         result = run_module("vetro.cli", "submit", *args, stdin=stdin)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert message in result.stderr
-    assert published_jobs() == before
+    assert job_records() == before
 
 
 def test_a_line_separator_inside_a_string_is_text_not_a_line_break(redis_server, tmp_path):
