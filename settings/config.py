@@ -317,11 +317,11 @@ class Settings(BaseSettings):
             if url is not None and _scheme(url) not in schemes:
                 shown = _hide_password(url)[:80]
                 raise ValueError(f"{ENV_PREFIX}{name}: {shown!r} is not a {' / '.join(schemes)}:// URL")
-        if _scheme(self.broker_url) in REDIS_SCHEMES and self.amqp_queue_type != "classic":
+        if self.broker_is_redis and self.amqp_queue_type != "classic":
             raise ValueError(
                 f"{ENV_PREFIX}AMQP_QUEUE_TYPE: {self.amqp_queue_type} queues are RabbitMQ's, and the broker is Redis"
             )
-        if _scheme(self.broker_url) not in REDIS_SCHEMES and not self.result_store_url:
+        if not self.broker_is_redis and not self.result_store_url:
             raise ValueError(
                 f"{ENV_PREFIX}RESULT_STORE_URL: required with a broker that is not Redis "
                 f"({_hide_password(self.broker_url)}): the ledger, guards and breakers live in Redis"
@@ -407,6 +407,11 @@ class Settings(BaseSettings):
     @property
     def breaker_url(self) -> str:
         return self.breaker_store_url or self.results_url
+
+    @property
+    def broker_is_redis(self) -> bool:
+        """The broker is Redis, direct or through Sentinels (else RabbitMQ)."""
+        return _scheme(self.broker_url) in REDIS_SCHEMES
 
     @property
     def results_url(self) -> str:

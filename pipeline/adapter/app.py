@@ -28,11 +28,6 @@ warnings.filterwarnings("ignore", message="Call to deprecated setex", category=D
 UNACKED_MUTEX_EXPIRE = 10  # seconds
 
 
-def is_redis(url: str) -> bool:
-    """A Redis URL, direct or through Sentinels (the broker may also be RabbitMQ)."""
-    return url.startswith(("redis://", "rediss://", "unix://", "sentinel://"))
-
-
 def celery_config(settings: Settings) -> dict:
     """Celery settings derived from vetro's; every safety choice is here, in one place."""
     control = settings.control_queue
@@ -110,7 +105,7 @@ def celery_config(settings: Settings) -> dict:
     # Publisher confirms: a publish returns once RabbitMQ has the message, or raises (and is retried).
     config["broker_transport"] = None
     config["broker_transport_options"] = {"confirm_publish": True}
-    if is_redis(settings.broker_url):
+    if settings.broker_is_redis:
         # kombu's Redis transport, kept from ending the worker when Redis restarts (see the module).
         sentinel = is_sentinel(settings.broker_url)
         config["broker_transport"] = f"pipeline.adapter.transport:{'SentinelTransport' if sentinel else 'Transport'}"
@@ -139,7 +134,7 @@ def records_carry_publishes() -> bool:
     """Whether a step's record can push the next step's message itself: the broker is the result store's
     Redis, reached through vetro's transport, which can hand a publish's LPUSH to the caller."""
     settings = get_settings()
-    return is_redis(settings.broker_url) and settings.broker_url == settings.results_url
+    return settings.broker_is_redis and settings.broker_url == settings.results_url
 
 
 def bound_queue(settings: Settings, name: str, declare: bool = True) -> Queue:

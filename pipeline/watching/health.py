@@ -16,7 +16,6 @@ import pybreaker
 import redis
 from kombu import Connection
 
-from pipeline.adapter.app import is_redis
 from pipeline.adapter.internals import OLDEST, envelope_header, queue_keys
 from pipeline.context import SENT_AT
 from pipeline.dependencies import breakers
@@ -169,7 +168,7 @@ def core_health(now: float | None = None) -> CoreHealth:
     live = [worker for worker in report.workers if worker.up(now)]
     names = sorted({*settings.stage_queues, settings.control_queue, *consumed, *(q for w in live for q in w.queues)})
     try:
-        read = _redis_queues if is_redis(settings.broker_url) else _amqp_queues
+        read = _redis_queues if settings.broker_is_redis else _amqp_queues
         lengths = read(settings.broker_url, names)
         report.checks.append(Check("broker", True))
     except Exception as error:

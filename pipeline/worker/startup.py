@@ -21,7 +21,7 @@ from typing import Any
 import redis
 from celery.signals import worker_init
 
-from pipeline.adapter.app import app, is_redis
+from pipeline.adapter.app import app
 from pipeline.adapter.internals import unbind
 from pipeline.jobs.pipelines import load_pipelines
 from pipeline.jobs.sink import load_dead_letter_store
@@ -56,7 +56,7 @@ def check_redis_durability() -> None:
     """Warn about (or, if required, refuse) a Redis that can lose vetro's data."""
     settings = get_settings()
     urls = {settings.results_url}
-    if is_redis(settings.broker_url):
+    if settings.broker_is_redis:
         urls.add(settings.broker_url)
     for url in sorted(urls):
         client = connect(url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True)
