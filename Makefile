@@ -26,7 +26,7 @@ test: install
 
 # The long tier: the tests marked `long` (chaos, fault runs, upgrades), in one shuffled session.
 test-long: install
-	$(BIN)/python -m pytest -m "long and not failover" -n 0
+	$(BIN)/python -m pytest -m long -n 0
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

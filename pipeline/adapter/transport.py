@@ -15,6 +15,9 @@ detached: restoring the messages then works (Redis is back) or raises a redis
 ConnectionError, which kombu and Celery handle as a lost connection, leaving the messages in
 the unacked set for the visibility-timeout restore. Selected by `pipeline.adapter.app` for redis://
 brokers (`SentinelTransport` for sentinel:// ones); drop it once kombu keeps its parameters itself.
+The Sentinel channel has the same fault one step later: it finds the Sentinels through the detached
+transport (`'NoneType' object has no attribute 'alt'`), and every worker a failover disconnects
+exits. Detached, it raises the ConnectionError at once: the messages wait for the restore.
 
 **Cost per message** (issue 11's profile: kombu's bookkeeping was a third of a worker's Redis work):
 - kombu builds a new `redis.Redis` for every publish, ack and receipt; this channel builds one
@@ -39,6 +42,8 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
+
+DETACHED = "the Redis channel was detached from its connection"
 
 # The LPUSHes (queue key, message) captured from publishes, while a caller sends them itself.
 _captured: ContextVar[list[tuple[str, str]] | None] = ContextVar("vetro_captured_publishes", default=None)
@@ -84,7 +89,7 @@ class Channel(kombu_redis.Channel):
         try:
             return dict(self._attached_params[bool(asynchronous)])
         except KeyError:
-            raise redis.exceptions.ConnectionError("the Redis channel was detached from its connection") from None
+            raise redis.exceptions.ConnectionError(DETACHED) from None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         """One client per connection pool for publishes, acks and receipts (kombu builds one per call).
@@ -113,6 +118,12 @@ class Transport(kombu_redis.Transport):
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):
     """The same channel, reaching the master the Sentinels name (`sentinel://` brokers)."""
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        """kombu's, which asks the transport for the Sentinels' addresses: a lost connection once detached."""
+        if self.connection is None or self.connection.client is None:
+            raise redis.exceptions.ConnectionError(DETACHED)
+        return super()._sentinel_managed_pool(asynchronous)
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):

@@ -1,24 +1,38 @@
-"""vetro's Redis transport keeps a worker alive where kombu 5.7.0's own one ends it (kombu#582, #970), and does
-kombu's bookkeeping with fewer commands."""
+"""vetro's Redis transport keeps a worker alive where kombu 5.7.0's own one ends it (kombu#582, #970), on a
+Redis and behind Sentinels, and does kombu's bookkeeping with fewer commands."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
-from pipeline.adapter.transport import Transport, captured
+from pipeline.adapter.transport import DETACHED, SentinelTransport, Transport, captured
+from vetro.testing.processes import RedisServer
+from vetro.testing.sentinel import MASTER_NAME, SentinelServer
 
 
 def give_back_after_connection_loss(url: str, transport: type) -> None:
     """What a worker does when its broker connection drops: collect it, then give back unacked messages."""
-    with Connection(url, transport=transport) as connection:
+    with Connection(url, transport=transport, transport_options={"master_name": MASTER_NAME}) as connection:
         channel = connection.default_channel
         connection.collect()
         channel.qos.restore_unacked()
+
+
+@pytest.fixture(scope="module")
+def sentinel_url() -> Iterator[str]:
+    """A master and one Sentinel watching it: a `sentinel://` broker."""
+    with RedisServer() as master:
+        sentinel = SentinelServer(master.port).start()
+        try:
+            yield f"sentinel://127.0.0.1:{sentinel.port}/0"
+        finally:
+            sentinel.stop()
 
 
 def test_kombus_transport_fails_with_an_attribute_error_once_its_connection_is_collected(redis_server):
@@ -28,6 +42,20 @@ def test_kombus_transport_fails_with_an_attribute_error_once_its_connection_is_c
 
 def test_vetros_transport_gives_the_messages_back(redis_server):
     give_back_after_connection_loss(redis_server.url, Transport)
+
+
+def test_kombus_sentinel_transport_fails_with_an_attribute_error_once_its_connection_is_collected(sentinel_url):
+    """What ended every worker a Sentinel failover disconnected: an error the consumer does not expect."""
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute"):
+        give_back_after_connection_loss(sentinel_url, kombu_redis.SentinelTransport)
+
+
+def test_vetros_sentinel_transport_raises_a_lost_connection_instead(sentinel_url):
+    """A ConnectionError, which kombu's connection lists (the worker ignores it while closing, and reconnects);
+    the messages stay unacknowledged for the visibility-timeout restore."""
+    with pytest.raises(redis.ConnectionError, match=DETACHED) as lost:
+        give_back_after_connection_loss(sentinel_url, SentinelTransport)
+    assert isinstance(lost.value, Connection(sentinel_url, transport=SentinelTransport).connection_errors)
 
 
 def _publish(connection: Connection, queue: str, body: dict) -> None:
