@@ -6,12 +6,13 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from cryptography.fernet import Fernet
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from settings.amqp_tls import amqp_tls
 from settings.environment import check_environment
 
 ENV_PREFIX = "VETRO_"
@@ -321,6 +322,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}AMQP_QUEUE_TYPE: {self.amqp_queue_type} queues are RabbitMQ's, and the broker is Redis"
             )
+        if not self.broker_is_redis:
+            try:
+                amqp_tls(self.broker_url)
+            except ValueError as refused:
+                raise ValueError(f"{ENV_PREFIX}BROKER_URL: {refused}") from None
         if not self.broker_is_redis and not self.result_store_url:
             raise ValueError(
                 f"{ENV_PREFIX}RESULT_STORE_URL: required with a broker that is not Redis "
@@ -412,6 +418,11 @@ class Settings(BaseSettings):
     def broker_is_redis(self) -> bool:
         """The broker is Redis, direct or through Sentinels (else RabbitMQ)."""
         return _scheme(self.broker_url) in REDIS_SCHEMES
+
+    @property
+    def broker_tls(self) -> tuple[str, dict[str, Any] | None]:
+        """The broker's URL as Celery is given it, and the TLS options of an amqps:// one (settings.amqp_tls)."""
+        return (self.broker_url, None) if self.broker_is_redis else amqp_tls(self.broker_url)
 
     @property
     def results_url(self) -> str:

@@ -31,8 +31,9 @@ UNACKED_MUTEX_EXPIRE = 10  # seconds
 def celery_config(settings: Settings) -> dict:
     """Celery settings derived from vetro's; every safety choice is here, in one place."""
     control = settings.control_queue
+    broker_url, broker_tls = settings.broker_tls
     config = {
-        "broker_url": settings.broker_url,
+        "broker_url": broker_url,
         # Every step's result is recorded by its guard in the job ledger; this backend reads it there, so
         # AsyncResult works for any step of a canvas, and a task stores nothing of its own.
         "result_backend": "pipeline.jobs.results:LedgerBackend",
@@ -105,6 +106,7 @@ def celery_config(settings: Settings) -> dict:
     # Publisher confirms: a publish returns once RabbitMQ has the message, or raises (and is retried).
     config["broker_transport"] = None
     config["broker_transport_options"] = {"confirm_publish": True}
+    config["broker_use_ssl"] = broker_tls  # amqps://: the URL's TLS options, as py-amqp takes them
     if settings.broker_is_redis:
         # kombu's Redis transport, kept from ending the worker when Redis restarts (see the module).
         sentinel = is_sentinel(settings.broker_url)

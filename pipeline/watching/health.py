@@ -107,10 +107,10 @@ def _redis_queues(url: str, names: list[str]) -> dict[str, tuple[int, float | No
     return found
 
 
-def _amqp_queues(url: str, names: list[str]) -> dict[str, tuple[int, float | None]]:
+def _amqp_queues(url: str, tls: dict | None, names: list[str]) -> dict[str, tuple[int, float | None]]:
     """Each queue's length (AMQP cannot show the oldest message without taking it)."""
     found = {}
-    with Connection(url, connect_timeout=PROBE_TIMEOUT) as connection:
+    with Connection(url, connect_timeout=PROBE_TIMEOUT, ssl=tls or False) as connection:
         connection.ensure_connection(max_retries=1)
         for name in names:
             found[name] = (messages_waiting(connection, name), None)
@@ -168,8 +168,10 @@ def core_health(now: float | None = None) -> CoreHealth:
     live = [worker for worker in report.workers if worker.up(now)]
     names = sorted({*settings.stage_queues, settings.control_queue, *consumed, *(q for w in live for q in w.queues)})
     try:
-        read = _redis_queues if settings.broker_is_redis else _amqp_queues
-        lengths = read(settings.broker_url, names)
+        if settings.broker_is_redis:
+            lengths = _redis_queues(settings.broker_url, names)
+        else:
+            lengths = _amqp_queues(*settings.broker_tls, names)
         report.checks.append(Check("broker", True))
     except Exception as error:
         report.checks.append(Check("broker", False, f"{type(error).__name__}: {error}"[:300]))
