@@ -35,18 +35,23 @@ from kombu import Queue
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps, loads
 
+from pipeline.adapter.transport import SchemedConnection
+
 log = logging.getLogger("vetro.adapter")
 
 # --- Publishing: Celery's message builder and sender, and its producer bracket -------------------------------
 
 
 class HookedAMQP(AMQP):
-    """Celery's message builder and sender with two hooks: how arguments are shown, and what a send does.
+    """Celery's message builder and sender with two hooks: how arguments are shown, and what a send does;
+    its connections keep their URL's scheme (`SchemedConnection`: Flower's broker view reads it).
 
     `AMQP.as_task_v2` writes the `argsrepr`/`kwargsrepr` that Flower and the logs show; `send_task_message`
     is a property Celery builds once per app (kombu's cached_property), which every publish calls as
     `(producer, name, message, **options)` with `message` a (headers, properties, body, sent_event) tuple.
     """
+
+    Connection = SchemedConnection
 
     def shown(self, value: Any, maxsize: int, levels: int) -> str:
         return safe_repr(value, maxsize, levels)

@@ -40,6 +40,8 @@ from contextvars import ContextVar
 from typing import Any
 
 import redis
+from kombu import Connection
+from kombu.transport import get_transport_cls
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
@@ -114,6 +116,7 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    url_scheme = "redis"  # what a connection's URL says (SchemedConnection)
 
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):
@@ -128,3 +131,24 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
+    url_scheme = "sentinel"
+
+
+class SchemedConnection(Connection):
+    """kombu's connection, whose URL keeps its scheme when Celery names the transport by its path.
+
+    Celery's `broker_transport` names vetro's transports by path, and kombu writes that path where the
+    URL's scheme was (`pipeline.adapter.transport:Transport://127.0.0.1:6379/0`). Flower's broker view
+    reads the scheme of that URL and answered "'redis' broker is not supported" for every vetro fleet on
+    Redis; Celery's banner showed the path. `as_uri()` puts the scheme back.
+    """
+
+    def as_uri(self, *args: Any, **kwargs: Any) -> str:
+        uri = super().as_uri(*args, **kwargs)
+        path = self.transport_cls
+        scheme = getattr(get_transport_cls(path), "url_scheme", None) if isinstance(path, str) else None
+        if scheme is None or not uri.startswith(f"{path}://"):
+            return uri
+        if scheme == "redis" and self.ssl:
+            scheme = "rediss"
+        return scheme + uri[len(path) :]

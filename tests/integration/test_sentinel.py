@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 import redis
 
@@ -22,7 +23,7 @@ from pipeline import NotReplicatedError, submit
 from pipeline.jobs.ledger import COMPLETED, get_jobs, settled
 from settings import reset_settings
 from tests.helpers import assert_every_effect_once, count_ended, eu_purchases, fast_env, producing_to, set_faults
-from vetro.testing.processes import BeatProcess, WorkerProcess, wait_until
+from vetro.testing.processes import BeatProcess, FlowerProcess, WorkerProcess, free_port, wait_until
 from vetro.testing.sentinel import MASTER_NAME, SentinelGroup
 
 # The whole test's deadline covers its waits (a loaded machine may need a second failover attempt).
@@ -35,6 +36,7 @@ JOBS = 40
 class Fleet:
     group: SentinelGroup
     workers: list[WorkerProcess]
+    env: dict[str, str]  # what its processes were started with
 
     def assert_no_worker_ended(self) -> None:
         """A failover is a lost connection to a worker: it reconnects, never exits (kombu#582 behind Sentinels)."""
@@ -54,7 +56,7 @@ def fleet(partner) -> Iterator[Fleet]:
             for process in processes:
                 process.start()
             with producing_to(started.url, VETRO_SENTINEL_MASTER=MASTER_NAME):
-                yield Fleet(started, workers)
+                yield Fleet(started, workers, env | servers)
         finally:
             for process in processes:
                 process.stop()
@@ -136,4 +138,25 @@ def _submitted(order: dict, key: str) -> str | None:
     try:
         return submit(order, key)
     except (NotReplicatedError, redis.ConnectionError, redis.TimeoutError):
+        return None
+
+
+def test_flower_sees_the_fleet_and_its_queue_through_the_sentinels(fleet):
+    """Flower reaches the master the Sentinels name, with the master's name from vetro's transport options."""
+    flower = FlowerProcess(fleet.env, free_port()).start()
+    try:
+        shown = wait_until(lambda: flower.api("workers"), 90, "Flower to list the workers")
+        assert {name.split("@")[0] for name in shown} >= {"sentinel0", "sentinel1"}
+        fleet.group.kill_master()
+        fleet.group.wait_for_failover()
+        queues = wait_until(lambda: _queue_lengths(flower), 90, "Flower to read the queues on the promoted master")
+        assert "vetro" in queues
+    finally:
+        flower.stop()
+
+
+def _queue_lengths(flower: FlowerProcess) -> dict[str, int] | None:
+    try:
+        return {queue["name"]: queue["messages"] for queue in flower.api("queues/length")["active_queues"]}
+    except httpx.HTTPError:
         return None

@@ -94,6 +94,7 @@ from pipeline.adapter.internals import (
     success_line,
     task_signature,
 )
+from pipeline.adapter.transport import SchemedConnection
 from vetro.testing.processes import wait_until
 
 VERSIONS = {"celery": celery.__version__, "kombu": kombu.__version__}
@@ -201,6 +202,16 @@ def test_hooked_amqp_shown_writes_what_a_message_shows_of_its_arguments(make_app
         assert hooked.amqp.create_task_message("i", "n", args, kwargs).headers[name] == expected, broken(
             "celery", f"AMQP.as_task_v2 ({name})", "no longer shows arguments as saferepr(value, maxsize, maxlevels)"
         )
+
+
+def test_hooked_amqp_connection_is_the_class_celery_builds_every_broker_connection_with(make_app):
+    """`AMQP.Connection` builds the app's connections (and so Flower's broker URL, `app.connection().as_uri()`)."""
+    app = make_app(amqp=HookedAMQP)
+    for connection in (app.connection(), app.connection_for_read(), app.connection_for_write()):
+        assert isinstance(connection, SchemedConnection), broken(
+            "celery", "AMQP.Connection", "is no longer the class Celery.connection*() builds connections with"
+        )
+        connection.release()
 
 
 def test_hooked_amqp_on_send_gets_every_publish_with_celerys_sender_and_message(make_app):

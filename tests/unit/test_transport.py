@@ -11,7 +11,7 @@ import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
-from pipeline.adapter.transport import DETACHED, SentinelTransport, Transport, captured
+from pipeline.adapter.transport import DETACHED, SchemedConnection, SentinelTransport, Transport, captured
 from vetro.testing.processes import RedisServer
 from vetro.testing.sentinel import MASTER_NAME, SentinelServer
 
@@ -101,3 +101,18 @@ def test_the_channel_reuses_one_client_until_its_pool_changes(redis_server):
         channel._disconnect_pools()  # a reconnect builds a new pool
         with channel.conn_or_acquire() as third:
             assert third is not first and third.connection_pool is channel.pool
+
+
+@pytest.mark.parametrize(
+    ("url", "transport", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", Transport, "redis://127.0.0.1:6379/0"),
+        ("rediss://127.0.0.1:6380/0?ssl_cert_reqs=required", Transport, "rediss://127.0.0.1:6380/0"),
+        ("sentinel://127.0.0.1:26379/0;sentinel://127.0.0.1:26380/0", SentinelTransport, "sentinel://127.0.0.1:26379/0"),
+    ],
+)
+def test_a_connection_on_vetros_transport_keeps_its_urls_scheme(url, transport, shown):
+    """What Flower's broker view reads to choose how to count queues (kombu writes the transport's path)."""
+    path = f"{transport.__module__}:{transport.__name__}"
+    assert Connection(url, transport=path).as_uri(include_password=True).startswith(f"{path}://")
+    assert SchemedConnection(url, transport=path).as_uri(include_password=True) == shown

@@ -462,6 +462,28 @@ class BeatProcess(CeleryProcess):
         self.command = ["beat", "--loglevel", "INFO", "--schedule", str(schedule)]
 
 
+class FlowerProcess(CeleryProcess):
+    """A real `celery -A pipeline flower` on loopback, behind basic auth (`FLOWER_AUTH`); `api` reads its HTTP API."""
+
+    ready_line = "Visit me at"
+
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        super().__init__(env, "flower")
+        self.port = port
+        self.command = ["flower", "--address=127.0.0.1", f"--port={port}", f"--basic-auth={':'.join(FLOWER_AUTH)}"]
+
+    def api(self, path: str, **params: str) -> Any:
+        answer = httpx.get(f"http://127.0.0.1:{self.port}/api/{path}", params=params, auth=FLOWER_AUTH, timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def tasks(self, search: str | None = None) -> dict[str, dict]:
+        return self.api("tasks", **({"search": search} if search else {}))
+
+
+FLOWER_AUTH = ("ops", "flower-test-password")
+
+
 def _signal(pids: list[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
