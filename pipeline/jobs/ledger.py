@@ -146,17 +146,23 @@ def _opened(opening: Opening, now: float) -> dict[str, Any]:
 
 
 def open_jobs(pipe: redis.client.Pipeline, pipeline: str, openings: list[Opening]) -> None:
-    """Add new jobs' records, task-id index and due entries to a pipeline the producer is about to execute."""
+    """Add new jobs' due entries, index and records to a pipeline the producer is about to execute.
+
+    The due entries go first. The pipeline is not a transaction: a connection lost part-way may leave a
+    prefix applied, and the producer raises. Submitted again under the same key, a job whose record
+    exists counts as known and is not published again, so its due entry must already be there for the
+    reconciler to find it. A due entry whose record never came is closed by the reconciler."""
+    if not openings:
+        return
     now, ttl = _now(), get_settings().job_ttl
+    _watch(pipe, pipeline, {opening.job.job_id: now + stall_after() + opening.delay for opening in openings})
+    _scored(pipe, index_key(pipeline), {opening.job.job_id: now for opening in openings})
     for opening in openings:
         record = JobKeys(pipeline, opening.job.job_id).record
         pipe.hset(record, mapping=_opened(opening, now))
         pipe.expire(record, ttl)
         for task_id in opening.task_ids:
             pipe.set(task_key(task_id), _indexed(opening.job), ex=ttl)
-    if openings:
-        _watch(pipe, pipeline, {opening.job.job_id: now + stall_after() + opening.delay for opening in openings})
-        _scored(pipe, index_key(pipeline), {opening.job.job_id: now for opening in openings})
 
 
 def alias(task_ids: Iterable[str], job: JobContext) -> None:
