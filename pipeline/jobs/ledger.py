@@ -355,13 +355,13 @@ def reopen(jobs: list[tuple[JobContext, bool]], pipe: redis.client.Pipeline) -> 
         keys = JobKeys(job.pipeline, job.job_id)
         status = COMPENSATING if compensating else QUEUED
         now = _now()
+        _watch(pipe, job.pipeline, {job.job_id: now + stall_after()})  # first: see open_jobs
         pipe.hset(keys.record, mapping={"status": status, "replay": job.replay, "touched_at": now, "replayed_at": now})
         pipe.hdel(keys.record, *FAILURE_FIELDS, "finished_at", "stalls")
         pipe.hincrby(keys.record, "replays", 1)
         pipe.delete(keys.attempts)
         for name in (keys.record, keys.results, dedup_key(job.pipeline, job.idempotency_key)):
             pipe.expire(name, window)
-        _watch(pipe, job.pipeline, {job.job_id: now + stall_after()})
 
 
 def note_redrive(pipeline: str, job_id: str, scopes: list[str], reason: str) -> None:
