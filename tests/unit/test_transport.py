@@ -108,7 +108,11 @@ def test_the_channel_reuses_one_client_until_its_pool_changes(redis_server):
     [
         ("redis://127.0.0.1:6379/0", Transport, "redis://127.0.0.1:6379/0"),
         ("rediss://127.0.0.1:6380/0?ssl_cert_reqs=required", Transport, "rediss://127.0.0.1:6380/0"),
-        ("sentinel://127.0.0.1:26379/0;sentinel://127.0.0.1:26380/0", SentinelTransport, "sentinel://127.0.0.1:26379/0"),
+        (
+            "sentinel://127.0.0.1:26379/0;sentinel://127.0.0.1:26380/0",
+            SentinelTransport,
+            "sentinel://127.0.0.1:26379/0",
+        ),
     ],
 )
 def test_a_connection_on_vetros_transport_keeps_its_urls_scheme(url, transport, shown):
