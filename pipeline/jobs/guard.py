@@ -37,14 +37,15 @@ FANIN = "fanin:"  # the record's counters of recorded terminals, one per fan-in 
 
 # KEYS: record, results, lease. ARGV: scope, owner, lease ms, '1' for a compensation, '1' when the caller has the
 # job's plan already. The job's identity and plan come from its ledger record (a canvas's plan can be large: it
-# is sent only to a process that does not have it); the count of earlier unfinished runs is kept on it.
+# is sent only to a process that does not have it), with the due time it opened with; the count of earlier
+# unfinished runs is kept on it.
 _CLAIM = """
 local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations',
-    'canvas', 'status')
+    'canvas', 'status', 'due_at')
 if not job[1] then return {'unknown'} end
 local plan = ''
 if job[6] and ARGV[5] ~= '1' then plan = redis.call('HGET', KEYS[1], 'plan') or '' end
-local identity = {job[1], job[2], job[3], job[4] or '0', plan}
+local identity = {job[1], job[2], job[3], job[4] or '0', plan, job[8] or '0'}
 if job[7] == 'revoked' then return {'revoked', '', unpack(identity)} end
 if ARGV[4] ~= '1' and job[5] then return {'undoing', '', unpack(identity)} end
 local stored = redis.call('HGET', KEYS[2], ARGV[1])
@@ -153,6 +154,7 @@ class Claim:
     result: Any = None  # DONE: the recorded result
     retry_in: float = 0.0  # BUSY: seconds until the held lease ends
     crashed_runs: int = 0  # CLAIMED: earlier runs of this step that started and never ended
+    due_at: float = 0.0  # the due time the job opened with (ledger.DUE_AT; 0: not kept)
 
 
 @dataclass(frozen=True)
@@ -198,16 +200,16 @@ class Guard:
         status = answer[0].decode()
         if status == UNKNOWN:
             return Claim(UNKNOWN)
-        value, key, correlation_id, pipeline, replay, plan = answer[1:]
+        value, key, correlation_id, pipeline, replay, plan, due_at = answer[1:]
         job = JobContext(self.job_id, key.decode(), correlation_id.decode(), pipeline.decode(), int(replay))
-        plan = plan.decode() if plan else None
+        plan, due = plan.decode() if plan else None, float(due_at)
         if status == DONE:
-            return Claim(DONE, job, plan, result=decode(value))
+            return Claim(DONE, job, plan, result=decode(value), due_at=due)
         if status == BUSY:
-            return Claim(BUSY, job, plan, retry_in=max(int(value), 0) / 1000)
+            return Claim(BUSY, job, plan, retry_in=max(int(value), 0) / 1000, due_at=due)
         if status in (UNDOING, REVOKED):
-            return Claim(status, job, plan)
-        return Claim(CLAIMED, job, plan, crashed_runs=int(value))
+            return Claim(status, job, plan, due_at=due)
+        return Claim(CLAIMED, job, plan, crashed_runs=int(value), due_at=due)
 
     def record(
         self,

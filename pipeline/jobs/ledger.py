@@ -32,7 +32,7 @@ import redis
 
 from pipeline.context import JobContext
 from pipeline.jobs.guard import FANIN, decode, encode
-from pipeline.jobs.pipelines import namespaces, plan_of, stall_after
+from pipeline.jobs.pipelines import namespaces, plan_of, push_due_within, stall_after
 from pipeline.plan import Plan
 from pipeline.store import JobKeys, key, redis_client, script, script_sha
 from settings import get_settings
@@ -53,6 +53,9 @@ LISTED_FIELDS = ("job_id", "pipeline", "status", "correlation_id", "submitted_at
 REDRIVE_LOG_SIZE = 10  # re-drives kept on the record for `vetro job show`
 EDITED = "edited:"  # + a step's scope: the arguments an operator corrected for its replay
 ERRBACKS_FOR = "errbacks_for"  # a failed job's step whose errbacks (link_error) run
+# The due time the job was given when it opened (or was replayed). The due set may hold a later one (a push, a
+# countdown, a postponing sweep), never an earlier one: a step's claim pushes the due time only once this is near.
+DUE_AT = "due_at"
 FAILURE_FIELDS = ("failed_stage", "failure_class", "error", "error_type", "traceback", ERRBACKS_FOR)  # a replay clears
 TRACEBACK_KEPT = 4000  # characters of a dead-lettered failure's traceback kept on the record (the row has it all)
 
@@ -128,8 +131,7 @@ def open_unless_known(
         due_key(job.pipeline),
         index_key(job.pipeline),
     ]
-    due_at = now + stall_after() + opening.delay
-    args = [job.job_id, dedup_ttl, settings.job_ttl, due_at, settings.replay_window, now, len(record)]
+    args = [job.job_id, dedup_ttl, settings.job_ttl, record[DUE_AT], settings.replay_window, now, len(record)]
     args += [len(opening.task_ids), _indexed(job)]
     args += [item for field in record.items() for item in field]
     keys += [task_key(task_id) for task_id in opening.task_ids]
@@ -138,8 +140,13 @@ def open_unless_known(
     pipe.evalsha(script_sha("open", _OPEN), len(keys), *keys, *args)
 
 
+def _due_at(opening: Opening, now: float) -> float:
+    return now + stall_after() + opening.delay
+
+
 def _opened(opening: Opening, now: float) -> dict[str, Any]:
     record = opening.job.as_dict() | {"status": QUEUED, "submitted_at": now, "touched_at": now, "format": FORMAT}
+    record[DUE_AT] = _due_at(opening, now)
     if opening.plan is None:
         return record | {"payload": encode(opening.payload)}
     return record | {"plan": opening.plan, "canvas": 1}
@@ -155,7 +162,7 @@ def open_jobs(pipe: redis.client.Pipeline, pipeline: str, openings: list[Opening
     if not openings:
         return
     now, ttl = _now(), get_settings().job_ttl
-    _watch(pipe, pipeline, {opening.job.job_id: now + stall_after() + opening.delay for opening in openings})
+    _watch(pipe, pipeline, {opening.job.job_id: _due_at(opening, now) for opening in openings})
     _scored(pipe, index_key(pipeline), {opening.job.job_id: now for opening in openings})
     for opening in openings:
         record = JobKeys(pipeline, opening.job.job_id).record
@@ -197,6 +204,13 @@ def expect(pipeline: str, job_id: str, within: float = 0.0, pipe: redis.client.P
     XX: a finished job (removed from the set) is never put back by a late message.
     """
     (pipe or redis_client()).zadd(due_key(pipeline), {job_id: _now() + stall_after() + within}, xx=True)
+
+
+def due_soon(due_at: float) -> bool:
+    """A step starting now should push its job's due time: the one it opened with (`DUE_AT`, 0 on a record of the
+    release before) is nearer than `push_due_within`. So a job whose steps all start within the visibility
+    timeout less the longest time limit of its opening pushes it at no step (5 commands of a 5-step job)."""
+    return due_at - _now() < push_due_within()
 
 
 def advance_frontier(pipe: redis.client.Pipeline, queue: str, sent_at: float) -> None:
@@ -355,8 +369,10 @@ def reopen(jobs: list[tuple[JobContext, bool]], pipe: redis.client.Pipeline) -> 
         keys = JobKeys(job.pipeline, job.job_id)
         status = COMPENSATING if compensating else QUEUED
         now = _now()
-        _watch(pipe, job.pipeline, {job.job_id: now + stall_after()})  # first: see open_jobs
-        pipe.hset(keys.record, mapping={"status": status, "replay": job.replay, "touched_at": now, "replayed_at": now})
+        due_at = now + stall_after()
+        _watch(pipe, job.pipeline, {job.job_id: due_at})  # first: see open_jobs
+        reopened = {"status": status, "replay": job.replay, "touched_at": now, "replayed_at": now, DUE_AT: due_at}
+        pipe.hset(keys.record, mapping=reopened)
         pipe.hdel(keys.record, *FAILURE_FIELDS, "finished_at", "stalls")
         pipe.hincrby(keys.record, "replays", 1)
         pipe.delete(keys.attempts)
@@ -502,11 +518,13 @@ def is_step_field(name: str) -> bool:
 def _public(record: dict[str, str]) -> dict[str, str]:
     """The record without the payload and the plan, which can be large and are shown only by the timeline,
     and without its steps' fields (the timeline shows them with each step) and fan-in counters."""
-    return {name: value for name, value in record.items() if name not in ("payload", "plan") and not _hidden(name)}
+    return {name: value for name, value in record.items() if name not in ("payload", "plan") and not is_hidden(name)}
 
 
-def _hidden(name: str) -> bool:
-    return is_step_field(name) or name.startswith(FANIN)
+def is_hidden(name: str) -> bool:
+    """Bookkeeping, not the job's story: its steps' fields, fan-in counters, and the due time it opened with
+    (a lower bound of when a sweep looks at it, which the due set holds)."""
+    return is_step_field(name) or name.startswith(FANIN) or name == DUE_AT
 
 
 def settled(job_ids: list[str], status: str | None = None) -> list[dict[str, str]] | None:

@@ -35,7 +35,7 @@ from pipeline.failures import (
     UnknownJobError,
 )
 from pipeline.jobs import driver, ledger, quarantine
-from pipeline.jobs.guard import BUSY, DONE, DUPLICATE, REVOKED, UNDOING, UNKNOWN, Claim, Guard, encode
+from pipeline.jobs.guard import BUSY, CLAIMED, DONE, DUPLICATE, REVOKED, UNDOING, UNKNOWN, Claim, Guard, encode
 from pipeline.jobs.pipelines import canvas_plan, declared_plan
 from pipeline.jobs.retry import hop, retry_budget, retry_delay
 from pipeline.jobs.sink import FailedStep
@@ -150,6 +150,8 @@ def claim(run: StepRun) -> Ended | None:
         job = job_of(run.request)
         return Ended(hand_off(run, job, UnknownJobError(f"job {run.job_id} has no ledger record")))
     run.job = answer.job
+    if answer.status in (CLAIMED, DONE) and ledger.due_soon(answer.due_at):
+        ledger.expect(run.namespace, run.job_id)  # the job is moving: the next sweep need not look at it
     attach(run.request, JOB_ATTACHED, answer.job)
     run.plan = _plan_of(run, answer.plan)
     refused = _check_step(run)
@@ -195,10 +197,10 @@ def _declared_compensation(run: StepRun) -> bool:
 
 
 def _claim_once(run: StepRun, compensation: bool) -> list:
-    """Claim the step, push the job's due time and the queue's frontier: one round trip."""
+    """Claim the step and push the queue's frontier: one round trip (`claim` pushes the job's due time after it,
+    when that is near)."""
     pipe = redis_client().pipeline(transaction=False)
     run.guard.claim(run.owner, run.task.lease_seconds, pipe, compensation, have_plan=run.job_id in _plans)
-    ledger.expect(run.namespace, run.job_id, pipe=pipe)
     sent_at = header(run.request, SENT_AT)
     if sent_at and run.began - _frontier_written["at"] >= FRONTIER_EVERY:
         queue = queue_of(run.request) or get_settings().queue

@@ -261,6 +261,17 @@ def stall_after() -> float:
     return get_settings().visibility_timeout + _longest_time_limit() + STALL_MARGIN_SECONDS
 
 
+def push_due_within() -> float:
+    """How near its due time may be when a step of a job starts, before the step pushes it.
+
+    From a step's claim, the reconciler must not look at the job before its next step has started:
+    this step runs (up to the hard time limit, its lease held), then its successor's message may wait
+    in a live worker for a free process (up to the limit again). A message held by a worker that died
+    may be re-driven before the visibility timeout brings it back; its guard answers the copy.
+    """
+    return 2 * _longest_time_limit() + STALL_MARGIN_SECONDS
+
+
 @cache
 def _longest_time_limit() -> int:
     """Asked on every claim; the stages' limits change only when a stage or pipeline registers (which clears it)."""

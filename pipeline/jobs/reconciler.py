@@ -1,7 +1,9 @@
 """The reconciler: finds jobs that stopped moving and drives them on, or dead-letters them as stalled.
 
 A job is due when it has shown no sign of life for longer than the stall bound
-(`pipeline.jobs.pipelines.stall_after`: visibility timeout + longest hard time limit + a margin). A sweep
+(`pipeline.jobs.pipelines.stall_after`: visibility timeout + longest hard time limit + a margin), from its
+opening or from the last step that pushed its due time (one does when it is nearer than
+`push_due_within`: two time limits and the margin; a job's first steps usually need not). A sweep
 looks only at due jobs (a sorted set, never a scan of the keyspace), and for each:
 - it has ended (completed or dead-lettered): stop watching it;
 - a step of it is running (its lease is held): look again when the lease ends;

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.jobs.guard import FANIN
 from pipeline.jobs.ledger import (
     COMPLETED,
     EDITED,
@@ -15,6 +14,7 @@ from pipeline.jobs.ledger import (
     JobKeys,
     as_text,
     get_job,
+    is_hidden,
     is_step_field,
     leases_held,
     load,
@@ -35,7 +35,7 @@ def describe_job(job_id: str) -> dict[str, Any] | None:
     counters = as_text(redis_client().hgetall(keys.attempts))
     record = dict(state.record)
     step_fields = {name: record.pop(name) for name in list(record) if is_step_field(name)}
-    for name in [name for name in record if name.startswith(FANIN)]:
+    for name in [name for name in record if is_hidden(name)]:
         del record[name]
     edited = [name.removeprefix(EDITED) for name in list(record) if name.startswith(EDITED) and record.pop(name)]
     payload = state.payload
