@@ -1,4 +1,5 @@
-"""How vetro reaches a Redis from its URL: `redis://`, `rediss://`, `unix://`, or `sentinel://`.
+"""How vetro reaches a Redis from its URL: `redis://`, `rediss://`, `unix://`, `sentinel://`, or a Redis
+Cluster's `redis+cluster://` (`rediss+cluster://` over TLS).
 
 A `sentinel://` URL names the Sentinels that know where the master is, in kombu's form
 (`sentinel://:pw@s1:26379;sentinel://s2:26379;sentinel://s3:26379/0`); the master's name is
@@ -7,22 +8,31 @@ and to vetro's own clients here: the database and the password are the first sen
 password is the master's (kombu reads it so). After a failover, a client's next connection asks the
 Sentinels again and reaches the new master; a command sent to the old one fails and is retried, or
 raises a ConnectionError that the caller handles as it handles any lost Redis.
+
+A `redis+cluster://` URL lists some of a cluster's nodes (`redis+cluster://:pw@n1:6379,n2:6379,n3:6379/0`);
+redis-py's RedisCluster asks them for the rest and for the slots' owners. Only the result store and the
+breaker store may be a cluster (kombu has no cluster transport), and only its database 0 exists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from settings import get_settings
+from settings.config import CLUSTER_SCHEMES
 
 SENTINEL_SCHEME = "sentinel"
 SENTINEL_PORT = 26379
 C = TypeVar("C", bound=redis.Redis)
+K = TypeVar("K", bound=RedisCluster)
+# A cluster URL's query options that reach its nodes' connections (the TLS ones, as redis-py's from_url reads them).
+_CLUSTER_QUERY_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
 
 # Options that also apply to the Sentinels themselves: a slow or gone Sentinel costs a timeout, not a hang.
 _SENTINEL_OPTIONS = ("socket_timeout", "socket_connect_timeout")
@@ -55,8 +65,60 @@ def sentinel_address(url: str) -> SentinelAddress:
     )
 
 
-def connect(url: str, client_class: type[C] = redis.Redis, **options: Any) -> C:  # type: ignore[assignment]
-    """A client of `client_class` for the Redis `url` names (through Sentinel: for its current master)."""
+@dataclass(frozen=True)
+class ClusterAddress:
+    nodes: list[tuple[str, int]]
+    db: int
+    username: str | None
+    password: str | None
+    options: dict[str, Any]  # TLS: `ssl` and the query's ssl_* options
+
+
+def is_cluster(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+
+
+def cluster_address(url: str) -> ClusterAddress:
+    """The nodes a `redis+cluster://` URL lists (`,` between them), its database, credentials and TLS options."""
+    scheme, _, rest = url.partition("://")
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    userinfo, _, hosts = netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    nodes = []
+    for node in filter(None, (part.strip() for part in hosts.split(","))):
+        parts = urlsplit(f"//{node}")
+        nodes.append((parts.hostname or "127.0.0.1", parts.port or 6379))
+    if not nodes:
+        raise ValueError("a redis+cluster:// URL lists no node")
+    options: dict[str, Any] = {"ssl": True} if scheme.lower() == "rediss+cluster" else {}
+    options |= {name: value for name, value in parse_qsl(query) if name in _CLUSTER_QUERY_OPTIONS}
+    return ClusterAddress(
+        nodes,
+        int(path) if path.strip("/").isdigit() else 0,
+        unquote(username) if username else None,
+        unquote(password) if password else None,
+        options,
+    )
+
+
+def connect(
+    url: str,
+    client_class: type[C] = redis.Redis,  # type: ignore[assignment]
+    cluster_class: type[K] = RedisCluster,  # type: ignore[assignment]
+    **options: Any,
+) -> C | K:
+    """A client for the Redis `url` names: of `client_class` for one server (through Sentinel: its current
+    master), of `cluster_class` for a Redis Cluster."""
+    if is_cluster(url):
+        address = cluster_address(url)
+        credentials = {"username": address.username, "password": address.password}
+        return cluster_class(
+            startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+            **{name: value for name, value in credentials.items() if value},
+            **address.options,
+            **options,
+        )
     if not is_sentinel(url):
         return client_class.from_url(url, **options)
     address = sentinel_address(url)
@@ -77,7 +139,17 @@ def where(url: str) -> str:
     if is_sentinel(url):
         sentinels = ", ".join(f"{host}:{port}" for host, port in sentinel_address(url).sentinels)
         return f"the Redis master {get_settings().sentinel_master!r} of the Sentinels at {sentinels}"
+    if is_cluster(url):
+        return "the Redis Cluster of " + ", ".join(f"{host}:{port}" for host, port in cluster_address(url).nodes)
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return f"the Redis at {parts.path}"
     return f"the Redis at {parts.hostname or 'localhost'}:{parts.port or 6379}"
+
+
+def read_keys(client: redis.Redis | RedisCluster, keys: list[str]) -> list[Any]:
+    """The values of `keys` in one round trip: MGET on one server; on a cluster, one MGET per slot (redis-py's
+    mget_nonatomic), since a cluster's MGET must stay in one slot. Not a snapshot taken at one instant."""
+    if isinstance(client, RedisCluster):
+        return client.mget_nonatomic(keys)
+    return client.mget(keys)

@@ -3,19 +3,23 @@
 A job's keys are namespaced by its pipeline (`vetro:<pipeline>:...`) and carry the job id as a
 hash tag (`{...}`), so a Lua script touching several of them stays in one slot. Keys shared by all
 jobs (a pipeline's due set and job index, the queue frontier, the spool) are written by single
-commands, except in the script that opens a job (pipeline.jobs.ledger's `_OPEN`), which writes the
-key's claim, the due set and the index with the record: it must be split before Redis Cluster can
-hold the result store.
+commands. Every script and MULTI vetro sends goes through `run_script`, `queue_script` or
+`transaction`, which refuse keys of more than one Redis Cluster slot on any Redis, so a change that
+would break on a cluster fails every test, not only the cluster's. The one exception is the script
+that opens a job with its first messages (pipeline.jobs.ledger's `_OPEN`): it runs only when the
+broker's Redis is the store, and a broker is never a cluster.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any, TypeVar
 
 import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from pipeline.redis_servers import connect
@@ -35,7 +39,7 @@ def redis_client() -> redis.Redis:
     client = _clients.get(key)
     if client is None:
         client = connect(
-            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30, retry_on_timeout=True
+            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
         )
         _clients.clear()
         _clients[key] = client
@@ -61,6 +65,41 @@ def script_sha(name: str, source: str) -> str:
         client.script_load(source)
         loaded.add(name)
     return script(name, source).sha
+
+
+class CrossSlotError(RuntimeError):
+    """A script or MULTI was given keys of several Redis Cluster slots: a defect in vetro, caught on any Redis."""
+
+
+def one_slot(keys: Sequence[str]) -> Sequence[str]:
+    """`keys`, once checked to share one Redis Cluster slot (their hash tags, see JobKeys)."""
+    slots = {key_slot(name.encode()) for name in keys}
+    if len(slots) > 1:
+        raise CrossSlotError(f"keys of {len(slots)} Redis Cluster slots in one script or MULTI: {list(keys)}")
+    return keys
+
+
+def run_script(name: str, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """Run a registered Lua script (see `script`) on keys of one slot."""
+    return script(name, source)(keys=one_slot(keys), args=args)
+
+
+def queue_script(
+    pipe: Any, name: str, source: str, keys: Sequence[str], args: Sequence[Any], spans: bool = False
+) -> Any:
+    """Queue the script on `pipe` as EVALSHA (see `script_sha`), on keys of one slot unless it `spans` slots,
+    which only a standalone Redis runs. As a raw command: a cluster pipeline has no `evalsha` method."""
+    if spans and isinstance(redis_client(), RedisCluster):
+        raise CrossSlotError(f"the script {name!r} spans slots and the result store is a Redis Cluster")
+    return pipe.execute_command(
+        "EVALSHA", script_sha(name, source), len(keys), *(keys if spans else one_slot(keys)), *args
+    )
+
+
+def transaction(*keys: str) -> Any:
+    """A MULTI/EXEC pipeline for commands on `keys`, which must share one slot (a cluster refuses others)."""
+    one_slot(keys)
+    return redis_client().pipeline(transaction=True)
 
 
 def sent_with_scripts(send: Callable[[], T]) -> T:

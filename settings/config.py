@@ -24,6 +24,8 @@ SECRET_FIELDS = ("encryption_keys", "sentry_dsn", "serve_auth", "console_secret"
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")  # sentinel://: Redis behind Sentinels
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")  # a Redis Cluster: the result and breaker stores only
+STORE_SCHEMES = (*REDIS_SCHEMES, *CLUSTER_SCHEMES)
 BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
 # Celery reads these from the environment ahead of the app's own configuration (celery/app/utils.py):
@@ -311,10 +313,15 @@ class Settings(BaseSettings):
         checks = [
             ("BROKER_URL", self.broker_url, BROKER_SCHEMES),
             ("DATABASE_URL", self.database_url, SQL_SCHEMES),
-            ("RESULT_STORE_URL", self.result_store_url, REDIS_SCHEMES),
-            ("BREAKER_STORE_URL", self.breaker_store_url, REDIS_SCHEMES),
+            ("RESULT_STORE_URL", self.result_store_url, STORE_SCHEMES),
+            ("BREAKER_STORE_URL", self.breaker_store_url, STORE_SCHEMES),
         ]
         for name, url, schemes in checks:
+            if name == "BROKER_URL" and _scheme(url) in CLUSTER_SCHEMES:
+                raise ValueError(
+                    f"{ENV_PREFIX}BROKER_URL: a Redis Cluster cannot be the broker (kombu has no cluster transport); "
+                    f"name it as {ENV_PREFIX}RESULT_STORE_URL and give a Redis or RabbitMQ broker"
+                )
             if url is not None and _scheme(url) not in schemes:
                 shown = _hide_password(url)[:80]
                 raise ValueError(f"{ENV_PREFIX}{name}: {shown!r} is not a {' / '.join(schemes)}:// URL")
@@ -343,6 +350,7 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}SENTINEL_MASTER is set ({self.sentinel_master!r}) but no URL is sentinel://: "
                 "it names nothing"
             )
+        self._cluster_fits()
         for variable in CELERY_OVERRIDES:
             value = os.environ.get(variable)
             if value and (variable == "CELERY_RESULT_BACKEND" or value != self.broker_url):
@@ -351,6 +359,20 @@ class Settings(BaseSettings):
                     f"{ENV_PREFIX}BROKER_URL; unset it (vetro keeps results in its own Redis)"
                 )
         return self
+
+    def _cluster_fits(self) -> None:
+        """A Redis Cluster store has one database, and no WAIT that covers a job's writes (they span nodes)."""
+        for name, url in (("RESULT_STORE_URL", self.result_store_url), ("BREAKER_STORE_URL", self.breaker_store_url)):
+            if url is None or _scheme(url) not in CLUSTER_SCHEMES:
+                continue
+            database = url.split("?", 1)[0].split("://", 1)[1].partition("/")[2].strip("/")
+            if database not in ("", "0"):
+                raise ValueError(f"{ENV_PREFIX}{name}: a Redis Cluster has only database 0, not {database!r}")
+        if self.submit_replicas and _scheme(self.results_url) in CLUSTER_SCHEMES:
+            raise ValueError(
+                f"{ENV_PREFIX}SUBMIT_REPLICAS: not with a Redis Cluster result store: a job's writes span several "
+                "masters and WAIT covers one (set 0; each master's replicas and min-replicas-to-write still apply)"
+            )
 
     @model_validator(mode="after")
     def _control_queue_apart(self) -> Settings:

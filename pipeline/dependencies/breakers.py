@@ -27,10 +27,11 @@ from typing import Any, TypeVar
 import pybreaker
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from pipeline.failures import DependencyWaitError, is_unbuildable_request, loaded_httpx
-from pipeline.redis_servers import connect
+from pipeline.redis_servers import connect, read_keys
 from pipeline.telemetry import metrics
 from settings import get_settings
 
@@ -44,8 +45,9 @@ WARN_EVERY = 60  # seconds between two "breaker store unreachable" warnings
 KEY_TTL = 7 * 24 * 3600  # seconds a breaker's keys outlive their last change (a missing breaker is closed)
 
 
-class _ExpiringClient(redis.Redis):
-    """A client through which every key pybreaker writes gets a lifetime (pybreaker 1.4.1 sets none)."""
+class _Expiring:
+    """Mixed into a client so that every key pybreaker writes gets a lifetime (pybreaker 1.4.1 sets none).
+    Each of pybreaker's writes touches one key, so a Redis Cluster takes them as they are."""
 
     def set(self, name: str, value: Any, *args: Any, **kwargs: Any) -> Any:
         if not args and not any(kwargs.get(option) for option in ("ex", "px", "exat", "pxat", "keepttl")):
@@ -56,7 +58,7 @@ class _ExpiringClient(redis.Redis):
         return super().set(name, value, nx=True, ex=KEY_TTL)
 
     def incr(self, name: str, amount: int = 1) -> Any:
-        pipe = self.pipeline()
+        pipe = self.pipeline(transaction=True)  # one key: one slot
         pipe.incrby(name, amount)
         pipe.expire(name, KEY_TTL)
         return pipe.execute()[0]
@@ -66,6 +68,14 @@ class _ExpiringClient(redis.Redis):
         for name in watches:
             self.expire(name, KEY_TTL)
         return result
+
+
+class _ExpiringClient(_Expiring, redis.Redis):
+    pass
+
+
+class _ExpiringCluster(_Expiring, RedisCluster):
+    pass
 
 
 class _SnapshotStorage(pybreaker.CircuitRedisStorage):
@@ -155,6 +165,7 @@ def _local() -> _Process:
         client = connect(
             get_settings().breaker_url,
             _ExpiringClient,
+            _ExpiringCluster,
             socket_connect_timeout=STORE_TIMEOUT,
             socket_timeout=STORE_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
@@ -209,7 +220,7 @@ def call(dependency: str, function: Callable[..., T], *args: Any, **kwargs: Any)
     try:
         cb = breaker(dependency)
         keys = [_key(dependency, name) for name in ("state", "opened_at", "fail_counter")]
-        state, opened_at, failures = local.client.mget(keys)
+        state, opened_at, failures = read_keys(local.client, keys)
     except redis.RedisError as error:
         _warn_unreachable(dependency, error)
         return function(*args, **kwargs)
@@ -260,12 +271,8 @@ class BreakerStatus:
 def status(dependency: str) -> BreakerStatus:
     """What an operator sees for one breaker (read straight from the shared store)."""
     client = _local().client
-    state, failures, opened_at, changed_at = client.mget(
-        _key(dependency, "state"),
-        _key(dependency, "fail_counter"),
-        _key(dependency, "opened_at"),
-        _key(dependency, "changed_at"),
-    )
+    names = ("state", "fail_counter", "opened_at", "changed_at")
+    state, failures, opened_at, changed_at = read_keys(client, [_key(dependency, name) for name in names])
     policy = get_settings().breaker_policy(dependency)
     state = (state or b"closed").decode()
     return BreakerStatus(

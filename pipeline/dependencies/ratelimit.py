@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from pipeline.failures import DependencyWaitError
-from pipeline.store import key, redis_client
+from pipeline.store import key, redis_client, run_script
 from pipeline.telemetry import metrics
 from settings import RateLimit, get_settings
 
@@ -36,7 +36,7 @@ return tostring(wait)
 
 def take(dependency: str, limit: RateLimit) -> float:
     """Take one call's token; 0.0 if taken, else the seconds until one will be free."""
-    return float(redis_client().eval(_TAKE, 1, key("ratelimit", dependency), limit.rate, limit.burst))
+    return float(run_script("take", _TAKE, [key("ratelimit", dependency)], [limit.rate, limit.burst]))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from kombu.utils.json import dumps, loads
 
 from pipeline.context import JobContext
 from pipeline.sealing import seal, unseal
-from pipeline.store import JobKeys, script, script_sha
+from pipeline.store import JobKeys, queue_script, run_script
 from settings import get_settings
 
 CLAIMED, DONE, BUSY, UNKNOWN, UNDOING, REVOKED = "claimed", "done", "busy", "unknown", "undoing", "revoked"
@@ -193,8 +193,7 @@ class Guard:
         """
         keys = [self.keys.record, self.keys.results, self.keys.lease(self.scope)]
         args = [self.scope, owner, int(lease_seconds * 1000), "1" if compensation else "0", "1" if have_plan else "0"]
-        # Queued on the caller's pipeline as EVALSHA (see pipeline.store.script_sha).
-        return pipe.evalsha(script_sha("claim", _CLAIM), len(keys), *keys, *args)
+        return queue_script(pipe, "claim", _CLAIM, keys, args)
 
     def parse_claim(self, answer: list) -> Claim:
         status = answer[0].decode()
@@ -235,7 +234,7 @@ class Guard:
         args = [self.scope, encoded_result, now, get_settings().job_ttl, "1" if first else "0", *ran, *note]
         args += [dumps([[FANIN + name, size] for name, size in fan_ins]), "1" if completes_job else "0"]
         args += [entry for _, entry in outbox]
-        outcome, dead_lettered, submitted_at = script("record", _RECORD)(keys=keys, args=args)
+        outcome, dead_lettered, submitted_at = run_script("record", _RECORD, keys, args)
         return Record(outcome.decode(), dead_lettered == b"1", float(submitted_at))
 
     def release(
@@ -253,5 +252,5 @@ class Guard:
         keys = [self.keys.record, self.keys.attempts, self.keys.lease(self.scope), self.keys.results]
         began, worker = ran
         args = [self.scope, owner, now, counter, budget, stage, get_settings().job_ttl, began or "", worker]
-        count, within = script("release", _RELEASE)(keys=keys, args=args)
+        count, within = run_script("release", _RELEASE, keys, args)
         return Release(int(count), bool(within))

@@ -34,7 +34,7 @@ from pipeline.context import JobContext
 from pipeline.jobs.guard import FANIN, decode, encode
 from pipeline.jobs.pipelines import namespaces, plan_of, push_due_within, stall_after
 from pipeline.plan import Plan
-from pipeline.store import JobKeys, key, redis_client, script, script_sha
+from pipeline.store import JobKeys, key, queue_script, redis_client, run_script, transaction
 from settings import get_settings
 
 QUEUED, COMPLETED, FAILED = "queued", "completed", "failed"
@@ -137,7 +137,7 @@ def open_unless_known(
     keys += [task_key(task_id) for task_id in opening.task_ids]
     keys += [queue for queue, _ in pushes]
     args += [message for _, message in pushes]
-    pipe.evalsha(script_sha("open", _OPEN), len(keys), *keys, *args)
+    queue_script(pipe, "open", _OPEN, keys, args, spans=True)
 
 
 def _due_at(opening: Opening, now: float) -> float:
@@ -236,7 +236,7 @@ return 'revoked'
 
 def revoke(pipeline: str, job_id: str, by: str) -> str:
     """Cancel the job: its status then (REVOKED when this call revoked it; what it was when it had ended)."""
-    status = script("revoke", _REVOKE)(keys=[JobKeys(pipeline, job_id).record], args=[_now(), by]).decode()
+    status = run_script("revoke", _REVOKE, [JobKeys(pipeline, job_id).record], [_now(), by]).decode()
     if status == REVOKED:
         redis_client().zrem(due_key(pipeline), job_id)  # the reconciler leaves it alone
     return status
@@ -281,8 +281,11 @@ def mark_completed(pipeline: str, job_id: str) -> None:
 
 
 def mark_compensated(pipeline: str, job_id: str) -> None:
-    """Every compensation the job's failure called for has run: it has ended."""
-    pipe = redis_client().pipeline()
+    """Every compensation the job's failure called for has run: it has ended.
+
+    The record first, then the due set (another slot): lost in between, the due entry is closed by the
+    reconciler, which finds the job ended."""
+    pipe = redis_client().pipeline(transaction=False)
     pipe.hset(JobKeys(pipeline, job_id).record, mapping={"status": COMPENSATED, "finished_at": _now()})
     pipe.zrem(due_key(pipeline), job_id)
     pipe.execute()
@@ -339,16 +342,17 @@ def mark_failed(
         status = FAILED
         failure |= {"finished_at": _now(), **({ERRBACKS_FOR: scope} if errbacks else {})}
     fields = [item for pair in {"touched_at": _now(), **failure}.items() for item in pair]
-    taken = script("fail", _FAIL)(keys=[keys.record], args=[status, *fields])
-    pipe = redis_client().pipeline()
+    taken = run_script("fail", _FAIL, [keys.record], [status, *fields])
+    # Not a MULTI: the due set and the dedup key are in other slots. The record's lifetime is set first; lost
+    # before the due set is told, the job stays watched and the reconciler finds it ended.
+    pipe = redis_client().pipeline(transaction=False)
+    for name in (keys.record, keys.results, keys.attempts, dedup_key(job.pipeline, job.idempotency_key)):
+        pipe.expire(name, window)
     if taken and (compensations or errbacks):
         _watch(pipe, job.pipeline, {job.job_id: _now() + stall_after()})
     else:
         pipe.zrem(due_key(job.pipeline), job.job_id)
-    for name in (keys.record, keys.results, keys.attempts):
-        pipe.expire(name, window)
     pipe.execute()
-    redis_client().expire(dedup_key(job.pipeline, job.idempotency_key), window)  # another slot: not in the MULTI
     return bool(taken)
 
 
@@ -386,7 +390,7 @@ def note_redrive(pipeline: str, job_id: str, scopes: list[str], reason: str) -> 
     client = redis_client()
     entries = json.loads(client.hget(keys.record, "redrive_log") or "[]")
     entries = [*entries, {"at": _now(), "steps": scopes, "reason": reason}][-REDRIVE_LOG_SIZE:]
-    pipe = client.pipeline()
+    pipe = transaction(keys.record)
     pipe.hincrby(keys.record, "redrives", 1)
     pipe.hincrby(keys.record, "stalls", 1)
     pipe.hset(keys.record, mapping={"redrive_log": json.dumps(entries), "touched_at": _now()})

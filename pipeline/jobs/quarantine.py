@@ -16,7 +16,7 @@ from typing import Any
 from kombu.utils.json import dumps
 
 from pipeline.sealing import SealedValueError, open_bytes, seal_bytes, sealing
-from pipeline.store import key, redis_client
+from pipeline.store import key, redis_client, transaction
 from pipeline.telemetry import metrics
 from settings import get_settings
 
@@ -65,7 +65,7 @@ def put(reason: str, headers: Any, body: Any, content_type: Any, queue: Any) -> 
         "sealed": "1" if sealing() else "0",
         "content_type": _text(content_type or ""),
     }
-    pipe = redis_client().pipeline()
+    pipe = transaction(QUARANTINE_KEY)
     pipe.xadd(QUARANTINE_KEY, fields, maxlen=QUARANTINE_MAX, approximate=True)
     pipe.expire(QUARANTINE_KEY, get_settings().replay_window)
     entry = pipe.execute()[0].decode()

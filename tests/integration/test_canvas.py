@@ -13,6 +13,7 @@ import time
 import uuid
 
 import pytest
+import redis
 from celery import chain, chord, group
 from celery.result import AsyncResult
 
@@ -188,16 +189,16 @@ def test_a_canvas_sent_again_under_a_known_key_sends_no_message(redis_server):
     """The second send maps to the first job and publishes nothing: no message for a job never recorded
     (a worker would dead-letter it as unknown), even on a producer whose first publish of the task it is."""
     queue, key = f"again-{uuid.uuid4().hex[:6]}", f"again-{uuid.uuid4().hex}"
-    client = redis_client()
+    client, broker = redis_client(), redis.Redis.from_url(redis_server.url)
     try:
         first = add.s(1, 1).set(queue=queue).apply_async(idempotency_key=key)
         second = add.s(1, 1).set(queue=queue).apply_async(idempotency_key=key)
-        waiting = [json.loads(message)["headers"] for message in client.lrange(queue, 0, -1)]
+        waiting = [json.loads(message)["headers"] for message in broker.lrange(queue, 0, -1)]
         job_id = client.get(f"vetro:task:{first.id}").decode().split(" ", 1)[1]
         assert [headers["vetro_job_id"] for headers in waiting] == [job_id]
         assert client.get(f"vetro:task:{second.id}").decode().endswith(job_id)
     finally:
-        client.delete(queue)
+        broker.delete(queue)
 
 
 def nested(levels: int) -> dict:

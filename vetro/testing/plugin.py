@@ -6,7 +6,9 @@ VETRO_PIPELINES). Before any test module is imported it starts a private redis-s
 port and a migrated SQLite dead-letter store, and points vetro's settings at them, so no test
 touches a shared Redis. Fixtures:
 
-- `vetro_redis`: that Redis (`.url`, `.restart()`);
+- `vetro_redis`: that Redis (`.url`, `.restart()`), the broker and, unless `--vetro-result-store cluster`
+  (or VETRO_TEST_RESULT_STORE=cluster) puts the result store on a private three-master Redis Cluster
+  (vetro.testing.cluster), the result store too;
 - `vetro_worker`: a real prefork `celery -A pipeline worker` running your pipelines, for a module's
   tests (`vetro_worker_env` adds settings to it);
 - `vetro_beat`: `celery beat` (the reconciler and housekeeping), when a test asks for it;
@@ -29,14 +31,23 @@ from pathlib import Path
 
 import pytest
 
+from vetro.testing.cluster import RedisClusterGroup
 from vetro.testing.processes import BeatProcess, RedisServer, WorkerProcess
 
 REDIS = pytest.StashKey[RedisServer]()
+STORES = ("redis", "cluster")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("vetro_pipelines", "modules of the pipelines the tests' workers load (VETRO_PIPELINES)")
     parser.addoption("--vetro-pipelines", default=None, help="modules of your pipelines (VETRO_PIPELINES)")
+    parser.addoption(
+        "--vetro-result-store",
+        choices=STORES,
+        default=None,
+        help="the tests' result store: the broker's private Redis (default), or a private Redis Cluster "
+        "(VETRO_TEST_RESULT_STORE)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,7 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     server = RedisServer().start()
     config.add_cleanup(server.stop)
     config.stash[REDIS] = server
-    os.environ.update({"VETRO_BROKER_URL": server.url, "VETRO_RESULT_STORE_URL": server.url})
+    os.environ.update({"VETRO_BROKER_URL": server.url, "VETRO_RESULT_STORE_URL": _result_store(config, server)})
     pipelines = config.getoption("--vetro-pipelines") or config.getini("vetro_pipelines")
     if pipelines:
         os.environ["VETRO_PIPELINES"] = ",".join(pipelines) if isinstance(pipelines, list) else pipelines
@@ -55,6 +66,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
     reset_settings()
     upgrade(database)
+
+
+def _result_store(config: pytest.Config, server: RedisServer) -> str:
+    store = config.getoption("--vetro-result-store") or os.environ.get("VETRO_TEST_RESULT_STORE") or "redis"
+    if store not in STORES:
+        raise pytest.UsageError(f"VETRO_TEST_RESULT_STORE: {store!r} is not one of {', '.join(STORES)}")
+    if store == "redis":
+        return server.url
+    cluster = RedisClusterGroup().start()
+    config.add_cleanup(cluster.stop)
+    return cluster.url
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ the server for every request (a hidden button is never the check; Oban Web 2.12.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import secrets
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 from fastapi import Request
 from redis import RedisError
 
-from pipeline.store import redis_client
+from pipeline.store import redis_client, transaction
 from vetro.web.users import Role, User, authenticate, users
 
 SESSION_COOKIE = "vetro_session"
@@ -169,11 +170,8 @@ def sign_in(request: Request, name: str, password: str) -> User:
         raise ConsoleError(429, "too many failed sign-ins from this address: wait 15 minutes")
     user = authenticate(given.users_file, name, password)
     if user is None:
-        try:
-            pipe = redis_client().pipeline()
-            pipe.incr(key).expire(key, SIGN_IN_WINDOW).execute()
-        except RedisError:
-            pass
+        with contextlib.suppress(RedisError):  # the limit needs Redis; a sign-in does not
+            transaction(key).incr(key).expire(key, SIGN_IN_WINDOW).execute()
         raise ConsoleError(401, "wrong name or password")
     request.session.clear()  # a new session on sign-in: a token planted before it is worthless
     request.session.update({"user": user.name, "at": int(time.time()), "csrf": secrets.token_urlsafe(32)})
