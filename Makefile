@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-long test-unit docs worker beat flower stub chaos
+.PHONY: install demo test test-long test-cluster test-unit docs worker beat flower stub chaos
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,14 @@ test: install
 # The long tier: the tests marked `long` (chaos, fault runs, upgrades), in one shuffled session.
 test-long: install
 	$(BIN)/python -m pytest -m long -n 0
+
+# The ledger, guard, reconciler, breaker and rate-limit tests with the result store on a private three-master
+# Redis Cluster (the broker stays a private Redis): docs/how-to/redis-cluster.md.
+CLUSTER_TESTS = tests/unit/test_cluster_slots.py $(addprefix tests/integration/test_,$(addsuffix .py, \
+	no_job_lost exactly_once redelivery due_times revoke dead_letters dlq_cli spool breakers provider_sync \
+	payments canvas canvas_faults pipeline job_timeline))
+test-cluster: install
+	VETRO_TEST_RESULT_STORE=cluster $(BIN)/python -m pytest $(CLUSTER_TESTS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -75,3 +75,13 @@ class RedisReading:
         cpu = client.info("cpu")
         by_command = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in client.info("commandstats").items()}
         return cls(int(stats["total_commands_processed"]), cpu["used_cpu_user"] + cpu["used_cpu_sys"], by_command)
+
+    @classmethod
+    def total(cls, clients: list[redis.Redis]) -> RedisReading:
+        """The sum over several servers (a broker and the masters of a Redis Cluster store)."""
+        readings = [cls.of(client) for client in clients]
+        by_command: dict[str, int] = {}
+        for reading in readings:
+            for name, calls in reading.by_command.items():
+                by_command[name] = by_command.get(name, 0) + calls
+        return cls(sum(r.commands for r in readings), sum(r.cpu for r in readings), by_command)

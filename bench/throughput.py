@@ -14,6 +14,10 @@ vetro/raw ratio of each pair, and the machine's load.
     .venv/bin/python -m bench.throughput --jobs 1000 --pairs 3
     .venv/bin/python -m bench.throughput --against unguarded   # what the guard costs
     .venv/bin/python -m bench.throughput --canvas              # a Celery chain of the stages too
+    .venv/bin/python -m bench.throughput --cluster             # vetro's store on a 3-master Redis Cluster
+
+With `--cluster`, vetro's result store is a private three-master Redis Cluster (the broker stays one
+Redis): the commands and Redis CPU are summed over the broker and the masters.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import redis
 
 from bench.counter import COUNTER_KEY
 from bench.measure import RedisReading, cpu_seconds, machine_busy_seconds, memory_kib, tree
+from vetro.testing.cluster import RedisClusterGroup
 from vetro.testing.processes import BeatProcess, RedisServer, WorkerProcess, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +49,11 @@ def payload(number: int) -> dict[str, Any]:
     return {"n": number, "text": "x" * 64}
 
 
-def _environment(broker: str, counter: str, database: str) -> dict[str, str]:
+def _environment(broker: str, counter: str, database: str, store: str | None = None) -> dict[str, str]:
     """Settings for this process and the workers it starts: vetro's, the raw app's, the counter's."""
     return {
         "VETRO_BROKER_URL": broker,
-        "VETRO_RESULT_STORE_URL": broker,
+        "VETRO_RESULT_STORE_URL": store or broker,
         "VETRO_DATABASE_URL": database,
         "VETRO_PIPELINES": "bench.trivial",
         "BENCH_BROKER_URL": broker,
@@ -103,8 +108,16 @@ class Worker(ExitStack):
         return worker
 
 
-def _snapshot(pids: list[int], broker: redis.Redis, done: int) -> dict[str, float]:
-    reading = RedisReading.of(broker)
+def _store_nodes(env: dict[str, str]) -> list[redis.Redis]:
+    """The masters of a Redis Cluster result store ([] when the store is the broker)."""
+    from pipeline.redis_servers import cluster_address, is_cluster
+
+    url = env["VETRO_RESULT_STORE_URL"]
+    return [redis.Redis(host, port) for host, port in cluster_address(url).nodes] if is_cluster(url) else []
+
+
+def _snapshot(pids: list[int], servers: list[redis.Redis], done: int) -> dict[str, float]:
+    reading = RedisReading.total(servers)
     own = os.times()
     return {
         "at": time.perf_counter(),
@@ -123,17 +136,19 @@ def trial(
 ) -> dict[str, Any]:
     broker_server, counter_server = servers
     broker, counter = redis.Redis.from_url(broker_server.url), redis.Redis.from_url(counter_server.url)
-    broker.flushall()
+    servers = [broker, *_store_nodes(env)]
+    for server in servers:
+        server.flushall()
     counter.delete(COUNTER_KEY)
     load = os.getloadavg()[0]
     producer_rate = _publish(kind, jobs)
     with Worker(kind, env, concurrency) as worker:
-        start = _snapshot(tree(worker.pid), broker, 0)  # ready: it starts taking the waiting jobs now
+        start = _snapshot(tree(worker.pid), servers, 0)  # ready: it starts taking the waiting jobs now
         finished = lambda: int(counter.get(COUNTER_KEY) or 0)  # noqa: E731
         wait_until(lambda: finished() >= jobs * 9 // 10, 900, f"{kind}: 90% of the jobs", 0.05)
         peak_rss, pss = memory_kib(tree(worker.pid))  # while it runs, before the tail
         wait_until(lambda: finished() >= jobs, 600, f"{kind}: every job", 0.02)
-        end = _snapshot(tree(worker.pid), broker, jobs)
+        end = _snapshot(tree(worker.pid), servers, jobs)
     counted = end["done"] - start["done"]
     seconds = end["at"] - start["at"]
     delta = {name: end[name] - start[name] for name in start if name != "by_command"}
@@ -203,12 +218,13 @@ def summary(trials: list[dict[str, Any]], against: str = "raw") -> dict[str, Any
     return result
 
 
-def private_setup(stack: ExitStack) -> tuple[dict[str, str], tuple[RedisServer, RedisServer]]:
-    """A private broker Redis and counter Redis, a migrated SQLite dead-letter store, and the settings
-    naming them (also put in this process's environment)."""
+def private_setup(stack: ExitStack, cluster: bool = False) -> tuple[dict[str, str], tuple[RedisServer, RedisServer]]:
+    """A private broker Redis and counter Redis (and, with `cluster`, a Redis Cluster result store), a migrated
+    SQLite dead-letter store, and the settings naming them (also put in this process's environment)."""
     servers = (stack.enter_context(RedisServer()), stack.enter_context(RedisServer()))
+    store = stack.enter_context(RedisClusterGroup()).url if cluster else None
     database = f"sqlite:///{tempfile.mkdtemp(prefix='vetro-bench-')}/dlq.db"
-    env = _environment(servers[0].url, servers[1].url, database)
+    env = _environment(servers[0].url, servers[1].url, database, store)
     os.environ.update(env)
     from dlq.db import upgrade
 
@@ -225,10 +241,11 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=2, help="prefork processes of the worker")
     parser.add_argument("--canvas", action="store_true", help="also the stages sent as a Celery chain")
+    parser.add_argument("--cluster", action="store_true", help="vetro's result store on a 3-master Redis Cluster")
     options = parser.parse_args()
     kinds = ("vetro", "canvas", options.against) if options.canvas else ("vetro", options.against)
     with ExitStack() as stack:
-        env, servers = private_setup(stack)
+        env, servers = private_setup(stack, options.cluster)
         trials = []
         for number in range(options.pairs):
             for kind in kinds:
@@ -240,6 +257,7 @@ def main() -> None:
         "cores": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
         "against": options.against,
+        "result_store": "redis cluster (3 masters)" if options.cluster else "the broker's redis",
         "trials": trials,
         **summary(trials, options.against),
     }

@@ -5,9 +5,10 @@ hash tag (`{...}`), so a Lua script touching several of them stays in one slot. 
 jobs (a pipeline's due set and job index, the queue frontier, the spool) are written by single
 commands. Every script and MULTI vetro sends goes through `run_script`, `queue_script` or
 `transaction`, which refuse keys of more than one Redis Cluster slot on any Redis, so a change that
-would break on a cluster fails every test, not only the cluster's. The one exception is the script
-that opens a job with its first messages (pipeline.jobs.ledger's `_OPEN`): it runs only when the
-broker's Redis is the store, and a broker is never a cluster.
+would break on a cluster fails every test, not only the cluster's. The exceptions are the scripts
+that push messages onto the broker's queues with the job's writes (opening a job, recording a step
+with the messages of the steps it starts): they run only when the broker's Redis is the store, and
+a broker is never a cluster (`spans`).
 """
 
 from __future__ import annotations
@@ -38,9 +39,7 @@ def redis_client() -> redis.Redis:
     key = (os.getpid(), url)
     client = _clients.get(key)
     if client is None:
-        client = connect(
-            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
-        )
+        client = connect(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
         _clients.clear()
         _clients[key] = client
     return client
@@ -79,21 +78,26 @@ def one_slot(keys: Sequence[str]) -> Sequence[str]:
     return keys
 
 
-def run_script(name: str, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    """Run a registered Lua script (see `script`) on keys of one slot."""
-    return script(name, source)(keys=one_slot(keys), args=args)
+def run_script(name: str, source: str, keys: Sequence[str], args: Sequence[Any], spans: bool = False) -> Any:
+    """Run a registered Lua script (see `script`) on keys of one slot, unless it `spans` slots (see above)."""
+    return script(name, source)(keys=_checked(name, keys, spans), args=args)
 
 
 def queue_script(
     pipe: Any, name: str, source: str, keys: Sequence[str], args: Sequence[Any], spans: bool = False
 ) -> Any:
-    """Queue the script on `pipe` as EVALSHA (see `script_sha`), on keys of one slot unless it `spans` slots,
-    which only a standalone Redis runs. As a raw command: a cluster pipeline has no `evalsha` method."""
-    if spans and isinstance(redis_client(), RedisCluster):
+    """Queue the script on `pipe` as EVALSHA (see `script_sha`), on keys of one slot unless it `spans` slots.
+    As a raw command: a cluster pipeline has no `evalsha` method."""
+    return pipe.execute_command("EVALSHA", script_sha(name, source), len(keys), *_checked(name, keys, spans), *args)
+
+
+def _checked(name: str, keys: Sequence[str], spans: bool) -> Sequence[str]:
+    """A script's keys: of one slot, or, for a script that `spans` slots, on a store that is not a cluster."""
+    if not spans:
+        return one_slot(keys)
+    if isinstance(redis_client(), RedisCluster):
         raise CrossSlotError(f"the script {name!r} spans slots and the result store is a Redis Cluster")
-    return pipe.execute_command(
-        "EVALSHA", script_sha(name, source), len(keys), *(keys if spans else one_slot(keys)), *args
-    )
+    return keys
 
 
 def transaction(*keys: str) -> Any:

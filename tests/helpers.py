@@ -244,6 +244,13 @@ def quiet_redis() -> Iterator[RedisServer]:
         yield server
 
 
+# The result store is a Redis Cluster (`--vetro-result-store cluster`): a test of what only one Redis offers skips.
+on_cluster = pytest.mark.skipif(
+    os.environ.get("VETRO_RESULT_STORE_URL", "").split("://", 1)[0].endswith("+cluster"),
+    reason="the result store is a Redis Cluster, where this does not apply",
+)
+
+
 def job_records() -> int:
     """Jobs recorded in this process's result store: every publish writes one record (`...:job:{id}`) first.
     Only the records: a job a worker runs adds results, counters and leases under the same prefix. A set,

@@ -234,7 +234,8 @@ class Guard:
         args = [self.scope, encoded_result, now, get_settings().job_ttl, "1" if first else "0", *ran, *note]
         args += [dumps([[FANIN + name, size] for name, size in fan_ins]), "1" if completes_job else "0"]
         args += [entry for _, entry in outbox]
-        outcome, dead_lettered, submitted_at = run_script("record", _RECORD, keys, args)
+        # With an outbox the script pushes onto the broker's queues: only when the broker is the store, never a cluster.
+        outcome, dead_lettered, submitted_at = run_script("record", _RECORD, keys, args, spans=bool(outbox))
         return Record(outcome.decode(), dead_lettered == b"1", float(submitted_at))
 
     def release(

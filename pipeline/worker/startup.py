@@ -8,7 +8,8 @@ vetro keeps queued messages, step results and the job ledger in Redis. Without p
 Redis restart forgets all of them; with an evicting memory policy Redis deletes them under
 memory pressure (vetro's keys all have lifetimes, so even the volatile-* policies pick them).
 Either way jobs vanish with no trace, which no reconciler can repair. The worker says so
-clearly at start, or refuses to start when VETRO_REQUIRE_DURABLE_REDIS is set.
+clearly at start, or refuses to start when VETRO_REQUIRE_DURABLE_REDIS is set. On a Redis Cluster,
+each master is checked: any one of them can lose its share of the jobs.
 
 It also removes a binding earlier releases left on the broker (see `unbind_stale_control_queue`).
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 import redis
 from celery.signals import worker_init
+from redis.cluster import RedisCluster
 
 from pipeline.adapter.app import app
 from pipeline.adapter.internals import unbind
@@ -52,22 +54,38 @@ def durability_problems(client: redis.Redis) -> list[str]:
     return problems
 
 
+def _servers(url: str, client: redis.Redis | RedisCluster) -> list[tuple[str, redis.Redis]]:
+    """Each server behind `url` that holds vetro's data, named: a cluster's masters, else the one server."""
+    if isinstance(client, RedisCluster):
+        return [
+            (f"the Redis Cluster master {node.name}", client.get_redis_connection(node))
+            for node in client.get_primaries()
+        ]
+    return [(where(url), client)]
+
+
 def check_redis_durability() -> None:
-    """Warn about (or, if required, refuse) a Redis that can lose vetro's data."""
+    """Warn about (or, if required, refuse) a Redis that can lose vetro's data: every problem of every server is
+    logged, then a refusal names the first."""
     settings = get_settings()
     urls = {settings.results_url}
     if settings.broker_is_redis:
         urls.add(settings.broker_url)
+    found = []
     for url in sorted(urls):
         client = connect(url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True)
         try:
-            problems = durability_problems(client)
+            found += [
+                (name, problem) for name, server in _servers(url, client) for problem in durability_problems(server)
+            ]
         finally:
             client.close()
-        for problem in problems:
-            if settings.require_durable_redis:
-                raise SystemExit(f"vetro: {where(url)} can lose jobs: {problem} (VETRO_REQUIRE_DURABLE_REDIS)")
-            log.warning("%s can lose jobs: %s", where(url), problem)
+    for name, problem in found:
+        log.warning("%s can lose jobs: %s", name, problem)
+    if found and settings.require_durable_redis:
+        name, problem = found[0]
+        more = f" (and {len(found) - 1} more problem(s), logged above)" if len(found) > 1 else ""
+        raise SystemExit(f"vetro: {name} can lose jobs: {problem}{more} (VETRO_REQUIRE_DURABLE_REDIS)")
 
 
 def load_configured_modules() -> None:

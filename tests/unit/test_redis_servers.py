@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.adapter.app import celery_config
-from pipeline.redis_servers import is_sentinel, sentinel_address, where
+from pipeline.redis_servers import cluster_address, is_cluster, is_sentinel, sentinel_address, where
 from settings import Settings, reset_settings
 
 SENTINELS = "sentinel://:s3cret@10.0.0.1:26379;sentinel://10.0.0.2:26380;sentinel://10.0.0.3/2"
@@ -67,3 +67,39 @@ def test_the_transport_reaches_the_master_the_sentinels_name():
     assert SentinelTransport.Channel is SentinelChannel
     assert SentinelChannel.__mro__[1:3] == (Channel, kombu_redis.SentinelChannel)
     assert "master_name" in SentinelChannel.from_transport_options
+
+
+CLUSTER = "rediss+cluster://ops:pa%40ss@10.0.0.1:7000,10.0.0.2,10.0.0.3:7002/0?ssl_ca_certs=/etc/ca.pem&other=1"
+
+
+def test_a_cluster_url_lists_every_node_with_its_credentials_and_tls_options():
+    address = cluster_address(CLUSTER)
+    assert address.nodes == [("10.0.0.1", 7000), ("10.0.0.2", 6379), ("10.0.0.3", 7002)]
+    assert (address.db, address.username, address.password) == (0, "ops", "pa@ss")
+    assert address.options == {"ssl": True, "ssl_ca_certs": "/etc/ca.pem"}
+    assert cluster_address("redis+cluster://h:1/0").options == {}
+    assert is_cluster(CLUSTER) and not is_cluster("redis://h:6379/0") and not is_cluster(SENTINELS)
+
+
+def test_where_names_a_clusters_nodes_never_its_password():
+    assert where(CLUSTER) == "the Redis Cluster of 10.0.0.1:7000, 10.0.0.2:6379, 10.0.0.3:7002"
+
+
+def test_a_cluster_may_hold_the_result_and_breaker_stores_beside_a_redis_broker():
+    settings = Settings(broker_url="redis://127.0.0.1:6379/0", result_store_url=CLUSTER, breaker_store_url=CLUSTER)
+    assert settings.results_url == settings.breaker_url == CLUSTER
+
+
+def test_a_cluster_cannot_be_the_broker():
+    with pytest.raises(ValidationError, match="BROKER_URL: a Redis Cluster cannot be the broker"):
+        Settings(broker_url="redis+cluster://10.0.0.1:7000/0")
+
+
+def test_a_cluster_has_only_database_0():
+    with pytest.raises(ValidationError, match="RESULT_STORE_URL: a Redis Cluster has only database 0, not '3'"):
+        Settings(result_store_url="redis+cluster://10.0.0.1:7000,10.0.0.2:7000/3")
+
+
+def test_submit_replicas_is_refused_with_a_cluster_store_where_wait_covers_one_master():
+    with pytest.raises(ValidationError, match="SUBMIT_REPLICAS: not with a Redis Cluster result store"):
+        Settings(result_store_url="redis+cluster://10.0.0.1:7000/0", submit_replicas=1)
