@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
 from settings import get_settings
@@ -113,12 +114,17 @@ def connect(
     if is_cluster(url):
         address = cluster_address(url)
         credentials = {"username": address.username, "password": address.password}
-        return cluster_class(
-            startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
-            **{name: value for name, value in credentials.items() if value},
-            **address.options,
-            **options,
-        )
+        try:
+            return cluster_class(
+                startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+                **{name: value for name, value in credentials.items() if value},
+                **address.options,
+                **options,
+            )
+        except RedisClusterException as error:
+            # RedisCluster asks its nodes for the slots as it is made, and raises RedisClusterException, which is
+            # not a RedisError, when none answers: every caller handles a lost Redis as a ConnectionError.
+            raise redis.ConnectionError(f"{where(url)}: {error}") from error
     if not is_sentinel(url):
         return client_class.from_url(url, **options)
     address = sentinel_address(url)

@@ -151,10 +151,10 @@ class _Process:
     client: redis.Redis
     breakers: dict[str, pybreaker.CircuitBreaker]
     storages: dict[str, _SnapshotStorage]
-    last_warning: float = 0.0
 
 
 _process: _Process | None = None
+_last_warning = 0.0  # when this process last warned that the store is unreachable
 
 
 def _local() -> _Process:
@@ -206,9 +206,9 @@ def _seconds_to_half_open(dependency: str, opened_at: bytes | None) -> float:
 
 
 def _warn_unreachable(dependency: str, error: Exception) -> None:
-    local = _local()
-    if time.monotonic() - local.last_warning > WARN_EVERY:
-        local.last_warning = time.monotonic()
+    global _last_warning
+    if time.monotonic() - _last_warning > WARN_EVERY:
+        _last_warning = time.monotonic()
         log.warning("breaker store unreachable (%s): calling %s without a circuit breaker", error, dependency)
 
 
@@ -216,8 +216,8 @@ def call(dependency: str, function: Callable[..., T], *args: Any, **kwargs: Any)
     """Call `function` through the dependency's breaker."""
     if not get_settings().breakers_enabled:
         return function(*args, **kwargs)
-    local = _local()
     try:
+        local = _local()  # a Redis Cluster store is reached as its client is made
         cb = breaker(dependency)
         keys = [_key(dependency, name) for name in ("state", "opened_at", "fail_counter")]
         state, opened_at, failures = read_keys(local.client, keys)

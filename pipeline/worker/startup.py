@@ -73,7 +73,11 @@ def check_redis_durability() -> None:
         urls.add(settings.broker_url)
     found = []
     for url in sorted(urls):
-        client = connect(url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True)
+        try:
+            client = connect(url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True)
+        except redis.RedisError as error:  # a Redis Cluster is reached as its client is made
+            found.append((where(url), f"its configuration could not be read ({error}); check it yourself"))
+            continue
         try:
             found += [
                 (name, problem) for name, server in _servers(url, client) for problem in durability_problems(server)

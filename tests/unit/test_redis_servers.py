@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from pydantic import ValidationError
 
 from pipeline.adapter.app import celery_config
-from pipeline.redis_servers import cluster_address, is_cluster, is_sentinel, sentinel_address, where
+from pipeline.redis_servers import cluster_address, connect, is_cluster, is_sentinel, sentinel_address, where
 from settings import Settings, reset_settings
 
 SENTINELS = "sentinel://:s3cret@10.0.0.1:26379;sentinel://10.0.0.2:26380;sentinel://10.0.0.3/2"
@@ -103,3 +104,10 @@ def test_a_cluster_has_only_database_0():
 def test_submit_replicas_is_refused_with_a_cluster_store_where_wait_covers_one_master():
     with pytest.raises(ValidationError, match="SUBMIT_REPLICAS: not with a Redis Cluster result store"):
         Settings(result_store_url="redis+cluster://10.0.0.1:7000/0", submit_replicas=1)
+
+
+def test_a_cluster_none_of_whose_nodes_answers_is_a_lost_redis_like_any_other():
+    """redis-py's RedisCluster asks its nodes for the slots as it is made, and raises RedisClusterException (not a
+    RedisError) when none answers; vetro's callers handle a lost Redis as redis.ConnectionError."""
+    with pytest.raises(redis.ConnectionError, match=r"the Redis Cluster of 127\.0\.0\.1:1: Redis Cluster cannot be"):
+        connect("redis+cluster://127.0.0.1:1/0", socket_connect_timeout=1)
