@@ -87,8 +87,14 @@ def queue_script(
     pipe: Any, name: str, source: str, keys: Sequence[str], args: Sequence[Any], spans: bool = False
 ) -> Any:
     """Queue the script on `pipe` as EVALSHA (see `script_sha`), on keys of one slot unless it `spans` slots.
-    As a raw command: a cluster pipeline has no `evalsha` method."""
-    return pipe.execute_command("EVALSHA", script_sha(name, source), len(keys), *_checked(name, keys, spans), *args)
+
+    As a raw command: redis-py's cluster pipeline blocks its `evalsha` method (redis/redis-py#2914, open in
+    8.1). On a cluster, with the node of its slot: without it, redis-py 8.1's pipeline asks a node for the
+    command's keys (COMMAND GETKEYS), one more round trip for every script it sends."""
+    keys = _checked(name, keys, spans)
+    client = redis_client()
+    options = {"target_nodes": client.get_node_from_key(keys[0])} if isinstance(client, RedisCluster) and keys else {}
+    return pipe.execute_command("EVALSHA", script_sha(name, source), len(keys), *keys, *args, **options)
 
 
 def _checked(name: str, keys: Sequence[str], spans: bool) -> Sequence[str]:
