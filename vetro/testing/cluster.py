@@ -36,7 +36,9 @@ class RedisClusterGroup:
     """Three cluster-enabled masters sharing the 16,384 slots; started and stopped together."""
 
     def __init__(self, masters: int = MASTERS) -> None:
-        self.nodes = [RedisServer(cluster_port(), extra_args=["--cluster-enabled", "yes"]) for _ in range(masters)]
+        self.nodes = [
+            RedisServer(extra_args=["--cluster-enabled", "yes"], choose_port=cluster_port) for _ in range(masters)
+        ]
 
     @property
     def url(self) -> str:

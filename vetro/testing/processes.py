@@ -164,9 +164,11 @@ class RedisServer:
         extra_args: Sequence[str] = (),
         tls: Certificates | None = None,
         tls_clients: bool = False,
+        choose_port: Callable[[], int] = free_port,
     ) -> None:
         self.chosen_port = port is None  # a port of our own choosing may be retried on a clash
-        self.port = port or free_port()
+        self.choose_port = choose_port  # how (e.g. a cluster node's, whose bus port must be free too)
+        self.port = port or choose_port()
         self.appendonly = appendonly
         self.fsync_always = fsync_always  # every write on disk before it is answered: a SIGKILL loses nothing
         self.extra_args = list(extra_args)  # more of redis-server's options, e.g. ["--replicaof", host, port]
@@ -225,7 +227,7 @@ class RedisServer:
             reaped(self.process)
             if not self.chosen_port:
                 raise RuntimeError(f"port {self.port} is taken by another redis-server")
-            self.port = free_port()
+            self.port = self.choose_port()
             return self.start()
         return self
 
