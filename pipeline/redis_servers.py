@@ -26,7 +26,7 @@ from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
 from settings import get_settings
-from settings.config import CLUSTER_SCHEMES
+from settings.config import is_cluster
 
 SENTINEL_SCHEME = "sentinel"
 SENTINEL_PORT = 26379
@@ -40,11 +40,19 @@ _SENTINEL_OPTIONS = ("socket_timeout", "socket_connect_timeout")
 
 
 @dataclass(frozen=True)
-class SentinelAddress:
-    sentinels: list[tuple[str, int]]
-    db: int
+class _Credentials:
     username: str | None
     password: str | None
+
+    def given(self) -> dict[str, str]:
+        """Those given, as redis-py's keyword arguments."""
+        return {name: value for name, value in (("username", self.username), ("password", self.password)) if value}
+
+
+@dataclass(frozen=True)
+class SentinelAddress(_Credentials):
+    sentinels: list[tuple[str, int]]
+    db: int
 
 
 def is_sentinel(url: str) -> bool:
@@ -59,32 +67,25 @@ def sentinel_address(url: str) -> SentinelAddress:
     path = first.path.strip("/")
     db = int(path) if path.isdigit() else 0
     return SentinelAddress(
-        sentinels,
-        db,
-        unquote(first.username) if first.username else None,
-        unquote(first.password) if first.password else None,
+        username=unquote(first.username) if first.username else None,
+        password=unquote(first.password) if first.password else None,
+        sentinels=sentinels,
+        db=db,
     )
 
 
 @dataclass(frozen=True)
-class ClusterAddress:
+class ClusterAddress(_Credentials):
     nodes: list[tuple[str, int]]
-    db: int
-    username: str | None
-    password: str | None
     options: dict[str, Any]  # TLS: `ssl` and the query's ssl_* options
 
 
-def is_cluster(url: str) -> bool:
-    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
-
-
 def cluster_address(url: str) -> ClusterAddress:
-    """The nodes a `redis+cluster://` URL lists (`,` between them), its database, credentials and TLS options."""
+    """The nodes a `redis+cluster://` URL lists (`,` between them), its credentials and TLS options. (Its
+    database can only be 0: settings refuse another.)"""
     scheme, _, rest = url.partition("://")
-    netloc, _, tail = rest.partition("/")
-    path, _, query = tail.partition("?")
-    userinfo, _, hosts = netloc.rpartition("@")
+    rest, _, query = rest.partition("?")
+    userinfo, _, hosts = rest.partition("/")[0].rpartition("@")
     username, _, password = userinfo.partition(":")
     nodes = []
     for node in filter(None, (part.strip() for part in hosts.split(","))):
@@ -95,11 +96,10 @@ def cluster_address(url: str) -> ClusterAddress:
     options: dict[str, Any] = {"ssl": True} if scheme.lower() == "rediss+cluster" else {}
     options |= {name: value for name, value in parse_qsl(query) if name in _CLUSTER_QUERY_OPTIONS}
     return ClusterAddress(
-        nodes,
-        int(path) if path.strip("/").isdigit() else 0,
-        unquote(username) if username else None,
-        unquote(password) if password else None,
-        options,
+        username=unquote(username) if username else None,
+        password=unquote(password) if password else None,
+        nodes=nodes,
+        options=options,
     )
 
 
@@ -113,11 +113,10 @@ def connect(
     master), of `cluster_class` for a Redis Cluster."""
     if is_cluster(url):
         address = cluster_address(url)
-        credentials = {"username": address.username, "password": address.password}
         try:
             return cluster_class(
                 startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
-                **{name: value for name, value in credentials.items() if value},
+                **address.given(),
                 **address.options,
                 **options,
             )
@@ -129,12 +128,11 @@ def connect(
         return client_class.from_url(url, **options)
     address = sentinel_address(url)
     sentinel_options = {name: options[name] for name in _SENTINEL_OPTIONS if name in options}
-    credentials = {"username": address.username, "password": address.password}
     sentinel = Sentinel(
         address.sentinels,
         sentinel_kwargs=sentinel_options or None,
         db=address.db,
-        **{name: value for name, value in credentials.items() if value},
+        **address.given(),
         **options,
     )
     return sentinel.master_for(str(get_settings().sentinel_master), redis_class=client_class)

@@ -37,6 +37,11 @@ def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
 
 
+def is_cluster(url: str) -> bool:
+    """The URL names a Redis Cluster (`redis+cluster://`, `rediss+cluster://`)."""
+    return _scheme(url) in CLUSTER_SCHEMES
+
+
 def _hide_password(url: str) -> str:
     return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
@@ -316,12 +321,12 @@ class Settings(BaseSettings):
             ("RESULT_STORE_URL", self.result_store_url, STORE_SCHEMES),
             ("BREAKER_STORE_URL", self.breaker_store_url, STORE_SCHEMES),
         ]
+        if is_cluster(self.broker_url):
+            raise ValueError(
+                f"{ENV_PREFIX}BROKER_URL: a Redis Cluster cannot be the broker (kombu has no cluster transport); "
+                f"name it as {ENV_PREFIX}RESULT_STORE_URL and give a Redis or RabbitMQ broker"
+            )
         for name, url, schemes in checks:
-            if name == "BROKER_URL" and _scheme(url) in CLUSTER_SCHEMES:
-                raise ValueError(
-                    f"{ENV_PREFIX}BROKER_URL: a Redis Cluster cannot be the broker (kombu has no cluster transport); "
-                    f"name it as {ENV_PREFIX}RESULT_STORE_URL and give a Redis or RabbitMQ broker"
-                )
             if url is not None and _scheme(url) not in schemes:
                 shown = _hide_password(url)[:80]
                 raise ValueError(f"{ENV_PREFIX}{name}: {shown!r} is not a {' / '.join(schemes)}:// URL")
@@ -361,14 +366,19 @@ class Settings(BaseSettings):
         return self
 
     def _cluster_fits(self) -> None:
-        """A Redis Cluster store has one database, and no WAIT that covers a job's writes (they span nodes)."""
+        """A Redis Cluster store names its nodes, has one database, and no WAIT that covers a job's writes (they
+        span nodes)."""
         for name, url in (("RESULT_STORE_URL", self.result_store_url), ("BREAKER_STORE_URL", self.breaker_store_url)):
-            if url is None or _scheme(url) not in CLUSTER_SCHEMES:
+            if url is None or not is_cluster(url):
                 continue
-            database = url.split("?", 1)[0].split("://", 1)[1].partition("/")[2].strip("/")
-            if database not in ("", "0"):
-                raise ValueError(f"{ENV_PREFIX}{name}: a Redis Cluster has only database 0, not {database!r}")
-        if self.submit_replicas and _scheme(self.results_url) in CLUSTER_SCHEMES:
+            hosts, _, database = url.split("?", 1)[0].split("://", 1)[1].partition("/")
+            if not hosts.rpartition("@")[2].strip(", "):
+                raise ValueError(f"{ENV_PREFIX}{name}: the redis+cluster:// URL lists no node (host:port,host:port)")
+            if database.strip("/") not in ("", "0"):
+                raise ValueError(
+                    f"{ENV_PREFIX}{name}: a Redis Cluster has only database 0, not {database.strip('/')!r}"
+                )
+        if self.submit_replicas and is_cluster(self.results_url):
             raise ValueError(
                 f"{ENV_PREFIX}SUBMIT_REPLICAS: not with a Redis Cluster result store: a job's writes span several "
                 "masters and WAIT covers one (set 0; each master's replicas and min-replicas-to-write still apply)"

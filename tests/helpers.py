@@ -21,6 +21,7 @@ from dlq import store
 from pipeline.adapter.app import reconfigure
 from pipeline.jobs.ledger import COMPLETED, UNFINISHED, get_jobs, settled
 from settings import reset_settings
+from settings.config import is_cluster
 from tasks.orders.samples import sample_order
 from tests.conftest import worker_env
 from vetro.testing.processes import RedisServer, WorkerProcess, free_port, http_answers, reaped, spawn, wait_until
@@ -246,7 +247,7 @@ def quiet_redis() -> Iterator[RedisServer]:
 
 # The result store is a Redis Cluster (`--vetro-result-store cluster`): a test of what only one Redis offers skips.
 on_cluster = pytest.mark.skipif(
-    os.environ.get("VETRO_RESULT_STORE_URL", "").split("://", 1)[0].endswith("+cluster"),
+    is_cluster(os.environ.get("VETRO_RESULT_STORE_URL", "")),
     reason="the result store is a Redis Cluster, where this does not apply",
 )
 

@@ -76,7 +76,7 @@ CLUSTER = "rediss+cluster://ops:pa%40ss@10.0.0.1:7000,10.0.0.2,10.0.0.3:7002/0?s
 def test_a_cluster_url_lists_every_node_with_its_credentials_and_tls_options():
     address = cluster_address(CLUSTER)
     assert address.nodes == [("10.0.0.1", 7000), ("10.0.0.2", 6379), ("10.0.0.3", 7002)]
-    assert (address.db, address.username, address.password) == (0, "ops", "pa@ss")
+    assert (address.username, address.password) == ("ops", "pa@ss")
     assert address.options == {"ssl": True, "ssl_ca_certs": "/etc/ca.pem"}
     assert cluster_address("redis+cluster://h:1/0").options == {}
     assert is_cluster(CLUSTER) and not is_cluster("redis://h:6379/0") and not is_cluster(SENTINELS)
@@ -99,6 +99,11 @@ def test_a_cluster_cannot_be_the_broker():
 def test_a_cluster_has_only_database_0():
     with pytest.raises(ValidationError, match="RESULT_STORE_URL: a Redis Cluster has only database 0, not '3'"):
         Settings(result_store_url="redis+cluster://10.0.0.1:7000,10.0.0.2:7000/3")
+
+
+def test_a_cluster_url_that_lists_no_node_names_nothing():
+    with pytest.raises(ValidationError, match="RESULT_STORE_URL: the redis\\+cluster:// URL lists no node"):
+        Settings(result_store_url="redis+cluster://:pw@/0")
 
 
 def test_submit_replicas_is_refused_with_a_cluster_store_where_wait_covers_one_master():
