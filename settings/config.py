@@ -172,6 +172,13 @@ class Settings(BaseSettings):
     replay_window: int = Field(
         30 * 24 * 3600, ge=60, description="seconds a dead-lettered job stays replayable (its ledger is kept)"
     )
+    ledger_format: int = Field(
+        3,
+        ge=2,
+        le=3,
+        description="how a new job's record keeps its steps' results and leases: 3, on the record; 2, as releases "
+        "before it did (their workers do not read 3: set 2 while any of them runs, see CHANGELOG.md)",
+    )
 
     # The reconciler: finds jobs that stopped moving and drives them on.
     reconcile_interval: float = Field(15, gt=0, description="seconds between two sweeps (run by celery beat)")

@@ -7,6 +7,13 @@ here with the step rather than in the message, so two copies of one message neve
 budgets. A later delivery of a recorded step gets the recorded result without running the
 body; one that arrives while a live lease is held is told when the lease ends.
 
+A job's record holds its steps' results and leases as its own fields (format 3), so a step costs
+Redis one read and one write to claim and as many to record. A lease's end is written by the
+claiming worker's clock and read by the next one's: the lease's margin past the hard time limit
+(pipeline.jobs.stages.LEASE_MARGIN) is also what hosts' clocks may differ by. Records of the
+release before (results in their own hash, leases as keys with a TTL) are still read and written
+as they were.
+
 Each script touches only one job's keys (one hash slot), and returns the job's identity
 from its ledger record: the ledger, not a message's headers, says whose job it is. The one
 exception is a record's outbox: lists the caller asks to have appended to in the same script.
@@ -18,6 +25,7 @@ of what the entries are.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,30 +43,49 @@ CLAIMED, DONE, BUSY, UNKNOWN, UNDOING, REVOKED = "claimed", "done", "busy", "unk
 RECORDED, COMPLETED, JOINED, DUPLICATE = "recorded", "completed", "joined", "duplicate"
 FANIN = "fanin:"  # the record's counters of recorded terminals, one per fan-in (pipeline.plan.Level)
 
-# KEYS: record, results, lease. ARGV: scope, owner, lease ms, '1' for a compensation, '1' when the caller has the
-# job's plan already. The job's identity and plan come from its ledger record (a canvas's plan can be large: it
-# is sent only to a process that does not have it), with the due time it opened with; the count of earlier
-# unfinished runs is kept on it.
+# KEYS: record, results, lease. ARGV: scope, owner, '1' for a compensation, '1' when the caller has the job's plan
+# already, now (ms, less the clock skew allowed), the lease's end (ms), the lease ms. The job's identity and plan
+# come from its ledger record (a canvas's plan can be large: it is sent only to a process that does not have it),
+# with the due time it opened with; the count of earlier unfinished runs is kept on it. A record of the current
+# format holds the step's result and lease as its fields ('<ends ms> <owner>'; one read and one write a claim);
+# one of the release before holds them in the results hash and the lease key.
 _CLAIM = """
+local step = ARGV[1]
 local job = redis.call('HMGET', KEYS[1], 'idempotency_key', 'correlation_id', 'pipeline', 'replay', 'compensations',
-    'canvas', 'status', 'due_at')
+    'canvas', 'status', 'due_at', 'format', 'result:' .. step, 'lease:' .. step, 'starts:' .. step)
 if not job[1] then return {'unknown'} end
 local plan = ''
-if job[6] and ARGV[5] ~= '1' then plan = redis.call('HGET', KEYS[1], 'plan') or '' end
+if job[6] and ARGV[4] ~= '1' then plan = redis.call('HGET', KEYS[1], 'plan') or '' end
 local identity = {job[1], job[2], job[3], job[4] or '0', plan, job[8] or '0'}
 if job[7] == 'revoked' then return {'revoked', '', unpack(identity)} end
-if ARGV[4] ~= '1' and job[5] then return {'undoing', '', unpack(identity)} end
-local stored = redis.call('HGET', KEYS[2], ARGV[1])
+if ARGV[3] ~= '1' and job[5] then return {'undoing', '', unpack(identity)} end
+local current, stored, lease_left = tonumber(job[9] or '0') >= 3, nil, nil
+if current then
+    stored = job[10]
+    local lease = job[11] or ''
+    if lease ~= '' then lease_left = tonumber(string.sub(lease, 1, string.find(lease, ' ') - 1)) - tonumber(ARGV[5]) end
+    if lease_left and lease_left <= 0 then lease_left = nil end
+else
+    stored = redis.call('HGET', KEYS[2], step)
+end
 if stored then
-    redis.call('HINCRBY', KEYS[1], 'hits:' .. ARGV[1], 1)
+    redis.call('HINCRBY', KEYS[1], 'hits:' .. step, 1)
     return {'done', stored, unpack(identity)}
 end
-if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then
-    local starts = redis.call('HINCRBY', KEYS[1], 'starts:' .. ARGV[1], 1)
+if current then
+    if not lease_left then
+        local starts = tonumber(job[12] or '0') + 1
+        redis.call('HSET', KEYS[1], 'lease:' .. step, ARGV[6] .. ' ' .. ARGV[2], 'starts:' .. step, starts)
+        return {'claimed', tostring(starts - 1), unpack(identity)}
+    end
+elseif redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[7]) then
+    local starts = redis.call('HINCRBY', KEYS[1], 'starts:' .. step, 1)
     return {'claimed', tostring(starts - 1), unpack(identity)}
+else
+    lease_left = redis.call('PTTL', KEYS[3])
 end
-redis.call('HINCRBY', KEYS[1], 'conflicts:' .. ARGV[1], 1)
-return {'busy', tostring(redis.call('PTTL', KEYS[3])), unpack(identity)}
+redis.call('HINCRBY', KEYS[1], 'conflicts:' .. step, 1)
+return {'busy', tostring(lease_left), unpack(identity)}
 """
 
 # KEYS: record, results, attempts, lease, then the outbox's lists. ARGV: scope, result, now, ttl,
@@ -69,25 +96,38 @@ return {'busy', tostring(redis.call('PTTL', KEYS[3])), unpack(identity)}
 # A new record counts itself in each fan-in; the fan-ins complete in order, and when all of them do, what
 # follows them may start (or, for the job's own, the job is complete). The keys live job_ttl from submission
 # (the record) or from the first step (results), and again from each retry (release) and from the job's end.
+# A record of the current format holds the result and the lease, and says until when it lives at least
+# ('expires_at') and whether its attempts were counted ('counted'): a job ending within its first lifetime's
+# margin (pipeline.jobs.ledger.LIFETIME_MARGIN) sets none again. One read and one write a step.
 _RECORD = """
-local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
-redis.call('DEL', KEYS[4])
-if redis.call('HGET', KEYS[1], 'status') == 'revoked' then
-    if ARGV[5] == '1' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end  -- a first step's result still expires
+local step, now, ttl = ARGV[1], ARGV[3], ARGV[4]
+local job = redis.call('HMGET', KEYS[1], 'format', 'status', 'result:' .. step, 'dead_lettered', 'submitted_at',
+    'expires_at', 'counted')
+local current = tonumber(job[1] or '0') >= 3
+local new
+if current then
+    new = not job[3]
+else
+    new = redis.call('HSETNX', KEYS[2], step, ARGV[2]) == 1
+    redis.call('DEL', KEYS[4])
+end
+local fields = {}
+local function add(...) for _, value in ipairs({...}) do fields[#fields + 1] = value end end
+if current then
+    add('lease:' .. step, '')
+    if new then add('result:' .. step, ARGV[2]) end
+end
+if job[2] == 'revoked' then
+    if current then redis.call('HSET', KEYS[1], unpack(fields))
+    elseif ARGV[5] == '1' then redis.call('EXPIRE', KEYS[2], ttl) end  -- a first step's result still expires
     return {'revoked', '0', '0'}
 end
-local step = ARGV[1]
-if new == 1 then
-    redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'progress_at', ARGV[3], 'last_step', step, 'stalls', 0,
-        'began:' .. step, ARGV[6], 'worker:' .. step, ARGV[7], 'ended:' .. step, ARGV[3])
-    if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], ARGV[8], ARGV[9]) end
-else
-    redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'progress_at', ARGV[3], 'last_step', step, 'stalls', 0)
-end
-for i = 5, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[i + 7]) end
+add('touched_at', now, 'progress_at', now, 'last_step', step, 'stalls', 0)
 local outcome = 'duplicate'
-if new == 1 then
+if new then
     outcome = 'recorded'
+    add('began:' .. step, ARGV[6], 'worker:' .. step, ARGV[7], 'ended:' .. step, now)
+    if ARGV[8] ~= '' then add(ARGV[8], ARGV[9]) end
     local levels = cjson.decode(ARGV[10])
     local joined, leading = 0, true
     for _, level in ipairs(levels) do
@@ -97,7 +137,7 @@ if new == 1 then
     end
     if #levels > 0 and joined == #levels then
         if ARGV[11] == '1' then
-            redis.call('HSET', KEYS[1], 'status', 'completed', 'finished_at', ARGV[3])
+            add('status', 'completed', 'finished_at', now)
             outcome = 'completed'
         else
             outcome = 'joined'
@@ -105,29 +145,44 @@ if new == 1 then
     end
 end
 if outcome == 'completed' then
-    for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
-    local job = redis.call('HMGET', KEYS[1], 'dead_lettered', 'submitted_at')
-    return {outcome, job[1] or '0', job[2] or '0'}
+    if not current then
+        for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+    elseif tonumber(job[6] or '0') - tonumber(now) < tonumber(ttl) then
+        redis.call('EXPIRE', KEYS[1], ttl)
+        add('expires_at', tonumber(now) + tonumber(ttl))
+        if job[7] then redis.call('EXPIRE', KEYS[3], ttl) end
+    end
 end
-if ARGV[5] == '1' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+redis.call('HSET', KEYS[1], unpack(fields))
+for i = 5, #KEYS do redis.call('LPUSH', KEYS[i], ARGV[i + 7]) end
+if outcome == 'completed' then return {outcome, job[4] or '0', job[5] or '0'} end
+if ARGV[5] == '1' and not current then redis.call('EXPIRE', KEYS[2], ttl) end
 return {outcome, '0', '0'}
 """
 
 # KEYS: record, attempts, lease, results. ARGV: scope, owner, now, counter ('failed', 'waits' or ''), budget, stage,
-# ttl, when the run began and on which worker ('' if untold). A counted attempt (a retry or a wait follows) starts
-# the job's lifetimes again.
+# ttl, when the run began and on which worker ('' if untold). The lease is dropped if this owner holds it. A counted
+# attempt (a retry or a wait follows) starts the job's lifetimes again (the record says so: see _RECORD).
 # Returns the step's count for that counter, and 1 if it is still within the budget (a retry follows).
 _RELEASE = """
-if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
-redis.call('HDEL', KEYS[1], 'starts:' .. ARGV[1])
-if ARGV[8] == '' then
-    redis.call('HSET', KEYS[1], 'touched_at', ARGV[3])
-else
-    redis.call('HSET', KEYS[1], 'touched_at', ARGV[3], 'began:' .. ARGV[1], ARGV[8], 'worker:' .. ARGV[1], ARGV[9])
+local step, now, ttl = ARGV[1], ARGV[3], ARGV[7]
+local job = redis.call('HMGET', KEYS[1], 'format', 'lease:' .. step)
+local current = tonumber(job[1] or '0') >= 3
+local fields = {'touched_at', now}
+local function add(...) for _, value in ipairs({...}) do fields[#fields + 1] = value end end
+if current then
+    local lease = job[2] or ''
+    if lease ~= '' and string.sub(lease, string.find(lease, ' ') + 1) == ARGV[2] then add('lease:' .. step, '') end
+elseif redis.call('GET', KEYS[3]) == ARGV[2] then
+    redis.call('DEL', KEYS[3])
 end
+redis.call('HDEL', KEYS[1], 'starts:' .. step)
+if ARGV[8] ~= '' then add('began:' .. step, ARGV[8], 'worker:' .. step, ARGV[9]) end
+if ARGV[4] ~= '' and current then add('counted', '1', 'expires_at', tonumber(now) + tonumber(ttl)) end
+redis.call('HSET', KEYS[1], unpack(fields))
 if ARGV[4] == '' then return {0, 0} end
-local count = redis.call('HINCRBY', KEYS[2], ARGV[4] .. ':' .. ARGV[1], 1)
-for _, name in ipairs({KEYS[1], KEYS[2], KEYS[4]}) do redis.call('EXPIRE', name, ARGV[7]) end
+local count = redis.call('HINCRBY', KEYS[2], ARGV[4] .. ':' .. step, 1)
+for _, name in ipairs({KEYS[1], KEYS[2], KEYS[4]}) do redis.call('EXPIRE', name, ttl) end
 if count > tonumber(ARGV[5]) then return {count, 0} end
 local kind = ARGV[4] == 'failed' and 'retries' or 'waits'
 redis.call('HINCRBY', KEYS[1], kind, 1)
@@ -192,7 +247,8 @@ class Guard:
         Once a job is being compensated, only compensations may claim: its other steps get UNDOING.
         """
         keys = [self.keys.record, self.keys.results, self.keys.lease(self.scope)]
-        args = [self.scope, owner, int(lease_seconds * 1000), "1" if compensation else "0", "1" if have_plan else "0"]
+        now, lease = int(time.time() * 1000), int(lease_seconds * 1000)
+        args = [self.scope, owner, "1" if compensation else "0", "1" if have_plan else "0", now, now + lease, lease]
         return queue_script(pipe, "claim", _CLAIM, keys, args)
 
     def parse_claim(self, answer: list) -> Claim:

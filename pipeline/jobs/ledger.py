@@ -5,7 +5,8 @@ Per job (all under the job's hash tag, see pipeline.store.JobKeys):
   compensating and compensated, with the compensation plan), when it was submitted, last
   touched (claimed, recorded, retried, published) and last made progress (a step recorded),
   retries, waits, re-drives;
-- each step's recorded result and its counters (pipeline.jobs.guard).
+- each step's recorded result and lease, on the record (format 3; in a hash and keys of their own before),
+  and its counters (pipeline.jobs.guard).
 
 Per pipeline:
 - the due set: each unfinished job scored by the time by which it must show a sign of life,
@@ -21,6 +22,7 @@ Shared by all pipelines:
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from typing import Any
 
 import redis
 
+from pipeline.batching import Batch
 from pipeline.context import JobContext
 from pipeline.jobs.guard import FANIN, decode, encode
 from pipeline.jobs.pipelines import namespaces, plan_of, push_due_within, stall_after
@@ -38,9 +41,18 @@ from pipeline.store import JobKeys, key, queue_script, redis_client, run_script,
 from settings import get_settings
 
 QUEUED, COMPLETED, FAILED = "queued", "completed", "failed"
-# The record's format: 2 adds the plan (a canvas's), the task-id index and the fan-in counters. A record
-# without one was written by the release before, and is read as a declared pipeline's job (its plan).
-FORMAT = 2
+# The record's format (VETRO_LEDGER_FORMAT): 2 adds the plan (a canvas's), the task-id index and the fan-in counters.
+# A record without one was written by the release before, and is read as a declared pipeline's job (its plan). 3
+# keeps each step's result ('result:<scope>') and lease ('lease:<scope>') on the record, and when it expires at the
+# earliest (EXPIRES_AT); a record of 2 keeps them in the results hash and lease keys (pipeline.store.JobKeys).
+RESULT, LEASE = "result:", "lease:"
+EXPIRES_AT = "expires_at"
+COUNTED = "counted"  # format 3: the job's attempts hash exists (its lifetime is set with the record's)
+# Seconds a job's record lives past job_ttl from its submission: a job ending within them need not set its
+# lifetime again (one command a job); a record of a completed job lives at most this much longer.
+LIFETIME_MARGIN = 3600
+CLOSE_EVERY = 1.0  # seconds between two batches of completed jobs leaving their due sets (close_soon)
+log = logging.getLogger("vetro.ledger")
 COMPENSATING, COMPENSATED = "compensating", "compensated"
 REVOKED = "revoked"  # cancelled by Celery's revoke of any of its steps: nothing more runs or is published
 UNFINISHED = frozenset({QUEUED, COMPENSATING})  # statuses of a job that still has steps to run
@@ -131,7 +143,7 @@ def open_unless_known(
         due_key(job.pipeline),
         index_key(job.pipeline),
     ]
-    args = [job.job_id, dedup_ttl, settings.job_ttl, record[DUE_AT], settings.replay_window, now, len(record)]
+    args = [job.job_id, dedup_ttl, first_lifetime(), record[DUE_AT], settings.replay_window, now, len(record)]
     args += [len(opening.task_ids), _indexed(job)]
     args += [item for field in record.items() for item in field]
     keys += [task_key(task_id) for task_id in opening.task_ids]
@@ -140,13 +152,20 @@ def open_unless_known(
     queue_script(pipe, "open", _OPEN, keys, args, spans=True)
 
 
+def first_lifetime() -> int:
+    """Seconds a new job's record (and its task-id index) lives: job_ttl and the margin a job ends within."""
+    return get_settings().job_ttl + LIFETIME_MARGIN
+
+
 def _due_at(opening: Opening, now: float) -> float:
     return now + stall_after() + opening.delay
 
 
 def _opened(opening: Opening, now: float) -> dict[str, Any]:
-    record = opening.job.as_dict() | {"status": QUEUED, "submitted_at": now, "touched_at": now, "format": FORMAT}
+    fields = {"status": QUEUED, "submitted_at": now, "touched_at": now, "format": get_settings().ledger_format}
+    record = opening.job.as_dict() | fields
     record[DUE_AT] = _due_at(opening, now)
+    record[EXPIRES_AT] = now + first_lifetime()
     if opening.plan is None:
         return record | {"payload": encode(opening.payload)}
     return record | {"plan": opening.plan, "canvas": 1}
@@ -161,7 +180,7 @@ def open_jobs(pipe: redis.client.Pipeline, pipeline: str, openings: list[Opening
     reconciler to find it. A due entry whose record never came is closed by the reconciler."""
     if not openings:
         return
-    now, ttl = _now(), get_settings().job_ttl
+    now, ttl = _now(), first_lifetime()
     _watch(pipe, pipeline, {opening.job.job_id: _due_at(opening, now) for opening in openings})
     _scored(pipe, index_key(pipeline), {opening.job.job_id: now for opening in openings})
     for opening in openings:
@@ -265,6 +284,34 @@ def job_for(task_id: str) -> tuple[str, str] | None:
 def close(pipeline: str, job_id: str) -> None:
     """The job has ended (completed or dead-lettered): nothing more to watch."""
     redis_client().zrem(due_key(pipeline), job_id)
+
+
+def close_soon(pipeline: str, job_id: str) -> None:
+    """The job completed: it leaves the due set with the others this process completes within CLOSE_EVERY, in one
+    command a pipeline, not one a job. Lost with its process or with Redis, the due entry comes due, and the
+    reconciler, finding the job ended, closes it. (A completed job is never reopened: replay refuses it.)"""
+    _closing.add(pipeline, {job_id})
+
+
+def _flush_closing() -> None:
+    closing = _closing.take()
+    if not closing:
+        return
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        for pipeline, job_ids in closing.items():
+            pipe.zrem(due_key(pipeline), *job_ids)
+        pipe.execute()
+    except redis.RedisError as error:
+        log.debug("completed jobs not closed (%s); kept for the next flush", error)
+        _closing.give_back(closing)
+
+
+def _union(closing: set[str], more: set[str]) -> set[str]:
+    return closing | more
+
+
+_closing: Batch[str, set[str]] = Batch("vetro-closing", CLOSE_EVERY, _union, _flush_closing)
 
 
 def due(pipeline: str, now: float, limit: int) -> list[str]:
@@ -377,7 +424,7 @@ def reopen(jobs: list[tuple[JobContext, bool]], pipe: redis.client.Pipeline) -> 
         _watch(pipe, job.pipeline, {job.job_id: due_at})  # first: see open_jobs
         reopened = {"status": status, "replay": job.replay, "touched_at": now, "replayed_at": now, DUE_AT: due_at}
         pipe.hset(keys.record, mapping=reopened)
-        pipe.hdel(keys.record, *FAILURE_FIELDS, "finished_at", "stalls")
+        pipe.hdel(keys.record, *FAILURE_FIELDS, "finished_at", "stalls", COUNTED)
         pipe.hincrby(keys.record, "replays", 1)
         pipe.delete(keys.attempts)
         for name in (keys.record, keys.results, dedup_key(job.pipeline, job.idempotency_key)):
@@ -470,17 +517,31 @@ def load_many(jobs: list[tuple[str, str]]) -> list[JobState | None]:
         pipe.hgetall(keys.results)
     answers = pipe.execute()
     return [
-        JobState(as_text(record), {scope.decode(): decode(value) for scope, value in results.items()})
-        if record
-        else None
+        _state(as_text(record), results) if record else None
         for record, results in zip(answers[0::2], answers[1::2], strict=True)
     ]
 
 
-def leases_held(pipeline: str, job_id: str, scopes: Iterable[str]) -> dict[str, float]:
-    """Seconds left on each held lease among `scopes` (steps running now)."""
-    keys = JobKeys(pipeline, job_id)
+def _state(record: dict[str, str], results: dict[bytes, bytes]) -> JobState:
+    """A job's state from its record and its results hash (which only a record of format 2 has)."""
+    recorded = {scope.decode(): decode(value) for scope, value in results.items()}
+    for name in [name for name in record if name.startswith(RESULT)]:
+        recorded[name.removeprefix(RESULT)] = decode(record.pop(name))
+    return JobState(record, recorded)
+
+
+def leases_held(state: JobState, scopes: Iterable[str]) -> dict[str, float]:
+    """Seconds left on each held lease among `scopes` (steps running now), by the job's record or, for a
+    record of format 2, its lease keys."""
     scopes = list(scopes)
+    if int(state.record.get("format") or 0) >= 3:
+        now, found = _now(), {}
+        for scope in scopes:
+            lease = state.record.get(LEASE + scope)
+            if lease and (left := int(lease.split(" ", 1)[0]) / 1000 - now) > 0:
+                found[scope] = left
+        return found
+    keys = JobKeys(state.context.pipeline, state.context.job_id)
     pipe = redis_client().pipeline(transaction=False)
     for scope in scopes:
         pipe.pttl(keys.lease(scope))
@@ -488,9 +549,19 @@ def leases_held(pipeline: str, job_id: str, scopes: Iterable[str]) -> dict[str, 
 
 
 def results_of(pipeline: str, job_id: str, scopes: list[str]) -> list[Any]:
-    """The recorded results of `scopes` (None where a step has none)."""
-    values = redis_client().hmget(JobKeys(pipeline, job_id).results, scopes) if scopes else []
-    return [decode(value) if value is not None else None for value in values]
+    """The recorded results of `scopes` (None where a step has none): on the record, or in the results hash
+    of a record of format 2."""
+    if not scopes:
+        return []
+    keys = JobKeys(pipeline, job_id)
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.hmget(keys.record, [RESULT + scope for scope in scopes])
+    pipe.hmget(keys.results, scopes)
+    on_record, in_hash = pipe.execute()
+    return [
+        decode(value) if (value := mine if mine is not None else theirs) is not None else None
+        for mine, theirs in zip(on_record, in_hash, strict=True)
+    ]
 
 
 def get_job(job_id: str) -> dict[str, str] | None:
@@ -526,9 +597,10 @@ def _public(record: dict[str, str]) -> dict[str, str]:
 
 
 def is_hidden(name: str) -> bool:
-    """Bookkeeping, not the job's story: its steps' fields, fan-in counters, and the due time it opened with
-    (a lower bound of when a sweep looks at it, which the due set holds)."""
-    return is_step_field(name) or name.startswith(FANIN) or name == DUE_AT
+    """Bookkeeping, not the job's story: its steps' fields, results and leases (the timeline shows them with
+    each step), fan-in counters, the due time it opened with (a lower bound of when a sweep looks at it, which
+    the due set holds), its earliest expiry and whether its attempts hash exists."""
+    return is_step_field(name) or name.startswith((FANIN, RESULT, LEASE)) or name in (DUE_AT, EXPIRES_AT, COUNTED)
 
 
 def settled(job_ids: list[str], status: str | None = None) -> list[dict[str, str]] | None:

@@ -45,7 +45,7 @@ def completed(job: JobContext, dead_lettered: bool) -> None:
     """The job's last step is recorded: resolve its dead letters if it had any, then stop watching it."""
     if dead_lettered:
         sink.recovered(job)
-    ledger.close(job.pipeline, job.job_id)
+    ledger.close_soon(job.pipeline, job.job_id)
 
 
 def compensated(job: JobContext, plan: list[str], replayed: bool) -> None:

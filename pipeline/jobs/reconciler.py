@@ -117,7 +117,7 @@ def examine(pipeline: str, job_id: str, now: float, queues: _Queues, dry_run: bo
             driver.finish(state)
         return Finding(job_id, Verdict.ENDED, "every step recorded")
     scopes = [step.scope for step in steps]
-    leases = ledger.leases_held(pipeline, job_id, scopes)
+    leases = ledger.leases_held(state, scopes)
     if leases:
         if not dry_run:
             ledger.postpone(pipeline, job_id, now + max(leases.values()) + FRONTIER_SLACK)

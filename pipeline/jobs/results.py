@@ -75,7 +75,7 @@ def _meta(state: ledger.JobState, node: Node | None) -> dict[str, Any]:
     if state.status in FAILED_JOB and failed_stage:
         return {"status": states.FAILURE, "result": _error(record), "traceback": record.get("traceback")}
     scopes = terminals(target) if not isinstance(target, Leaf) else (target.scope,)
-    if any(ledger.leases_held(state.context.pipeline, state.context.job_id, scopes)):
+    if any(ledger.leases_held(state, scopes)):
         return {"status": states.STARTED, "result": None, "traceback": None}
     if isinstance(target, Leaf) and _retried(state, target.scope):
         return {"status": states.RETRY, "result": None, "traceback": None}

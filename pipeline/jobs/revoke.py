@@ -31,7 +31,7 @@ def revoked(task_ids: list[str], by: str) -> list[str]:
             scopes = {leaf.scope for leaf in state.plan.leaves()} | {
                 step.scope for step in state.plan.pending(state.results)
             }
-            held = ledger.leases_held(pipeline, job_id, sorted(scopes))
+            held = ledger.leases_held(state, sorted(scopes))
             running += [state.plan.task_id_of(job_id, scope) for scope in held]
     return running
 

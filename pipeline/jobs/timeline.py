@@ -55,7 +55,7 @@ def describe_job(job_id: str) -> dict[str, Any] | None:
         steps.setdefault(scope, {"status": "pending"})[shown] = value if shown == "worker" else _number(value)
     for scope in edited:  # an operator corrected its input for a replay (the audit log has the change)
         steps.setdefault(scope, {"status": "pending"})["input_edited"] = True
-    for scope, seconds in leases_held(pipeline, job_id, steps).items():
+    for scope, seconds in leases_held(state, steps).items():
         steps[scope].update(status="running", lease_seconds_left=seconds)
     if record.get("failed_stage") in steps and record.get("status") != COMPLETED:
         steps[record["failed_stage"]]["status"] = "dead-lettered"

@@ -12,23 +12,24 @@ names, queues, dependencies and host names; never a job id, never a process id.
 
 from __future__ import annotations
 
-import atexit
 import bisect
 import functools
 import json
 import logging
-import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import redis
+
+from pipeline.batching import Batch
 from pipeline.store import key, redis_client
 
 log = logging.getLogger("vetro.metrics")
 
 FLUSH_EVERY = 1.0  # seconds between two flushes of one process's counts
+LIFETIME_EVERY = 60.0  # seconds between two settings of a metric's lifetime by one process
 METRIC_TTL = 8 * 24 * 3600  # a metric's hash lives this long past its last flush (then it reads as reset)
 TASK_LABELS = ("name", "hostname", "queue_name")
 RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
@@ -136,48 +137,13 @@ HISTOGRAMS = (TASK_RUNTIME, TASK_QUEUE_WAIT, JOB_DURATION, CALL_DURATION)
 HOSTNAME = socket.gethostname()
 
 
-class _Pending:
-    """What this process counted since its last flush; a flush thread per process (started after fork)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.values: dict[tuple[str, str], float] = {}  # (metric's key, field) -> amount
-        self.thread: threading.Thread | None = None
-
-    def add(self, metric: Metric, field: str, amount: float) -> None:
-        with self.lock:
-            entry = (metric.key, field)
-            self.values[entry] = self.values.get(entry, 0) + amount
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="vetro-metrics", daemon=True)
-                self.thread.start()
-
-    def take(self) -> dict[tuple[str, str], float]:
-        with self.lock:
-            values, self.values = self.values, {}
-        return values
-
-    def give_back(self, values: dict[tuple[str, str], float]) -> None:
-        with self.lock:
-            for entry, amount in values.items():
-                self.values[entry] = self.values.get(entry, 0) + amount
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(FLUSH_EVERY)
-            flush()
+def _add(counted: float, more: float) -> float:
+    return counted + more
 
 
-_pending = _Pending()
-
-
-def _forget_parents_counts() -> None:
-    """A forked child starts from nothing: its parent flushes what the parent counted."""
-    global _pending
-    _pending = _Pending()
-
-
-os.register_at_fork(after_in_child=_forget_parents_counts)
+# What this process counted since its last flush: (metric's key, field) -> amount.
+_pending: Batch[tuple[str, str], float] = Batch("vetro-metrics", FLUSH_EVERY, _add, lambda: flush())
+_lifetimes_set: dict[str, float] = {}  # a hash's name -> when this process last set its lifetime
 
 
 def _field(metric: Metric, values: tuple[str, ...]) -> str:
@@ -193,15 +159,15 @@ def _encoded(values: tuple[str, ...]) -> str:
 
 def count(metric: Metric, *labels: str, amount: float = 1) -> None:
     """Add `amount` to a counter (labels in the metric's order)."""
-    _pending.add(metric, _field(metric, labels), amount)
+    _pending.add((metric.key, _field(metric, labels)), amount)
 
 
 def observe(metric: Metric, value: float, *labels: str) -> None:
     """Record one observation of a histogram: its bucket, its sum and its count."""
     field = _field(metric, labels)
     bucket = bisect.bisect_left(metric.buckets, value)  # len(buckets): only +Inf holds it
-    _pending.add(metric, f"{field}|{bucket}", 1)
-    _pending.add(metric, f"{field}|sum", value)
+    _pending.add((metric.key, f"{field}|{bucket}"), 1)
+    _pending.add((metric.key, f"{field}|sum"), value)
 
 
 def flush() -> None:
@@ -213,26 +179,36 @@ def flush() -> None:
     values = _pending.take()
     if not values:
         return
+    kept: dict[str, float] = {}
     try:
         pipe = redis_client().pipeline(transaction=False)
         for (name, field), amount in values.items():
             pipe.hincrbyfloat(name, field, amount)
         for name in {name for name, _ in values}:
-            pipe.expire(name, METRIC_TTL)
+            _keep(pipe, name, METRIC_TTL, kept)
         minute = activity_key(int(time.time() // 60 * 60))
         this_minute = [(ACTIVITY[name], field, amount) for (name, field), amount in values.items() if name in ACTIVITY]
         for what, field, amount in this_minute:
             pipe.hincrbyfloat(minute, what, amount)
             pipe.hincrbyfloat(minute, f"{what}|{field}", amount)  # and the pipeline's own
         if this_minute:
-            pipe.expire(minute, ACTIVITY_TTL)
+            _keep(pipe, minute, ACTIVITY_TTL, kept)
         pipe.execute()
+        for name in [name for name, at in _lifetimes_set.items() if time.monotonic() - at >= LIFETIME_EVERY]:
+            del _lifetimes_set[name]  # due again anyway: a minute's hash is not kept for ever
+        _lifetimes_set.update(kept)
     except Exception as error:  # never lose counts, never fail what was being counted
         log.debug("metrics not flushed (%s); kept for the next flush", error)
         _pending.give_back(values)
 
 
-atexit.register(flush)
+def _keep(pipe: redis.client.Pipeline, name: str, ttl: int, kept: dict[str, float]) -> None:
+    """Set the hash's lifetime (noted in `kept` once sent), unless this process did less than LIFETIME_EVERY
+    ago: it lives at least `ttl` less that long past its last flush, for one command a minute, not a flush."""
+    now = time.monotonic()
+    if now - _lifetimes_set.get(name, -LIFETIME_EVERY) >= LIFETIME_EVERY:
+        pipe.expire(name, ttl)
+        kept[name] = now
 
 
 def activity_key(minute: int) -> str:

@@ -192,6 +192,8 @@ def core_health(now: float | None = None) -> CoreHealth:
                 f"queue {name} is not being consumed: {length} message(s) waiting, {taken} (bound {bound:.0f}s)"
             )
     _check_reconciler(report, now, settings.reconcile_interval)
+    if hazard := heartbeat.older_readers(settings.ledger_format, report.workers, now):
+        report.warnings.append(hazard)
     declared = dependencies()
     try:
         report.breakers = [breakers.status(name) for name in declared]

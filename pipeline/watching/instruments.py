@@ -25,6 +25,7 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
+from pipeline import batching
 from pipeline.adapter.internals import header, queue_of
 from pipeline.adapter.job_headers import job_of
 from pipeline.context import SCOPE, SENT_AT, JobContext
@@ -113,8 +114,8 @@ def _revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
 
 @worker_process_shutdown.connect
 def _flush_at_exit(**_: Any) -> None:
-    """A pool process ends with os._exit, which skips atexit: flush what it counted first."""
-    metrics.flush()
+    """A pool process ends with os._exit, which skips atexit: flush what it counted (and closed) first."""
+    batching.flush_all()
 
 
 # The step's phases (pipeline.jobs.phases) tell what happened to a step; here it is counted.

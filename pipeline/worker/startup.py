@@ -11,12 +11,17 @@ Either way jobs vanish with no trace, which no reconciler can repair. The worker
 clearly at start, or refuses to start when VETRO_REQUIRE_DURABLE_REDIS is set. On a Redis Cluster,
 each master is checked: any one of them can lose its share of the jobs.
 
+A step's lease ends by the clock of the worker that claimed it and is read by the clock of the next
+(pipeline.jobs.guard): a host whose clock is off the result store's Redis is logged at start, as are
+workers of a release before that do not read the job records this one opens.
+
 It also removes a binding earlier releases left on the broker (see `unbind_stale_control_queue`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import redis
@@ -27,10 +32,14 @@ from pipeline.adapter.app import app
 from pipeline.adapter.internals import unbind
 from pipeline.jobs.pipelines import load_pipelines
 from pipeline.jobs.sink import load_dead_letter_store
+from pipeline.jobs.stages import LEASE_MARGIN
 from pipeline.redis_servers import connect, where
+from pipeline.store import redis_client
+from pipeline.telemetry import heartbeat
 from settings import ConfigError, get_settings
 
 log = logging.getLogger("vetro.worker")
+CLOCK_OFF_WARNED = 1.0  # seconds
 
 
 def durability_problems(client: redis.Redis) -> list[str]:
@@ -92,6 +101,38 @@ def check_redis_durability() -> None:
         raise SystemExit(f"vetro: {name} can lose jobs: {problem}{more} (VETRO_REQUIRE_DURABLE_REDIS)")
 
 
+def check_clock() -> float | None:
+    """Log an error when this host's clock is more than CLOCK_OFF_WARNED seconds off the result store's Redis: leases
+    hold only while hosts agree within LEASE_MARGIN. Returns the offset (None if Redis could not say)."""
+    try:
+        before = time.time()
+        seconds, microseconds = redis_client().time()
+        after = time.time()
+    except redis.RedisError as error:
+        log.warning("could not compare this host's clock with Redis's (%s)", error)
+        return None
+    offset = (before + after) / 2 - (seconds + microseconds / 1e6)
+    if abs(offset) > CLOCK_OFF_WARNED:
+        log.error(
+            "this host's clock is %+.1f s off the result store's Redis: a step's lease holds only while hosts' "
+            "clocks agree within %s s (synchronise them, e.g. with NTP)",
+            offset,
+            LEASE_MARGIN,
+        )
+    return offset
+
+
+def check_older_workers() -> None:
+    """Log an error if workers of a release before run beside this one while jobs open in a format they do not read."""
+    try:
+        hazard = heartbeat.older_readers(get_settings().ledger_format, heartbeat.workers(), time.time())
+    except redis.RedisError as error:
+        log.warning("could not read the other workers' heartbeats (%s)", error)
+        return
+    if hazard:
+        log.error(hazard)
+
+
 def load_configured_modules() -> None:
     """The pipelines and the dead-letter store settings name; a bad name ends the process in one line."""
     try:
@@ -122,4 +163,6 @@ def unbind_stale_control_queue() -> None:
 @worker_init.connect
 def _check_at_start(**_: Any) -> None:
     check_redis_durability()
+    check_clock()
+    check_older_workers()
     unbind_stale_control_queue()

@@ -74,9 +74,9 @@ def test_a_running_job_revoked_from_the_command_line_finishes_its_step_and_start
     assert record_of(result.id)["revoked_by"] == "celery control revoke"
     reconcile_once()
     assert stays(lambda: attempts(f"{name}:after") == 0, 10)
-    results = JobKeys(*job_for(result.id)).results
-    wait_until(lambda: redis_client().hlen(results) == 1, 30, "the running step's result to be kept")
-    assert redis_client().ttl(results) > 0  # and it expires, as every result does
+    pipeline, job_id = job_for(result.id)
+    wait_until(lambda: len(ledger.load(pipeline, job_id).results) == 1, 30, "the running step's result to be kept")
+    assert redis_client().ttl(JobKeys(pipeline, job_id).record) > 0  # and it expires with its record
     shown = vetro("job", "show", result.id)
     assert "revoked" in shown.stdout and "celery control revoke" in shown.stdout, shown.stdout
 

@@ -30,8 +30,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 REPO = Path(__file__).resolve().parents[2]
 # The releases before the canvas engine changed what the ledger holds (e10cad6), and before the core's
-# modules moved into subpackages and the dead-letter store's schema took migration 0002 (dd7f602).
-PREVIOUS = os.environ.get("VETRO_TEST_PREVIOUS_RELEASES", "e10cad6,dd7f602").split(",")
+# modules moved into subpackages and the dead-letter store's schema took migration 0002 (dd7f602), and before a
+# job's record held its steps' results and leases (99ba4a5).
+PREVIOUS = os.environ.get("VETRO_TEST_PREVIOUS_RELEASES", "e10cad6,dd7f602,99ba4a5").split(",")
 SETTLE = 180
 
 
