@@ -128,7 +128,7 @@ def key(*parts: str) -> str:
 
 
 class JobKeys:
-    """The keys holding one job: its ledger record, its steps' results and counters, and their leases."""
+    """The keys holding one job: its ledger record, its steps' counters, and (format 2) their results and leases."""
 
     def __init__(self, pipeline: str, job_id: str) -> None:
         self.job_id = job_id
@@ -136,7 +136,7 @@ class JobKeys:
 
     @cached_property
     def results(self) -> str:
-        """Hash: step scope -> the step's recorded result (JSON)."""
+        """Hash: step scope -> the step's recorded result (JSON), of a record of format 2 (3 keeps it on the record)."""
         return self.record + ":results"
 
     @cached_property
@@ -145,7 +145,8 @@ class JobKeys:
         return self.record + ":attempts"
 
     def lease(self, scope: str) -> str:
-        """String with a TTL: the owner of the attempt running this step now."""
+        """String with a TTL: the owner of the attempt running this step now, for a record of format 2 (3 keeps it on
+        the record, pipeline.jobs.guard)."""
         return f"{self.record}:lease:{scope}"
 
     def all(self, scopes: list[str]) -> list[str]:
