@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+from redis.exceptions import ClusterDownError, RedisClusterException
 
 from dlq import store
 from pipeline.adapter.app import reconfigure
@@ -42,6 +44,35 @@ def count_ended(job_ids: list[str]) -> int:
     return sum(1 for record in get_jobs(job_ids) if record and record["status"] not in UNFINISHED)
 
 
+# What reading the ledger raises while its Redis fails over: no master answers (a connection lost, a replica that
+# refuses writes, a cluster whose slots are not all served yet, or none of whose nodes answers).
+FAILING_OVER = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, ClusterDownError, RedisClusterException)
+
+
+def count_settled(job_ids: list[str]) -> int:
+    """How many have ended (0 while no master answers: a failover is under way)."""
+    try:
+        return count_ended(job_ids)
+    except FAILING_OVER:
+        return 0
+
+
+def all_completed(job_ids: list[str]) -> bool:
+    try:
+        return settled(job_ids, COMPLETED) is not None
+    except FAILING_OVER:
+        return False
+
+
+def wait_for_all_completed(job_ids: list[str], timeout: float = 300) -> None:
+    """Wait until every job has completed, through a failover; a timeout names the jobs that had not."""
+    try:
+        wait_until(lambda: all_completed(job_ids), timeout, f"{len(job_ids)} jobs to complete")
+    except TimeoutError as timed_out:
+        stuck = [record for record in get_jobs(job_ids) if not record or record["status"] != COMPLETED]
+        raise TimeoutError(f"{timed_out}; not completed: {stuck}") from None
+
+
 def effects_by_key(partner_url: str) -> dict[tuple[str, str], dict]:
     rows = httpx.get(f"{partner_url}/effects", timeout=10).json()["effects"]
     return {(row["key"], row["destination"]): row for row in rows}
@@ -63,6 +94,14 @@ def eu_purchases(prefix: str, count: int) -> list[tuple[dict, str]]:
     keys = [f"{prefix}-{uuid.uuid4().hex[:8]}" for _ in range(count)]
     eu_purchase = {"order_type": "purchase", "region": "eu"}
     return [(sample_order(n, prefix=key) | eu_purchase, key) for n, key in enumerate(keys)]
+
+
+def submit_eu_purchases(prefix: str, count: int) -> tuple[list[str], list[str]]:
+    """Submit `count` EU purchases (with `pipeline.submit`, to this process's broker); their job ids and keys."""
+    from pipeline import submit
+
+    orders = eu_purchases(prefix, count)
+    return [submit(order, key) for order, key in orders], [key for _, key in orders]
 
 
 def assert_every_effect_once(partner_url: str, keys: list[str]) -> None:

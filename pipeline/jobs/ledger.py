@@ -22,7 +22,6 @@ Shared by all pipelines:
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from typing import Any
 
 import redis
 
-from pipeline.batching import Batch
 from pipeline.context import JobContext
 from pipeline.jobs.guard import FANIN, decode, encode
 from pipeline.jobs.pipelines import namespaces, plan_of, push_due_within, stall_after
@@ -51,8 +49,6 @@ COUNTED = "counted"  # format 3: the job's attempts hash exists (its lifetime is
 # Seconds a job's record lives past job_ttl from its submission: a job ending within them need not set its
 # lifetime again (one command a job); a record of a completed job lives at most this much longer.
 LIFETIME_MARGIN = 3600
-CLOSE_EVERY = 1.0  # seconds between two batches of completed jobs leaving their due sets (close_soon)
-log = logging.getLogger("vetro.ledger")
 COMPENSATING, COMPENSATED = "compensating", "compensated"
 REVOKED = "revoked"  # cancelled by Celery's revoke of any of its steps: nothing more runs or is published
 UNFINISHED = frozenset({QUEUED, COMPENSATING})  # statuses of a job that still has steps to run
@@ -284,34 +280,6 @@ def job_for(task_id: str) -> tuple[str, str] | None:
 def close(pipeline: str, job_id: str) -> None:
     """The job has ended (completed or dead-lettered): nothing more to watch."""
     redis_client().zrem(due_key(pipeline), job_id)
-
-
-def close_soon(pipeline: str, job_id: str) -> None:
-    """The job completed: it leaves the due set with the others this process completes within CLOSE_EVERY, in one
-    command a pipeline, not one a job. Lost with its process or with Redis, the due entry comes due, and the
-    reconciler, finding the job ended, closes it. (A completed job is never reopened: replay refuses it.)"""
-    _closing.add(pipeline, {job_id})
-
-
-def _flush_closing() -> None:
-    closing = _closing.take()
-    if not closing:
-        return
-    try:
-        pipe = redis_client().pipeline(transaction=False)
-        for pipeline, job_ids in closing.items():
-            pipe.zrem(due_key(pipeline), *job_ids)
-        pipe.execute()
-    except redis.RedisError as error:
-        log.debug("completed jobs not closed (%s); kept for the next flush", error)
-        _closing.give_back(closing)
-
-
-def _union(closing: set[str], more: set[str]) -> set[str]:
-    return closing | more
-
-
-_closing: Batch[str, set[str]] = Batch("vetro-closing", CLOSE_EVERY, _union, _flush_closing)
 
 
 def due(pipeline: str, now: float, limit: int) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pipeline.context import JobContext
 from pipeline.events import Events
 from pipeline.failures import FailureClass
-from pipeline.jobs import ledger, sink
+from pipeline.jobs import closing, ledger, sink
 from pipeline.jobs.sink import FailedStep
 
 # Told: "dead_lettered" (step, failure class, exception, attempts, compensations), "completed" (job, submitted
@@ -45,7 +45,7 @@ def completed(job: JobContext, dead_lettered: bool) -> None:
     """The job's last step is recorded: resolve its dead letters if it had any, then stop watching it."""
     if dead_lettered:
         sink.recovered(job)
-    ledger.close_soon(job.pipeline, job.job_id)
+    closing.close_soon(job.pipeline, job.job_id)
 
 
 def compensated(job: JobContext, plan: list[str], replayed: bool) -> None:

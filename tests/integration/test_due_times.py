@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pipeline import submit_many
-from pipeline.jobs import ledger
+from pipeline.jobs import closing, ledger
 from pipeline.jobs.guard import CLAIMED, Guard
 from pipeline.jobs.pipelines import push_due_within, stall_after
 from pipeline.store import JobKeys, redis_client
@@ -47,3 +47,12 @@ def test_a_step_starting_near_its_jobs_due_time_pushes_it():
         [job_id] = submit_many([sample_order(2, prefix="due")])
         redis_client().hdel(JobKeys("orders", job_id).record, ledger.DUE_AT)  # a job the release before opened
         assert ledger.due_soon(claimed(job_id))  # 0: its due time is pushed, as every step did before
+
+
+def test_a_completed_job_leaves_the_due_set_with_the_next_batch():
+    with quiet_redis():
+        [job_id] = submit_many([sample_order(3, prefix="due")])
+        closing.close_soon("orders", job_id)
+        assert redis_client().zscore(ledger.due_key("orders"), job_id) is not None  # not a command a job
+        closing.flush()
+        assert redis_client().zscore(ledger.due_key("orders"), job_id) is None

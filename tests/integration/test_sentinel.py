@@ -20,9 +20,17 @@ import pytest
 import redis
 
 from pipeline import NotReplicatedError, submit
-from pipeline.jobs.ledger import COMPLETED, get_jobs, settled
 from settings import reset_settings
-from tests.helpers import assert_every_effect_once, count_ended, eu_purchases, fast_env, producing_to, set_faults
+from tests.helpers import (
+    assert_every_effect_once,
+    count_settled,
+    eu_purchases,
+    fast_env,
+    producing_to,
+    set_faults,
+    submit_eu_purchases,
+    wait_for_all_completed,
+)
 from vetro.testing.processes import BeatProcess, FlowerProcess, WorkerProcess, free_port, wait_until
 from vetro.testing.sentinel import MASTER_NAME, SentinelGroup
 
@@ -62,49 +70,21 @@ def fleet(partner) -> Iterator[Fleet]:
                 process.stop()
 
 
-def submit_orders(prefix: str, count: int = JOBS) -> tuple[list[str], list[str]]:
-    orders = eu_purchases(prefix, count)
-    return [submit(order, key) for order, key in orders], [key for _, key in orders]
-
-
-def count_settled(job_ids: list[str]) -> int:
-    """How many have ended (0 while no master answers: the failover is under way)."""
-    try:
-        return count_ended(job_ids)
-    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError):
-        return 0
-
-
-def all_completed(job_ids: list[str]) -> bool:
-    try:
-        return settled(job_ids, COMPLETED) is not None
-    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError):
-        return False
-
-
-def wait_for_all(job_ids: list[str], timeout: float = 300) -> None:
-    try:
-        wait_until(lambda: all_completed(job_ids), timeout, f"{len(job_ids)} jobs to complete")
-    except TimeoutError as timed_out:
-        stuck = [record for record in get_jobs(job_ids) if not record or record["status"] != COMPLETED]
-        raise TimeoutError(f"{timed_out}; not completed: {stuck}") from None
-
-
 def test_the_master_killed_under_load_loses_no_job(fleet, partner):
     set_faults(partner.url, latency_ms=300, scope="/webhooks/")  # jobs are still running when the master dies
-    job_ids, keys = submit_orders("failover")
+    job_ids, keys = submit_eu_purchases("failover", JOBS)
     wait_until(lambda: count_settled(job_ids) >= JOBS // 4, 180, "a quarter of the jobs to end")
     print(f"jobs ended when the master was killed: {count_settled(job_ids)} of {JOBS}")  # often fewer; not asserted
     fleet.group.kill_master()
     started = time.monotonic()
     fleet.group.wait_for_failover()
     print(f"promoted after {time.monotonic() - started:.1f}s")
-    wait_for_all(job_ids)
+    wait_for_all_completed(job_ids)
     print(f"every job completed {time.monotonic() - started:.1f}s after the kill")
     fleet.assert_no_worker_ended()
     assert_every_effect_once(partner.url, keys)
-    more, more_keys = submit_orders("after-failover", 10)  # the promoted master takes new work
-    wait_for_all(more)
+    more, more_keys = submit_eu_purchases("after-failover", 10)  # the promoted master takes new work
+    wait_for_all_completed(more)
     assert_every_effect_once(partner.url, more_keys)
 
 
@@ -112,7 +92,7 @@ def test_a_failover_that_loses_acknowledged_writes_is_driven_on_from_what_surviv
     group = fleet.group
     monkeypatch.setenv("VETRO_SUBMIT_REPLICAS", "1")  # the jobs' records are on the replica before the cut
     reset_settings()
-    job_ids, keys = submit_orders("lagging")
+    job_ids, keys = submit_eu_purchases("lagging", JOBS)
     group.cut_replica()
     # From here the master alone holds what it acknowledges: steps recorded, messages taken, jobs ended.
     wait_until(lambda: count_settled(job_ids) == JOBS, 180, "every job to end on the master alone")
@@ -124,13 +104,13 @@ def test_a_failover_that_loses_acknowledged_writes_is_driven_on_from_what_surviv
     survived = count_settled(job_ids)
     print(f"jobs recorded as ended after the failover: {survived} of the {JOBS} the old master had ended")
     assert survived < JOBS, "the failover lost none of the master's acknowledged writes"
-    wait_for_all(job_ids)
+    wait_for_all_completed(job_ids)
     assert_every_effect_once(partner.url, keys)
     fleet.assert_no_worker_ended()
     # The producer was told: once the old master is back as a replica, it submits again under the same key.
     group.rejoin_old_master()
     late = wait_until(lambda: _submitted(late_order, late_key), 120, "the promoted master to take the job again")
-    wait_for_all([late])
+    wait_for_all_completed([late])
     assert_every_effect_once(partner.url, [late_key])
 
 
