@@ -1,7 +1,7 @@
 """What a process hands to Redis in batches, about once a second, from a thread of its own.
 
 A command a batch instead of one an event: counts added up (pipeline.telemetry.metrics), completed
-jobs leaving their due sets (pipeline.jobs.ledger). Each batch is flushed again when its process
+jobs leaving their due sets (pipeline.jobs.closing). Each batch is flushed again when its process
 exits (atexit, and the pool's `worker_process_shutdown`, see pipeline.watching.instruments). A
 forked child starts with nothing pending: what its parent gathered is the parent's to flush.
 """

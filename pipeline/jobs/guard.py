@@ -44,7 +44,7 @@ RECORDED, COMPLETED, JOINED, DUPLICATE = "recorded", "completed", "joined", "dup
 FANIN = "fanin:"  # the record's counters of recorded terminals, one per fan-in (pipeline.plan.Level)
 
 # KEYS: record, results, lease. ARGV: scope, owner, '1' for a compensation, '1' when the caller has the job's plan
-# already, now (ms, less the clock skew allowed), the lease's end (ms), the lease ms. The job's identity and plan
+# already, now (ms, this worker's clock), the lease's end (ms), the lease ms. The job's identity and plan
 # come from its ledger record (a canvas's plan can be large: it is sent only to a process that does not have it),
 # with the due time it opened with; the count of earlier unfinished runs is kept on it. A record of the current
 # format holds the step's result and lease as its fields ('<ends ms> <owner>'; one read and one write a claim);
